@@ -1,0 +1,332 @@
+//! [`Codec`]: a format plus a conversion, prepared for slices, on the best (or a forced)
+//! instruction set, split across threads for large inputs.
+
+use rayon::prelude::*;
+
+use crate::error::{FormatError, Result};
+use crate::format::Format;
+use crate::kernels::Isa;
+use crate::kernels::lane::{AWAY, Lane, RNE, ZERO};
+use crate::rounding::{Conversion, Rounding, stochastic_bits};
+
+/// Elements per parallel work item. Fixed, so the split never depends on the thread count
+/// (and stochastic rounding indexes elements globally anyway).
+const CHUNK: usize = 1 << 15;
+/// Slices shorter than this stay on the calling thread.
+const PARALLEL_MIN: usize = 1 << 17;
+
+/// A prepared converter: a [`Format`], a [`Conversion`], an instruction-set level and a
+/// threading choice.
+///
+/// ```
+/// use lowbit_formats::{Codec, Conversion, Format, Isa};
+/// let codec = Codec::new(Format::E4M3FN, Conversion::SATURATE);
+/// let x = [0.3f32, 1000.0, -0.0, f32::NAN];
+/// let mut q = [0.0f32; 4];
+/// codec.quantize_slice(&x, &mut q)?;
+/// assert_eq!(q[..3], [0.3125, 448.0, -0.0]);
+/// // Every level gives the same bits; force one to compare or benchmark.
+/// let scalar = codec.clone().with_isa(Isa::Scalar)?;
+/// let mut q2 = [0.0f32; 4];
+/// scalar.quantize_slice(&x, &mut q2)?;
+/// assert_eq!(q.map(f32::to_bits), q2.map(f32::to_bits));
+/// # Ok::<(), lowbit_formats::FormatError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Codec {
+    format: Format,
+    conv: Conversion,
+    isa: Isa,
+    parallel: bool,
+    lane: Option<Lane>,
+    lut: Option<Box<[f32; 256]>>,
+}
+
+macro_rules! simd_dispatch {
+    ($module:ident :: $kernel:ident, $round:expr, $scaled:expr, ($($arg:expr),*)) => {
+        // SAFETY (for the callers of this macro): a Codec only holds an Isa that passed
+        // `Isa::require`, so the CPU has the target features of `$module`.
+        match ($round, $scaled) {
+            (RNE, false) => unsafe { crate::kernels::$module::$kernel::<RNE, false>($($arg),*) },
+            (RNE, true) => unsafe { crate::kernels::$module::$kernel::<RNE, true>($($arg),*) },
+            (AWAY, false) => unsafe { crate::kernels::$module::$kernel::<AWAY, false>($($arg),*) },
+            (AWAY, true) => unsafe { crate::kernels::$module::$kernel::<AWAY, true>($($arg),*) },
+            (_, false) => unsafe { crate::kernels::$module::$kernel::<ZERO, false>($($arg),*) },
+            (_, true) => unsafe { crate::kernels::$module::$kernel::<ZERO, true>($($arg),*) },
+        }
+    };
+}
+
+impl Codec {
+    /// A codec on the best instruction set of this CPU, threaded for large slices.
+    pub fn new(format: Format, conv: Conversion) -> Codec {
+        let lut = (format.bits() <= 8).then(|| {
+            let mut t = Box::new([0.0f32; 256]);
+            for (c, v) in t.iter_mut().enumerate() {
+                *v = format.decode(c as u32);
+            }
+            t
+        });
+        Codec { format, conv, isa: Isa::detect(), parallel: true, lane: Lane::new(&format, conv), lut }
+    }
+
+    /// Forces an instruction-set level (errors if this CPU lacks it).
+    pub fn with_isa(mut self, isa: Isa) -> Result<Codec> {
+        self.isa = isa.require()?;
+        Ok(self)
+    }
+
+    /// Allows (`true`, the default) or forbids splitting large slices across rayon's threads.
+    pub fn with_parallel(mut self, parallel: bool) -> Codec {
+        self.parallel = parallel;
+        self
+    }
+
+    /// The format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+    /// The conversion.
+    pub fn conversion(&self) -> Conversion {
+        self.conv
+    }
+    /// The instruction-set level in use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// Whether this conversion runs on the SIMD lane kernels; `false` means the scalar
+    /// reference runs (stochastic rounding, or a minifloat with bias > 127).
+    pub fn is_vectorized(&self) -> bool {
+        self.lane.is_some()
+    }
+
+    /// The random word of element `index` (0 for the deterministic rules).
+    #[inline]
+    fn rand(&self, index: u64) -> u32 {
+        match self.conv.rounding {
+            Rounding::Stochastic { seed } => stochastic_bits(seed, index),
+            _ => 0,
+        }
+    }
+
+    fn split<T: Sync, U: Send>(&self, op: &'static str, src: &[T], dst: &mut [U], first: u64, f: impl Fn(&[T], &mut [U], u64) + Sync) -> Result<()> {
+        if src.len() != dst.len() {
+            return Err(FormatError::LengthMismatch { op, what: "dst", expected: src.len(), got: dst.len() });
+        }
+        if self.parallel && src.len() >= PARALLEL_MIN {
+            src.par_chunks(CHUNK)
+                .zip(dst.par_chunks_mut(CHUNK))
+                .enumerate()
+                .for_each(|(k, (s, d))| f(s, d, first + (k * CHUNK) as u64));
+        } else {
+            f(src, dst, first);
+        }
+        Ok(())
+    }
+
+    /// Fake-quantizes: `dst[i] = decode(encode(src[i]))`. Stochastic rounding numbers the
+    /// elements from 0.
+    pub fn quantize_slice(&self, src: &[f32], dst: &mut [f32]) -> Result<()> {
+        self.split("quantize_slice", src, dst, 0, |s, d, first| self.quantize_chunk::<false>(s, d, 1.0, 1.0, first))
+    }
+
+    /// Fake-quantizes with a scale: `dst[i] = q(src[i] · (1/scale)) · scale`, the reciprocal
+    /// computed once in `f32` (PyTorch's `fake_quantize` convention). Stochastic rounding
+    /// numbers the elements from `first_index`.
+    pub fn quantize_scaled_slice(&self, src: &[f32], dst: &mut [f32], scale: f32, first_index: u64) -> Result<()> {
+        let inv = 1.0 / scale;
+        self.split("quantize_scaled_slice", src, dst, first_index, |s, d, first| {
+            self.quantize_chunk::<true>(s, d, inv, scale, first)
+        })
+    }
+
+    fn quantize_chunk<const SCALED: bool>(&self, src: &[f32], dst: &mut [f32], inv: f32, scale: f32, first: u64) {
+        match (&self.lane, self.isa) {
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Float(p)), Isa::Avx512) => simd_dispatch!(avx512::quantize_float, p.rounding, SCALED, (p, src, dst, inv, scale)),
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Int(p)), Isa::Avx512) => simd_dispatch!(avx512::quantize_int, p.rounding, SCALED, (p, src, dst, inv, scale)),
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Float(p)), Isa::Avx2) => simd_dispatch!(avx2::quantize_float, p.rounding, SCALED, (p, src, dst, inv, scale)),
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Int(p)), Isa::Avx2) => simd_dispatch!(avx2::quantize_int, p.rounding, SCALED, (p, src, dst, inv, scale)),
+            (Some(lane), _) => {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = if SCALED { lane.quantize(s * inv) * scale } else { lane.quantize(s) };
+                }
+            }
+            (None, _) => {
+                for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
+                    let x = if SCALED { s * inv } else { s };
+                    let q = self.format.quantize_with(x, self.conv, self.rand(first + i as u64));
+                    *d = if SCALED { q * scale } else { q };
+                }
+            }
+        }
+    }
+
+    fn check_byte_codes(&self, op: &'static str) -> Result<()> {
+        if self.format.bits() > 8 {
+            return Err(FormatError::CodeTooWide {
+                format: self.format.to_string(),
+                bits: self.format.bits(),
+                container: "u8",
+                hint: if op.starts_with("encode") { "encode_slice_u16 or encode_slice_u32" } else { "decode_slice_u16 or decode_slice_u32" },
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes formats of at most 8 bits, one code per byte in the low bits (the way ml_dtypes
+    /// stores them). Pack sub-byte codes with [`crate::pack`].
+    pub fn encode_slice(&self, src: &[f32], dst: &mut [u8]) -> Result<()> {
+        self.check_byte_codes("encode_slice")?;
+        self.split("encode_slice", src, dst, 0, |s, d, first| self.encode_chunk::<false>(s, d, 1.0, first))
+    }
+
+    /// Encodes `src[i] · (1/scale)` (the codes of a scaled tensor); stochastic rounding numbers
+    /// the elements from `first_index`.
+    pub fn encode_scaled_slice(&self, src: &[f32], dst: &mut [u8], scale: f32, first_index: u64) -> Result<()> {
+        self.check_byte_codes("encode_scaled_slice")?;
+        let inv = 1.0 / scale;
+        self.split("encode_scaled_slice", src, dst, first_index, |s, d, first| self.encode_chunk::<true>(s, d, inv, first))
+    }
+
+    fn encode_chunk<const SCALED: bool>(&self, src: &[f32], dst: &mut [u8], inv: f32, first: u64) {
+        match (&self.lane, self.isa) {
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Float(p)), Isa::Avx512) => simd_dispatch!(avx512::encode_float, p.rounding, SCALED, (p, src, dst, inv)),
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Int(p)), Isa::Avx512) => simd_dispatch!(avx512::encode_int, p.rounding, SCALED, (p, src, dst, inv)),
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Float(p)), Isa::Avx2) => simd_dispatch!(avx2::encode_float, p.rounding, SCALED, (p, src, dst, inv)),
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Int(p)), Isa::Avx2) => simd_dispatch!(avx2::encode_int, p.rounding, SCALED, (p, src, dst, inv)),
+            (Some(lane), _) => {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = lane.encode(if SCALED { s * inv } else { s }) as u8;
+                }
+            }
+            (None, _) => {
+                for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
+                    let x = if SCALED { s * inv } else { s };
+                    *d = self.format.encode_with(x, self.conv, self.rand(first + i as u64)) as u8;
+                }
+            }
+        }
+    }
+
+    /// Decodes one-byte codes (bits above the format's width are ignored).
+    pub fn decode_slice(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
+        self.check_byte_codes("decode_slice")?;
+        self.split("decode_slice", src, dst, 0, |s, d, _| self.decode_chunk::<false>(s, d, 1.0))
+    }
+
+    /// Decodes one-byte codes and multiplies by `scale` (dequantization).
+    pub fn decode_scaled_slice(&self, src: &[u8], dst: &mut [f32], scale: f32) -> Result<()> {
+        self.check_byte_codes("decode_scaled_slice")?;
+        self.split("decode_scaled_slice", src, dst, 0, |s, d, _| self.decode_chunk::<true>(s, d, scale))
+    }
+
+    fn decode_chunk<const SCALED: bool>(&self, src: &[u8], dst: &mut [f32], scale: f32) {
+        let Some(lut) = self.lut.as_deref() else {
+            return; // unreachable: check_byte_codes ran first
+        };
+        match self.isa {
+            // SAFETY: the Codec's Isa passed `Isa::require`.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { crate::kernels::avx512::decode_lut::<SCALED>(lut, src, dst, scale) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { crate::kernels::avx2::decode_lut::<SCALED>(lut, src, dst, scale) },
+            _ => {
+                for (d, &c) in dst.iter_mut().zip(src) {
+                    *d = if SCALED { lut[c as usize] * scale } else { lut[c as usize] };
+                }
+            }
+        }
+    }
+
+    /// Encodes formats of up to 16 bits, one code per `u16`.
+    pub fn encode_slice_u16(&self, src: &[f32], dst: &mut [u16]) -> Result<()> {
+        if self.format.bits() > 16 {
+            return Err(FormatError::CodeTooWide {
+                format: self.format.to_string(),
+                bits: self.format.bits(),
+                container: "u16",
+                hint: "encode_slice_u32",
+            });
+        }
+        self.split("encode_slice_u16", src, dst, 0, |s, d, first| {
+            for (i, (d, &x)) in d.iter_mut().zip(s).enumerate() {
+                *d = self.encode_one(x, first + i as u64) as u16;
+            }
+        })
+    }
+
+    /// Decodes codes of up to 16 bits.
+    pub fn decode_slice_u16(&self, src: &[u16], dst: &mut [f32]) -> Result<()> {
+        self.split("decode_slice_u16", src, dst, 0, |s, d, _| {
+            for (d, &c) in d.iter_mut().zip(s) {
+                *d = self.format.decode(c as u32);
+            }
+        })
+    }
+
+    /// Encodes any format, one code per `u32`.
+    pub fn encode_slice_u32(&self, src: &[f32], dst: &mut [u32]) -> Result<()> {
+        self.split("encode_slice_u32", src, dst, 0, |s, d, first| {
+            for (i, (d, &x)) in d.iter_mut().zip(s).enumerate() {
+                *d = self.encode_one(x, first + i as u64);
+            }
+        })
+    }
+
+    /// Decodes codes of any width.
+    pub fn decode_slice_u32(&self, src: &[u32], dst: &mut [f32]) -> Result<()> {
+        self.split("decode_slice_u32", src, dst, 0, |s, d, _| {
+            for (d, &c) in d.iter_mut().zip(s) {
+                *d = self.format.decode(c);
+            }
+        })
+    }
+
+    #[inline]
+    fn encode_one(&self, x: f32, index: u64) -> u32 {
+        match &self.lane {
+            Some(lane) => lane.encode(x),
+            None => self.format.encode_with(x, self.conv, self.rand(index)),
+        }
+    }
+}
+
+impl Format {
+    /// A [`Codec`] for this format under `conv`, on the best instruction set.
+    pub fn codec(&self, conv: Conversion) -> Codec {
+        Codec::new(*self, conv)
+    }
+
+    /// Encodes `src` with the default conversion into one code per byte (formats ≤ 8 bits).
+    pub fn encode_slice(&self, src: &[f32], dst: &mut [u8]) -> Result<()> {
+        self.codec(Conversion::REFERENCE).encode_slice(src, dst)
+    }
+
+    /// Decodes one-byte codes (formats ≤ 8 bits).
+    pub fn decode_slice(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
+        self.codec(Conversion::REFERENCE).decode_slice(src, dst)
+    }
+
+    /// Fake-quantizes `src` into `dst` with the default conversion.
+    pub fn quantize_slice(&self, src: &[f32], dst: &mut [f32]) -> Result<()> {
+        self.codec(Conversion::REFERENCE).quantize_slice(src, dst)
+    }
+
+    /// Encodes into `u16` codes (formats ≤ 16 bits).
+    pub fn encode_slice_u16(&self, src: &[f32], dst: &mut [u16]) -> Result<()> {
+        self.codec(Conversion::REFERENCE).encode_slice_u16(src, dst)
+    }
+
+    /// Decodes `u16` codes.
+    pub fn decode_slice_u16(&self, src: &[u16], dst: &mut [f32]) -> Result<()> {
+        self.codec(Conversion::REFERENCE).decode_slice_u16(src, dst)
+    }
+}

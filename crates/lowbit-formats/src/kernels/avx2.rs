@@ -1,0 +1,283 @@
+//! AVX2 twins of the lane algorithm, 8 lanes at a time. Each function mirrors its namesake in
+//! `lane.rs` step for step. AVX2 has no masked loads for every type we need, so the tail is
+//! copied into a zero-padded 8-element buffer and goes through the same vector code.
+//!
+//! All integer comparisons are signed: every compared quantity is below 2³¹.
+
+use std::arch::x86_64::*;
+
+use super::lane::{AWAY, FloatLane, IntLane, RNE, Special};
+
+struct Consts {
+    abs_mask: __m256i,
+    implicit: __m256i,
+    frac_mask: __m256i,
+    zero: __m256i,
+    one: __m256i,
+    tb_off: __m256i,
+    mant_shift: __m256i,
+    twenty_five: __m256i,
+    m: __m256i,
+    max_mag: __m256i,
+    norm_add: __m256i,
+    sub_scale: __m256,
+    zero_mag_value: __m256i,
+    inf_bits: __m256i,
+}
+
+#[target_feature(enable = "avx2")]
+fn consts(p: &FloatLane) -> Consts {
+    Consts {
+        abs_mask: _mm256_set1_epi32(0x7FFF_FFFF),
+        implicit: _mm256_set1_epi32(0x80_0000),
+        frac_mask: _mm256_set1_epi32(0x7F_FFFF),
+        zero: _mm256_setzero_si256(),
+        one: _mm256_set1_epi32(1),
+        tb_off: _mm256_set1_epi32(p.tb_off),
+        mant_shift: _mm256_set1_epi32(p.mant_shift as i32),
+        twenty_five: _mm256_set1_epi32(25),
+        m: _mm256_set1_epi32(p.m as i32),
+        max_mag: _mm256_set1_epi32(p.max_mag as i32),
+        norm_add: _mm256_set1_epi32(p.norm_add as i32),
+        sub_scale: _mm256_set1_ps(p.sub_scale),
+        zero_mag_value: _mm256_set1_epi32(p.zero_mag_value as i32),
+        inf_bits: _mm256_set1_epi32(0x7F80_0000),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn select(mask: __m256i, if_false: __m256i, if_true: __m256i) -> __m256i {
+    _mm256_blendv_epi8(if_false, if_true, mask)
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn magnitude<const ROUND: u8>(c: &Consts, a: __m256i) -> __m256i {
+    let e = _mm256_srli_epi32::<23>(a);
+    let is_normal = _mm256_andnot_si256(_mm256_cmpeq_epi32(e, c.zero), _mm256_set1_epi32(-1));
+    let frac = _mm256_and_si256(a, c.frac_mask);
+    let mant = _mm256_or_si256(frac, _mm256_and_si256(is_normal, c.implicit));
+    let tb = _mm256_add_epi32(_mm256_max_epi32(e, c.one), c.tb_off);
+    let denormal = _mm256_max_epi32(_mm256_sub_epi32(c.zero, tb), c.zero);
+    let sh = _mm256_min_epi32(_mm256_add_epi32(c.mant_shift, denormal), c.twenty_five);
+    let r = match ROUND {
+        RNE => {
+            let lsb = _mm256_and_si256(_mm256_srlv_epi32(mant, sh), c.one);
+            let half_m1 = _mm256_sub_epi32(_mm256_sllv_epi32(c.one, _mm256_sub_epi32(sh, c.one)), c.one);
+            _mm256_srlv_epi32(_mm256_add_epi32(_mm256_add_epi32(mant, lsb), half_m1), sh)
+        }
+        AWAY => {
+            let half = _mm256_sllv_epi32(c.one, _mm256_sub_epi32(sh, c.one));
+            _mm256_srlv_epi32(_mm256_add_epi32(mant, half), sh)
+        }
+        _ => _mm256_srlv_epi32(mant, sh),
+    };
+    let exp_part = _mm256_sllv_epi32(_mm256_max_epi32(tb, c.zero), c.m);
+    _mm256_add_epi32(r, exp_part)
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn by_sign(neg: __m256i, s: [u32; 2]) -> __m256i {
+    select(neg, _mm256_set1_epi32(s[0] as i32), _mm256_set1_epi32(s[1] as i32))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fix_specials(
+    p: &FloatLane,
+    c: &Consts,
+    out: __m256i,
+    a: __m256i,
+    neg: __m256i,
+    packed: __m256i,
+    pick: impl Fn(&Special) -> [u32; 2],
+) -> __m256i {
+    let ovf = _mm256_cmpgt_epi32(packed, c.max_mag);
+    let mut out = select(ovf, out, by_sign(neg, pick(&p.ovf)));
+    if p.unsigned {
+        out = select(neg, out, by_sign(neg, pick(&p.neg)));
+    }
+    out = select(_mm256_cmpeq_epi32(a, c.zero), out, by_sign(neg, pick(&p.zero)));
+    out = select(_mm256_cmpeq_epi32(a, c.inf_bits), out, by_sign(neg, pick(&p.inf)));
+    select(_mm256_cmpgt_epi32(a, c.inf_bits), out, by_sign(neg, pick(&p.nan)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn quantize_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m256) -> __m256 {
+    let b = _mm256_castps_si256(x);
+    let a = _mm256_and_si256(b, c.abs_mask);
+    let neg = _mm256_cmpgt_epi32(c.zero, b);
+    let packed = magnitude::<ROUND>(c, a);
+    let e_zero = _mm256_cmpeq_epi32(_mm256_srlv_epi32(packed, c.m), c.zero);
+    let sub = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(packed), c.sub_scale));
+    let packed_zero = _mm256_cmpeq_epi32(packed, c.zero);
+    let sub = _mm256_or_si256(sub, _mm256_and_si256(packed_zero, c.zero_mag_value));
+    let norm = _mm256_add_epi32(_mm256_sllv_epi32(packed, c.mant_shift), c.norm_add);
+    let mut out = select(e_zero, norm, sub);
+    let mut sign_lanes = neg;
+    if p.fnuz {
+        sign_lanes = _mm256_andnot_si256(packed_zero, sign_lanes);
+    }
+    if !p.unsigned {
+        out = _mm256_or_si256(out, _mm256_and_si256(sign_lanes, _mm256_set1_epi32(i32::MIN)));
+    }
+    _mm256_castsi256_ps(fix_specials(p, c, out, a, neg, packed, |s| s.value))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn encode_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m256) -> __m256i {
+    let b = _mm256_castps_si256(x);
+    let a = _mm256_and_si256(b, c.abs_mask);
+    let neg = _mm256_cmpgt_epi32(c.zero, b);
+    let packed = magnitude::<ROUND>(c, a);
+    let mut sign_lanes = neg;
+    if p.fnuz {
+        sign_lanes = _mm256_andnot_si256(_mm256_cmpeq_epi32(packed, c.zero), sign_lanes);
+    }
+    let out = _mm256_or_si256(packed, _mm256_and_si256(sign_lanes, _mm256_set1_epi32(p.code_sign as i32)));
+    fix_specials(p, c, out, a, neg, packed, |s| s.code)
+}
+
+/// Narrows 8 codes (each < 256) to 8 bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn narrow_u8(v: __m256i) -> [u8; 8] {
+    let w = _mm256_packus_epi32(v, v); // per 128-bit half: c0..c3 c0..c3 | c4..c7 c4..c7 (u16)
+    let b = _mm256_packus_epi16(w, w); // per half: bytes c0..c3 repeated | c4..c7 repeated
+    let lo = _mm256_castsi256_si128(b);
+    let hi = _mm256_extracti128_si256::<1>(b);
+    let both = _mm_unpacklo_epi32(lo, hi);
+    (_mm_cvtsi128_si64(both) as u64).to_le_bytes()
+}
+
+/// Runs `f` over full 8-element blocks of `src`/`dst`, and over the zero-padded tail.
+#[inline(always)]
+fn blocks<T: Copy + Default, U: Copy + Default>(src: &[T], dst: &mut [U], mut f: impl FnMut(&[T; 8], &mut [U; 8])) {
+    let n = src.len().min(dst.len());
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    let (s_full, s_tail) = src.as_chunks::<8>();
+    let (d_full, d_tail) = dst.as_chunks_mut::<8>();
+    for (s, d) in s_full.iter().zip(d_full.iter_mut()) {
+        f(s, d);
+    }
+    if !s_tail.is_empty() {
+        let mut s = [T::default(); 8];
+        let mut d = [U::default(); 8];
+        s[..s_tail.len()].copy_from_slice(s_tail);
+        f(&s, &mut d);
+        d_tail.copy_from_slice(&d[..d_tail.len()]);
+    }
+}
+
+/// Fake-quantizes `src` into `dst`; with `SCALED`, `dst = q(src·inv)·scale`.
+#[target_feature(enable = "avx2")]
+pub(crate) fn quantize_float<const ROUND: u8, const SCALED: bool>(
+    p: &FloatLane,
+    src: &[f32],
+    dst: &mut [f32],
+    inv: f32,
+    scale: f32,
+) {
+    let c = consts(p);
+    let (vinv, vscale) = (_mm256_set1_ps(inv), _mm256_set1_ps(scale));
+    blocks(src, dst, |s, d| {
+        // SAFETY: `s` and `d` are 8-element arrays.
+        let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+        let x = if SCALED { _mm256_mul_ps(x, vinv) } else { x };
+        let q = quantize_vec::<ROUND>(p, &c, x);
+        let q = if SCALED { _mm256_mul_ps(q, vscale) } else { q };
+        unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
+    });
+}
+
+/// Encodes `src` to one code per byte; with `SCALED`, encodes `src·inv`.
+#[target_feature(enable = "avx2")]
+pub(crate) fn encode_float<const ROUND: u8, const SCALED: bool>(p: &FloatLane, src: &[f32], dst: &mut [u8], inv: f32) {
+    let c = consts(p);
+    let vinv = _mm256_set1_ps(inv);
+    blocks(src, dst, |s, d| {
+        // SAFETY: `s` is an 8-element array.
+        let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+        let x = if SCALED { _mm256_mul_ps(x, vinv) } else { x };
+        *d = narrow_u8(encode_vec::<ROUND>(p, &c, x));
+    });
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn round_int<const ROUND: u8>(x: __m256) -> __m256 {
+    match ROUND {
+        RNE => _mm256_round_ps::<0x08>(x),
+        AWAY => {
+            let t = _mm256_round_ps::<0x0B>(x);
+            let d = _mm256_sub_ps(x, t);
+            let abs_d = _mm256_and_ps(d, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF)));
+            let up = _mm256_cmp_ps::<_CMP_GE_OQ>(abs_d, _mm256_set1_ps(0.5));
+            let sign = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN)));
+            let step = _mm256_or_ps(sign, _mm256_set1_ps(1.0));
+            _mm256_add_ps(t, _mm256_and_ps(up, step))
+        }
+        _ => _mm256_round_ps::<0x0B>(x),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn quantize_int_vec<const ROUND: u8>(p: &IntLane, x: __m256) -> __m256 {
+    let r = round_int::<ROUND>(x);
+    let r = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(p.lo)), _mm256_set1_ps(p.hi));
+    let r = _mm256_add_ps(r, _mm256_setzero_ps());
+    let not_nan = _mm256_cmp_ps::<_CMP_ORD_Q>(x, x);
+    _mm256_and_ps(r, not_nan)
+}
+
+/// Integer twin of [`quantize_float`].
+#[target_feature(enable = "avx2")]
+pub(crate) fn quantize_int<const ROUND: u8, const SCALED: bool>(
+    p: &IntLane,
+    src: &[f32],
+    dst: &mut [f32],
+    inv: f32,
+    scale: f32,
+) {
+    let (vinv, vscale) = (_mm256_set1_ps(inv), _mm256_set1_ps(scale));
+    blocks(src, dst, |s, d| {
+        // SAFETY: `s` and `d` are 8-element arrays.
+        let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+        let x = if SCALED { _mm256_mul_ps(x, vinv) } else { x };
+        let q = quantize_int_vec::<ROUND>(p, x);
+        let q = if SCALED { _mm256_mul_ps(q, vscale) } else { q };
+        unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
+    });
+}
+
+/// Integer twin of [`encode_float`].
+#[target_feature(enable = "avx2")]
+pub(crate) fn encode_int<const ROUND: u8, const SCALED: bool>(p: &IntLane, src: &[f32], dst: &mut [u8], inv: f32) {
+    let vinv = _mm256_set1_ps(inv);
+    let vmask = _mm256_set1_epi32(p.mask as i32);
+    blocks(src, dst, |s, d| {
+        // SAFETY: `s` is an 8-element array.
+        let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+        let x = if SCALED { _mm256_mul_ps(x, vinv) } else { x };
+        let q = quantize_int_vec::<ROUND>(p, x);
+        *d = narrow_u8(_mm256_and_si256(_mm256_cvttps_epi32(q), vmask));
+    });
+}
+
+/// Decodes bytes through a 256-entry table, times `scale` if `SCALED`.
+#[target_feature(enable = "avx2")]
+pub(crate) fn decode_lut<const SCALED: bool>(lut: &[f32; 256], src: &[u8], dst: &mut [f32], scale: f32) {
+    let vscale = _mm256_set1_ps(scale);
+    blocks(src, dst, |s, d| {
+        let idx = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(*s)));
+        // SAFETY: indices are bytes, so < 256 = lut.len(); `d` is an 8-element array.
+        let v = unsafe { _mm256_i32gather_ps::<4>(lut.as_ptr(), idx) };
+        let v = if SCALED { _mm256_mul_ps(v, vscale) } else { v };
+        unsafe { _mm256_storeu_ps(d.as_mut_ptr(), v) };
+    });
+}

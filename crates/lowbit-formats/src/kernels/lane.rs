@@ -1,0 +1,261 @@
+//! The lane algorithm: the per-element computation every SIMD kernel performs, written once in
+//! plain Rust. It is the [`super::Isa::Scalar`] level and the line-by-line model for `avx2.rs`
+//! and `avx512.rs` (and for CUDA kernels).
+//!
+//! It differs from the scalar reference in one way only, chosen because it vectorises: `f32`
+//! subnormal inputs are not normalised first; they are taken as exponent 1 without the
+//! implicit bit, which is the same value. That gives the same rounding as the reference as long
+//! as the target's smallest normal is not below 2⁻¹²⁶ (bias ≤ 127), so formats with a larger
+//! bias (and stochastic rounding) run on the reference instead ([`FloatLane::new`] says
+//! `None`). Special inputs and overflow are not computed per lane: their results are
+//! constants of the conversion, taken from the reference once, and blended in by mask.
+
+use crate::format::Format;
+use crate::integer::IntFormat;
+use crate::minifloat::{Encoding, MiniFloat, pow2_bits};
+use crate::rounding::{Conversion, Rounding};
+
+/// Rounding rule of a deterministic lane kernel.
+pub(crate) const RNE: u8 = 0;
+pub(crate) const AWAY: u8 = 1;
+pub(crate) const ZERO: u8 = 2;
+
+fn rounding_id(r: Rounding) -> Option<u8> {
+    match r {
+        Rounding::NearestEven => Some(RNE),
+        Rounding::NearestAway => Some(AWAY),
+        Rounding::TowardZero => Some(ZERO),
+        Rounding::Stochastic { .. } => None,
+    }
+}
+
+/// A result for a class of inputs: its code and its decoded `f32` bits, `[positive, negative]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Special {
+    pub code: [u32; 2],
+    pub value: [u32; 2],
+}
+
+impl Special {
+    fn of(f: &MiniFloat, conv: Conversion, x: f32) -> Special {
+        let cp = f.encode_with(x, conv, 0);
+        let cn = f.encode_with(-x, conv, 0);
+        Special { code: [cp, cn], value: [f.decode(cp).to_bits(), f.decode(cn).to_bits()] }
+    }
+}
+
+/// Constants of the lane algorithm for one minifloat and one deterministic conversion.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FloatLane {
+    /// Mantissa bits.
+    pub m: u32,
+    /// `23 − m`.
+    pub mant_shift: u32,
+    /// `bias − 128`: `e + tb_off` is the target's biased exponent minus one for f32 exponent `e`.
+    pub tb_off: i32,
+    /// Largest finite magnitude code.
+    pub max_mag: u32,
+    /// `(127 − bias) << 23`, wrapping: rebiases a normal magnitude shifted into f32 position.
+    pub norm_add: u32,
+    /// `2^(1 − bias − m)`: the value of one subnormal step.
+    pub sub_scale: f32,
+    /// `f32` bits of magnitude code 0 (0, or 2⁻¹²⁷ for E8M0, which has no zero).
+    pub zero_mag_value: u32,
+    /// Sign bit of a code (0 for unsigned formats).
+    pub code_sign: u32,
+    /// FNUZ: a zero magnitude never carries a sign.
+    pub fnuz: bool,
+    /// Unsigned format: negative inputs take `neg`.
+    pub unsigned: bool,
+    /// Rounding rule (`RNE`, `AWAY`, `ZERO`).
+    pub rounding: u8,
+    /// Results for NaN, ±inf, ±0, finite overflow and (unsigned) negative inputs.
+    pub nan: Special,
+    pub inf: Special,
+    pub zero: Special,
+    pub ovf: Special,
+    pub neg: Special,
+}
+
+impl FloatLane {
+    /// The lane constants, or `None` when the conversion must run on the reference
+    /// (stochastic rounding, bias > 127).
+    pub fn new(f: &MiniFloat, conv: Conversion) -> Option<FloatLane> {
+        let rounding = rounding_id(conv.rounding)?;
+        if f.bias() > 127 {
+            return None;
+        }
+        let m = f.man_bits();
+        Some(FloatLane {
+            m,
+            mant_shift: 23 - m,
+            tb_off: f.bias() - 128,
+            max_mag: f.max_magnitude_code(),
+            norm_add: ((127 - f.bias()) as u32) << 23,
+            sub_scale: f32::from_bits(pow2_bits(1 - f.bias() - m as i32)),
+            zero_mag_value: if f.encoding() == Encoding::Fnu { f.decode(0).to_bits() } else { 0 },
+            code_sign: f.sign_bit(),
+            fnuz: f.encoding() == Encoding::Fnuz,
+            unsigned: !f.is_signed(),
+            rounding,
+            nan: Special::of(f, conv, f32::NAN),
+            inf: Special::of(f, conv, f32::INFINITY),
+            zero: Special::of(f, conv, 0.0),
+            ovf: Special::of(f, conv, f32::MAX),
+            neg: Special::of(f, conv, -1.0),
+        })
+    }
+
+    /// The magnitude code of `|x|` (bits `a`, finite and nonzero), possibly above `max_mag`.
+    #[inline(always)]
+    pub fn magnitude(&self, a: u32) -> u32 {
+        let e = a >> 23;
+        let mant = (a & 0x7F_FFFF) | if e != 0 { 0x80_0000 } else { 0 };
+        let tb = e.max(1) as i32 + self.tb_off;
+        let denormal = (-tb).max(0) as u32;
+        let sh = (self.mant_shift + denormal).min(25);
+        let r = match self.rounding {
+            RNE => (mant + ((mant >> sh) & 1) + (1 << (sh - 1)) - 1) >> sh,
+            AWAY => (mant + (1 << (sh - 1))) >> sh,
+            _ => mant >> sh,
+        };
+        r + ((tb.max(0) as u32) << self.m)
+    }
+
+    /// `f32` bits of a finite magnitude code `packed ≤ max_mag`.
+    #[inline(always)]
+    pub fn magnitude_value(&self, packed: u32) -> u32 {
+        if packed >> self.m == 0 {
+            (packed as f32 * self.sub_scale).to_bits() | if packed == 0 { self.zero_mag_value } else { 0 }
+        } else {
+            (packed << self.mant_shift).wrapping_add(self.norm_add)
+        }
+    }
+
+    /// Encodes one value.
+    #[inline(always)]
+    pub fn encode(&self, x: f32) -> u32 {
+        let b = x.to_bits();
+        let s = (b >> 31) as usize;
+        let a = b & 0x7FFF_FFFF;
+        let packed = self.magnitude(a);
+        let signed_zero_ok = !(self.fnuz && packed == 0);
+        let mut code = packed | if s == 1 && signed_zero_ok { self.code_sign } else { 0 };
+        if packed > self.max_mag {
+            code = self.ovf.code[s];
+        }
+        if s == 1 && self.unsigned {
+            code = self.neg.code[s];
+        }
+        if a == 0 {
+            code = self.zero.code[s];
+        }
+        if a == 0x7F80_0000 {
+            code = self.inf.code[s];
+        }
+        if a > 0x7F80_0000 {
+            code = self.nan.code[s];
+        }
+        code
+    }
+
+    /// Fake-quantizes one value.
+    #[inline(always)]
+    pub fn quantize(&self, x: f32) -> f32 {
+        let b = x.to_bits();
+        let s = (b >> 31) as usize;
+        let a = b & 0x7FFF_FFFF;
+        let packed = self.magnitude(a);
+        let signed_zero_ok = !(self.fnuz && packed == 0);
+        let mut out = self.magnitude_value(packed.min(self.max_mag))
+            | if s == 1 && signed_zero_ok && !self.unsigned { 0x8000_0000 } else { 0 };
+        if packed > self.max_mag {
+            out = self.ovf.value[s];
+        }
+        if s == 1 && self.unsigned {
+            out = self.neg.value[s];
+        }
+        if a == 0 {
+            out = self.zero.value[s];
+        }
+        if a == 0x7F80_0000 {
+            out = self.inf.value[s];
+        }
+        if a > 0x7F80_0000 {
+            out = self.nan.value[s];
+        }
+        f32::from_bits(out)
+    }
+}
+
+/// Constants of the lane algorithm for an integer format.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IntLane {
+    pub lo: f32,
+    pub hi: f32,
+    pub mask: u32,
+    pub rounding: u8,
+}
+
+impl IntLane {
+    pub fn new(i: &IntFormat, conv: Conversion) -> Option<IntLane> {
+        Some(IntLane {
+            lo: i.min_value() as f32,
+            hi: i.max_value() as f32,
+            mask: i.code_mask(),
+            rounding: rounding_id(conv.rounding)?,
+        })
+    }
+
+    /// Fake-quantizes one value: round, clamp, NaN → 0, −0 → +0.
+    #[inline(always)]
+    pub fn quantize(&self, x: f32) -> f32 {
+        if x.is_nan() {
+            return 0.0;
+        }
+        let r = match self.rounding {
+            RNE => x.round_ties_even(),
+            AWAY => x.round(),
+            _ => x.trunc(),
+        };
+        r.max(self.lo).min(self.hi) + 0.0
+    }
+
+    /// Encodes one value.
+    #[inline(always)]
+    pub fn encode(&self, x: f32) -> u32 {
+        (self.quantize(x) as i32 as u32) & self.mask
+    }
+}
+
+/// The lane constants of a format under a conversion, or `None` for the reference path.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lane {
+    Float(FloatLane),
+    Int(IntLane),
+}
+
+impl Lane {
+    pub fn new(format: &Format, conv: Conversion) -> Option<Lane> {
+        match format {
+            Format::Float(f) => FloatLane::new(f, conv).map(Lane::Float),
+            Format::Int(i) => IntLane::new(i, conv).map(Lane::Int),
+        }
+    }
+
+    #[inline(always)]
+    pub fn quantize(&self, x: f32) -> f32 {
+        match self {
+            Lane::Float(p) => p.quantize(x),
+            Lane::Int(p) => p.quantize(x),
+        }
+    }
+
+    #[inline(always)]
+    pub fn encode(&self, x: f32) -> u32 {
+        match self {
+            Lane::Float(p) => p.encode(x),
+            Lane::Int(p) => p.encode(x),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! # lowbit
+//!
+//! Bit-exact, memory-speed simulation of low-precision number formats on real neural networks.
+//! This facade re-exports the workspace crates:
+//!
+//! - [`formats`]: bit-exact codecs (FP8/FP6/FP4/E8M0/INTn/any ExMy), SIMD kernels, packing.
+//!
+//! ```
+//! let f: lowbit::formats::Format = "e2m1".parse()?;
+//! assert_eq!(f.quantize(2.6), 3.0);
+//! # Ok::<(), lowbit::formats::FormatError>(())
+//! ```
+
+pub use lowbit_formats as formats;
