@@ -102,7 +102,7 @@ impl FloatLane {
             inf: Special::of(f, conv, f32::INFINITY),
             zero: Special::of(f, conv, 0.0),
             ovf: Special::of(f, conv, f32::MAX),
-            neg: Special::of(f, conv, -1.0),
+            neg: Special::of(f, conv, 1.0),
         })
     }
 
