@@ -67,7 +67,14 @@ impl Codec {
             }
             t
         });
-        Codec { format, conv, isa: Isa::detect(), parallel: true, lane: Lane::new(&format, conv), lut }
+        Codec {
+            format,
+            conv,
+            isa: Isa::detect(),
+            parallel: true,
+            lane: Lane::new(&format, conv),
+            lut,
+        }
     }
 
     /// Forces an instruction-set level (errors if this CPU lacks it).
@@ -109,9 +116,21 @@ impl Codec {
         }
     }
 
-    fn split<T: Sync, U: Send>(&self, op: &'static str, src: &[T], dst: &mut [U], first: u64, f: impl Fn(&[T], &mut [U], u64) + Sync) -> Result<()> {
+    fn split<T: Sync, U: Send>(
+        &self,
+        op: &'static str,
+        src: &[T],
+        dst: &mut [U],
+        first: u64,
+        f: impl Fn(&[T], &mut [U], u64) + Sync,
+    ) -> Result<()> {
         if src.len() != dst.len() {
-            return Err(FormatError::LengthMismatch { op, what: "dst", expected: src.len(), got: dst.len() });
+            return Err(FormatError::LengthMismatch {
+                op,
+                what: "dst",
+                expected: src.len(),
+                got: dst.len(),
+            });
         }
         if self.parallel && src.len() >= PARALLEL_MIN {
             src.par_chunks(CHUNK)
@@ -127,38 +146,83 @@ impl Codec {
     /// Fake-quantizes: `dst[i] = decode(encode(src[i]))`. Stochastic rounding numbers the
     /// elements from 0.
     pub fn quantize_slice(&self, src: &[f32], dst: &mut [f32]) -> Result<()> {
-        self.split("quantize_slice", src, dst, 0, |s, d, first| self.quantize_chunk::<false>(s, d, 1.0, 1.0, first))
+        self.split("quantize_slice", src, dst, 0, |s, d, first| {
+            self.quantize_chunk::<false>(s, d, 1.0, 1.0, first)
+        })
     }
 
     /// Fake-quantizes with a scale: `dst[i] = q(src[i] · (1/scale)) · scale`, the reciprocal
     /// computed once in `f32` (PyTorch's `fake_quantize` convention). Stochastic rounding
     /// numbers the elements from `first_index`.
-    pub fn quantize_scaled_slice(&self, src: &[f32], dst: &mut [f32], scale: f32, first_index: u64) -> Result<()> {
+    pub fn quantize_scaled_slice(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        scale: f32,
+        first_index: u64,
+    ) -> Result<()> {
         let inv = 1.0 / scale;
-        self.split("quantize_scaled_slice", src, dst, first_index, |s, d, first| {
-            self.quantize_chunk::<true>(s, d, inv, scale, first)
-        })
+        self.split(
+            "quantize_scaled_slice",
+            src,
+            dst,
+            first_index,
+            |s, d, first| self.quantize_chunk::<true>(s, d, inv, scale, first),
+        )
     }
 
-    fn quantize_chunk<const SCALED: bool>(&self, src: &[f32], dst: &mut [f32], inv: f32, scale: f32, first: u64) {
+    fn quantize_chunk<const SCALED: bool>(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        inv: f32,
+        scale: f32,
+        first: u64,
+    ) {
         match (&self.lane, self.isa) {
             #[cfg(target_arch = "x86_64")]
-            (Some(Lane::Float(p)), Isa::Avx512) => simd_dispatch!(avx512::quantize_float, p.rounding, SCALED, (p, src, dst, inv, scale)),
+            (Some(Lane::Float(p)), Isa::Avx512) => simd_dispatch!(
+                avx512::quantize_float,
+                p.rounding,
+                SCALED,
+                (p, src, dst, inv, scale)
+            ),
             #[cfg(target_arch = "x86_64")]
-            (Some(Lane::Int(p)), Isa::Avx512) => simd_dispatch!(avx512::quantize_int, p.rounding, SCALED, (p, src, dst, inv, scale)),
+            (Some(Lane::Int(p)), Isa::Avx512) => simd_dispatch!(
+                avx512::quantize_int,
+                p.rounding,
+                SCALED,
+                (p, src, dst, inv, scale)
+            ),
             #[cfg(target_arch = "x86_64")]
-            (Some(Lane::Float(p)), Isa::Avx2) => simd_dispatch!(avx2::quantize_float, p.rounding, SCALED, (p, src, dst, inv, scale)),
+            (Some(Lane::Float(p)), Isa::Avx2) => simd_dispatch!(
+                avx2::quantize_float,
+                p.rounding,
+                SCALED,
+                (p, src, dst, inv, scale)
+            ),
             #[cfg(target_arch = "x86_64")]
-            (Some(Lane::Int(p)), Isa::Avx2) => simd_dispatch!(avx2::quantize_int, p.rounding, SCALED, (p, src, dst, inv, scale)),
+            (Some(Lane::Int(p)), Isa::Avx2) => simd_dispatch!(
+                avx2::quantize_int,
+                p.rounding,
+                SCALED,
+                (p, src, dst, inv, scale)
+            ),
             (Some(lane), _) => {
                 for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = if SCALED { lane.quantize(s * inv) * scale } else { lane.quantize(s) };
+                    *d = if SCALED {
+                        lane.quantize(s * inv) * scale
+                    } else {
+                        lane.quantize(s)
+                    };
                 }
             }
             (None, _) => {
                 for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
                     let x = if SCALED { s * inv } else { s };
-                    let q = self.format.quantize_with(x, self.conv, self.rand(first + i as u64));
+                    let q = self
+                        .format
+                        .quantize_with(x, self.conv, self.rand(first + i as u64));
                     *d = if SCALED { q * scale } else { q };
                 }
             }
@@ -171,7 +235,11 @@ impl Codec {
                 format: self.format.to_string(),
                 bits: self.format.bits(),
                 container: "u8",
-                hint: if op.starts_with("encode") { "encode_slice_u16 or encode_slice_u32" } else { "decode_slice_u16 or decode_slice_u32" },
+                hint: if op.starts_with("encode") {
+                    "encode_slice_u16 or encode_slice_u32"
+                } else {
+                    "decode_slice_u16 or decode_slice_u32"
+                },
             });
         }
         Ok(())
@@ -181,27 +249,49 @@ impl Codec {
     /// stores them). Pack sub-byte codes with [`crate::pack`].
     pub fn encode_slice(&self, src: &[f32], dst: &mut [u8]) -> Result<()> {
         self.check_byte_codes("encode_slice")?;
-        self.split("encode_slice", src, dst, 0, |s, d, first| self.encode_chunk::<false>(s, d, 1.0, first))
+        self.split("encode_slice", src, dst, 0, |s, d, first| {
+            self.encode_chunk::<false>(s, d, 1.0, first)
+        })
     }
 
     /// Encodes `src[i] · (1/scale)` (the codes of a scaled tensor); stochastic rounding numbers
     /// the elements from `first_index`.
-    pub fn encode_scaled_slice(&self, src: &[f32], dst: &mut [u8], scale: f32, first_index: u64) -> Result<()> {
+    pub fn encode_scaled_slice(
+        &self,
+        src: &[f32],
+        dst: &mut [u8],
+        scale: f32,
+        first_index: u64,
+    ) -> Result<()> {
         self.check_byte_codes("encode_scaled_slice")?;
         let inv = 1.0 / scale;
-        self.split("encode_scaled_slice", src, dst, first_index, |s, d, first| self.encode_chunk::<true>(s, d, inv, first))
+        self.split(
+            "encode_scaled_slice",
+            src,
+            dst,
+            first_index,
+            |s, d, first| self.encode_chunk::<true>(s, d, inv, first),
+        )
     }
 
     fn encode_chunk<const SCALED: bool>(&self, src: &[f32], dst: &mut [u8], inv: f32, first: u64) {
         match (&self.lane, self.isa) {
             #[cfg(target_arch = "x86_64")]
-            (Some(Lane::Float(p)), Isa::Avx512) => simd_dispatch!(avx512::encode_float, p.rounding, SCALED, (p, src, dst, inv)),
+            (Some(Lane::Float(p)), Isa::Avx512) => {
+                simd_dispatch!(avx512::encode_float, p.rounding, SCALED, (p, src, dst, inv))
+            }
             #[cfg(target_arch = "x86_64")]
-            (Some(Lane::Int(p)), Isa::Avx512) => simd_dispatch!(avx512::encode_int, p.rounding, SCALED, (p, src, dst, inv)),
+            (Some(Lane::Int(p)), Isa::Avx512) => {
+                simd_dispatch!(avx512::encode_int, p.rounding, SCALED, (p, src, dst, inv))
+            }
             #[cfg(target_arch = "x86_64")]
-            (Some(Lane::Float(p)), Isa::Avx2) => simd_dispatch!(avx2::encode_float, p.rounding, SCALED, (p, src, dst, inv)),
+            (Some(Lane::Float(p)), Isa::Avx2) => {
+                simd_dispatch!(avx2::encode_float, p.rounding, SCALED, (p, src, dst, inv))
+            }
             #[cfg(target_arch = "x86_64")]
-            (Some(Lane::Int(p)), Isa::Avx2) => simd_dispatch!(avx2::encode_int, p.rounding, SCALED, (p, src, dst, inv)),
+            (Some(Lane::Int(p)), Isa::Avx2) => {
+                simd_dispatch!(avx2::encode_int, p.rounding, SCALED, (p, src, dst, inv))
+            }
             (Some(lane), _) => {
                 for (d, &s) in dst.iter_mut().zip(src) {
                     *d = lane.encode(if SCALED { s * inv } else { s }) as u8;
@@ -210,7 +300,10 @@ impl Codec {
             (None, _) => {
                 for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
                     let x = if SCALED { s * inv } else { s };
-                    *d = self.format.encode_with(x, self.conv, self.rand(first + i as u64)) as u8;
+                    *d = self
+                        .format
+                        .encode_with(x, self.conv, self.rand(first + i as u64))
+                        as u8;
                 }
             }
         }
@@ -219,13 +312,17 @@ impl Codec {
     /// Decodes one-byte codes (bits above the format's width are ignored).
     pub fn decode_slice(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
         self.check_byte_codes("decode_slice")?;
-        self.split("decode_slice", src, dst, 0, |s, d, _| self.decode_chunk::<false>(s, d, 1.0))
+        self.split("decode_slice", src, dst, 0, |s, d, _| {
+            self.decode_chunk::<false>(s, d, 1.0)
+        })
     }
 
     /// Decodes one-byte codes and multiplies by `scale` (dequantization).
     pub fn decode_scaled_slice(&self, src: &[u8], dst: &mut [f32], scale: f32) -> Result<()> {
         self.check_byte_codes("decode_scaled_slice")?;
-        self.split("decode_scaled_slice", src, dst, 0, |s, d, _| self.decode_chunk::<true>(s, d, scale))
+        self.split("decode_scaled_slice", src, dst, 0, |s, d, _| {
+            self.decode_chunk::<true>(s, d, scale)
+        })
     }
 
     fn decode_chunk<const SCALED: bool>(&self, src: &[u8], dst: &mut [f32], scale: f32) {
@@ -235,12 +332,20 @@ impl Codec {
         match self.isa {
             // SAFETY: the Codec's Isa passed `Isa::require`.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { crate::kernels::avx512::decode_lut::<SCALED>(lut, src, dst, scale) },
+            Isa::Avx512 => unsafe {
+                crate::kernels::avx512::decode_lut::<SCALED>(lut, src, dst, scale)
+            },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { crate::kernels::avx2::decode_lut::<SCALED>(lut, src, dst, scale) },
+            Isa::Avx2 => unsafe {
+                crate::kernels::avx2::decode_lut::<SCALED>(lut, src, dst, scale)
+            },
             _ => {
                 for (d, &c) in dst.iter_mut().zip(src) {
-                    *d = if SCALED { lut[c as usize] * scale } else { lut[c as usize] };
+                    *d = if SCALED {
+                        lut[c as usize] * scale
+                    } else {
+                        lut[c as usize]
+                    };
                 }
             }
         }

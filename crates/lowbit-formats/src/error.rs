@@ -65,7 +65,9 @@ pub enum FormatError {
         index: usize,
     },
     /// An instruction set was forced that this CPU does not have.
-    #[error("instruction set {isa} was requested but this CPU does not support it (available: {available})")]
+    #[error(
+        "instruction set {isa} was requested but this CPU does not support it (available: {available})"
+    )]
     IsaUnavailable {
         /// The requested level.
         isa: String,

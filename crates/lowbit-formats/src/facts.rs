@@ -49,11 +49,11 @@ impl Format {
         let mut nan_codes = Vec::new();
         let mut finite_codes = 0usize;
         for c in 0..n as u32 {
-            if let Format::Int(i) = self {
-                let v = i.decode(c) as i32;
-                if v < i.min_value() {
-                    continue; // the narrow range leaves −2^(b−1) unused
-                }
+            // The narrow range leaves −2^(b−1) unused.
+            if let Format::Int(i) = self
+                && (i.decode(c) as i32) < i.min_value()
+            {
+                continue;
             }
             let v = self.decode(c);
             if v.is_nan() {
@@ -71,7 +71,8 @@ impl Format {
                     Encoding::Fnu => self.decode(0),
                     _ => self.decode(1 << m.man_bits()),
                 };
-                let sub = (m.man_bits() > 0 && m.encoding() != Encoding::Fnu).then(|| self.decode(1));
+                let sub =
+                    (m.man_bits() > 0 && m.encoding() != Encoding::Fnu).then(|| self.decode(1));
                 (Some(min_normal), sub)
             }
             Format::Int(_) => (None, None),
@@ -109,10 +110,10 @@ impl Format {
         let n = 1u64 << self.bits();
         let mut values: Vec<f32> = Vec::with_capacity(n as usize);
         for c in 0..n as u32 {
-            if let Format::Int(i) = self {
-                if (i.decode(c) as i32) < i.min_value() {
-                    continue;
-                }
+            if let Format::Int(i) = self
+                && (i.decode(c) as i32) < i.min_value()
+            {
+                continue;
             }
             let v = self.decode(c);
             if v.is_finite() {
@@ -151,7 +152,10 @@ impl ValueTable {
         let x = if x == 0.0 { 0.0 } else { x };
         match self.values.binary_search_by(|v| v.total_cmp(&x)) {
             Ok(i) => (Some(self.values[i]), Some(self.values[i])),
-            Err(i) => (i.checked_sub(1).map(|j| self.values[j]), self.values.get(i).copied()),
+            Err(i) => (
+                i.checked_sub(1).map(|j| self.values[j]),
+                self.values.get(i).copied(),
+            ),
         }
     }
 }

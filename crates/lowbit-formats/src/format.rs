@@ -79,7 +79,12 @@ impl Format {
     }
 
     /// A minifloat format; see [`MiniFloat::new`].
-    pub fn minifloat(exp_bits: u32, man_bits: u32, bias: Option<i32>, encoding: Encoding) -> Result<Format> {
+    pub fn minifloat(
+        exp_bits: u32,
+        man_bits: u32,
+        bias: Option<i32>,
+        encoding: Encoding,
+    ) -> Result<Format> {
         MiniFloat::new(exp_bits, man_bits, bias, encoding).map(Format::Float)
     }
 
@@ -98,7 +103,11 @@ impl Format {
 
     /// Mask of the valid code bits.
     pub const fn code_mask(&self) -> u32 {
-        if self.bits() >= 32 { u32::MAX } else { (1u32 << self.bits()) - 1 }
+        if self.bits() >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << self.bits()) - 1
+        }
     }
 
     /// Decodes a code to `f32` (exact). Bits above the format's width are ignored.
@@ -186,7 +195,10 @@ pub fn default_encoding(exp_bits: u32, man_bits: u32) -> Encoding {
         (3, 0, Encoding::Finite),
         (8, 0, Encoding::Fnu),
     ];
-    match NAMED_DEFAULTS.iter().find(|(x, y, _)| *x == exp_bits && *y == man_bits) {
+    match NAMED_DEFAULTS
+        .iter()
+        .find(|(x, y, _)| *x == exp_bits && *y == man_bits)
+    {
         Some((_, _, e)) => *e,
         None if 1 + exp_bits + man_bits >= 8 => Encoding::Ieee,
         None => Encoding::Finite,
@@ -201,7 +213,11 @@ impl fmt::Display for Format {
         match self {
             Format::Int(i) => {
                 let u = if i.is_signed() { "" } else { "u" };
-                let full = if i.is_signed() && !i.is_narrow() { "_full" } else { "" };
+                let full = if i.is_signed() && !i.is_narrow() {
+                    "_full"
+                } else {
+                    ""
+                };
                 write!(out, "{u}int{}{full}", i.bits())
             }
             Format::Float(m) => {
@@ -229,23 +245,35 @@ impl FromStr for Format {
     /// Parses a format name, case-insensitively. See [`Format`] and docs/formats.md.
     fn from_str(s: &str) -> Result<Format> {
         let lower = s.trim().to_ascii_lowercase();
-        let err = |reason: String| FormatError::UnknownFormat { name: s.to_string(), reason };
+        let err = |reason: String| FormatError::UnknownFormat {
+            name: s.to_string(),
+            reason,
+        };
         if lower.is_empty() {
             return Err(err(format!("the name is empty; {NAME_HELP}")));
         }
         // Optional width prefix, checked against the result.
-        let (prefix_bits, body) = match ["fp8_", "fp6_", "fp4_"].iter().find(|p| lower.starts_with(*p)) {
+        let (prefix_bits, body) = match ["fp8_", "fp6_", "fp4_"]
+            .iter()
+            .find(|p| lower.starts_with(*p))
+        {
             Some(p) => (p[2..3].parse::<u32>().ok(), &lower[p.len()..]),
             None => (None, lower.as_str()),
         };
-        let format = parse_body(body).map_err(|reason| err(reason))?;
-        if let Some(bits) = prefix_bits {
-            if format.bits() != bits {
-                return Err(err(format!(
-                    "the prefix fp{bits}_ says {bits} bits but `{body}` has {} bits",
-                    format.bits()
-                )));
-            }
+        // `fp8_e4m3` names the OCP / NVIDIA FP8 (E4M3FN), as every framework's `fp8_e4m3`
+        // does; the bare `e4m3` is ml_dtypes' IEEE-like type with infinities.
+        let format = if prefix_bits == Some(8) && body == "e4m3" {
+            Format::E4M3FN
+        } else {
+            parse_body(body).map_err(err)?
+        };
+        if let Some(bits) = prefix_bits
+            && format.bits() != bits
+        {
+            return Err(err(format!(
+                "the prefix fp{bits}_ says {bits} bits but `{body}` has {} bits",
+                format.bits()
+            )));
         }
         Ok(format)
     }
@@ -257,17 +285,28 @@ fn parse_body(body: &str) -> std::result::Result<Format, String> {
             return Ok(*f);
         }
     }
-    if let Some(rest) = body.strip_prefix("uint").or_else(|| body.strip_prefix("int")) {
+    if let Some(rest) = body
+        .strip_prefix("uint")
+        .or_else(|| body.strip_prefix("int"))
+    {
         let signed = !body.starts_with('u');
         let (digits, suffix) = split_digits(rest);
-        let bits: u32 = digits.parse().map_err(|_| format!("`{body}`: missing bit width; {NAME_HELP}"))?;
+        let bits: u32 = digits
+            .parse()
+            .map_err(|_| format!("`{body}`: missing bit width; {NAME_HELP}"))?;
         let narrow = match suffix {
             "" => signed,
             "_narrow" if signed => true,
             "_full" => false,
-            other => return Err(format!("`{other}` is not an integer option (use _full or _narrow, signed only)")),
+            other => {
+                return Err(format!(
+                    "`{other}` is not an integer option (use _full or _narrow, signed only)"
+                ));
+            }
         };
-        return IntFormat::new(bits, signed, narrow).map(Format::Int).map_err(|e| e.to_string());
+        return IntFormat::new(bits, signed, narrow)
+            .map(Format::Int)
+            .map_err(|e| e.to_string());
     }
     let Some(rest) = body.strip_prefix('e') else {
         return Err(NAME_HELP.to_string());
@@ -289,7 +328,9 @@ fn parse_body(body: &str) -> std::result::Result<Format, String> {
                 None => (1, b),
             };
             let (ds, r) = split_digits(b);
-            let v: i32 = ds.parse().map_err(|_| format!("`b` must be followed by the bias, e.g. e4m3_b11 (in `{body}`)"))?;
+            let v: i32 = ds.parse().map_err(|_| {
+                format!("`b` must be followed by the bias, e.g. e4m3_b11 (in `{body}`)")
+            })?;
             if bias.replace(sign * v).is_some() {
                 return Err(format!("the bias is given twice in `{body}`"));
             }
@@ -306,7 +347,9 @@ fn parse_body(body: &str) -> std::result::Result<Format, String> {
             ("finite", Encoding::Finite),
         ];
         let Some((w, e)) = words.iter().find(|(w, _)| rest.starts_with(w)) else {
-            return Err(format!("`{rest}` is not a format option in `{body}` (use _b<bias> or one of _ieee, _fn, _fnuz, _none)"));
+            return Err(format!(
+                "`{rest}` is not a format option in `{body}` (use _b<bias> or one of _ieee, _fn, _fnuz, _none)"
+            ));
         };
         if encoding.replace(*e).is_some() {
             return Err(format!("the convention is given twice in `{body}`"));
@@ -315,10 +358,14 @@ fn parse_body(body: &str) -> std::result::Result<Format, String> {
     }
     if !(1..=8).contains(&x) || y > 10 {
         // Let MiniFloat::new produce the precise message.
-        return MiniFloat::new(x, y, bias, Encoding::Finite).map(Format::Float).map_err(|e| e.to_string());
+        return MiniFloat::new(x, y, bias, Encoding::Finite)
+            .map(Format::Float)
+            .map_err(|e| e.to_string());
     }
     let encoding = encoding.unwrap_or_else(|| default_encoding(x, y));
-    MiniFloat::new(x, y, bias, encoding).map(Format::Float).map_err(|e| e.to_string())
+    MiniFloat::new(x, y, bias, encoding)
+        .map(Format::Float)
+        .map_err(|e| e.to_string())
 }
 
 fn split_digits(s: &str) -> (&str, &str) {

@@ -48,11 +48,19 @@ impl IntFormat {
                 reason: "unsigned formats have no narrow range".into(),
             });
         }
-        Ok(IntFormat { bits: bits as u8, signed, narrow })
+        Ok(IntFormat {
+            bits: bits as u8,
+            signed,
+            narrow,
+        })
     }
 
     pub(crate) const fn new_unchecked(bits: u8, signed: bool, narrow: bool) -> Self {
-        IntFormat { bits, signed, narrow }
+        IntFormat {
+            bits,
+            signed,
+            narrow,
+        }
     }
 
     /// Code width in bits.
@@ -79,7 +87,11 @@ impl IntFormat {
     }
     /// Largest value.
     pub const fn max_value(&self) -> i32 {
-        if self.signed { (1i32 << (self.bits - 1)) - 1 } else { (1i32 << self.bits) - 1 }
+        if self.signed {
+            (1i32 << (self.bits - 1)) - 1
+        } else {
+            (1i32 << self.bits) - 1
+        }
     }
     /// Mask of the code bits.
     pub const fn code_mask(&self) -> u32 {

@@ -81,7 +81,12 @@ impl MiniFloat {
     /// widths (IEEE needs a mantissa bit for NaN and an exponent bit beyond the specials), or
     /// when some value would not be exactly representable in `f32` (largest value above
     /// `f32::MAX`, smallest subnormal below 2⁻¹⁴⁹).
-    pub fn new(exp_bits: u32, man_bits: u32, bias: Option<i32>, encoding: Encoding) -> Result<Self> {
+    pub fn new(
+        exp_bits: u32,
+        man_bits: u32,
+        bias: Option<i32>,
+        encoding: Encoding,
+    ) -> Result<Self> {
         let name = || format!("e{exp_bits}m{man_bits}");
         let bad = |param: &'static str, value: i64, reason: String| FormatError::InvalidParameter {
             format: name(),
@@ -122,7 +127,8 @@ impl MiniFloat {
                 return Err(bad(
                     "mantissa bits",
                     man_bits as i64,
-                    "the unsigned exponent-only convention (E8M0 style) has no mantissa bits".into(),
+                    "the unsigned exponent-only convention (E8M0 style) has no mantissa bits"
+                        .into(),
                 ));
             }
             _ => {}
@@ -136,7 +142,12 @@ impl MiniFloat {
         };
         // Every value must be an exact f32: top exponent ≤ 127, smallest quantum ≥ 2^-149.
         let emax = f.max_exponent();
-        let min_q = f.min_exponent() - if encoding == Encoding::Fnu { 0 } else { man_bits as i32 };
+        let min_q = f.min_exponent()
+            - if encoding == Encoding::Fnu {
+                0
+            } else {
+                man_bits as i32
+            };
         if bias != f.bias as i32 || emax > 127 || min_q < -149 {
             let lo = (f.max_field_exponent() - 127).max(-(1 << 14));
             let hi = 150 - man_bits as i32 - if encoding == Encoding::Fnu { 1 } else { 0 };
@@ -152,8 +163,18 @@ impl MiniFloat {
     }
 
     /// Same as [`MiniFloat::new`] for parameters known to be valid at compile time.
-    pub(crate) const fn new_unchecked(exp_bits: u8, man_bits: u8, bias: i16, encoding: Encoding) -> Self {
-        MiniFloat { exp_bits, man_bits, bias, encoding }
+    pub(crate) const fn new_unchecked(
+        exp_bits: u8,
+        man_bits: u8,
+        bias: i16,
+        encoding: Encoding,
+    ) -> Self {
+        MiniFloat {
+            exp_bits,
+            man_bits,
+            bias,
+            encoding,
+        }
     }
 
     /// Exponent field width.
@@ -186,7 +207,11 @@ impl MiniFloat {
     }
     /// The sign bit of a code (0 for unsigned formats).
     pub const fn sign_bit(&self) -> u32 {
-        if self.is_signed() { 1u32 << (self.exp_bits as u32 + self.man_bits as u32) } else { 0 }
+        if self.is_signed() {
+            1u32 << (self.exp_bits as u32 + self.man_bits as u32)
+        } else {
+            0
+        }
     }
     /// Largest exponent field that holds finite numbers.
     const fn max_field_exponent(&self) -> i32 {
@@ -260,7 +285,11 @@ impl MiniFloat {
     pub const fn decode(&self, code: u32) -> f32 {
         let m = self.man_bits as u32;
         let code = code & (self.sign_bit() | self.magnitude_mask());
-        let sign = if code & self.sign_bit() != 0 { 0x8000_0000u32 } else { 0 };
+        let sign = if code & self.sign_bit() != 0 {
+            0x8000_0000u32
+        } else {
+            0
+        };
         if self.is_nan_code(code) {
             // ml_dtypes: the fnuz NaN (0x80) has its sign bit set, so it decodes to -NaN.
             return f32::from_bits(sign | 0x7FC0_0000);
@@ -285,7 +314,8 @@ impl MiniFloat {
                 ((fe as u32) << 23) | (f << (23 - m))
             } else {
                 // A normal of the format that is subnormal in f32 (bias > 127).
-                let v = ((1u32 << m) | f) as f32 * f32::from_bits(pow2_bits(e - self.bias as i32 - m as i32));
+                let v = ((1u32 << m) | f) as f32
+                    * f32::from_bits(pow2_bits(e - self.bias as i32 - m as i32));
                 v.to_bits()
             }
         };
@@ -329,20 +359,36 @@ impl MiniFloat {
                 Encoding::Fnuz => self.sign_bit(),
                 // ml_dtypes: quiet_NaN() of a NaN-less type is −0, and the sign flip of
                 // `from_sign ? -nan : nan` then applies to it.
-                Encoding::Finite => if neg { 0 } else { self.sign_bit() },
+                Encoding::Finite => {
+                    if neg {
+                        0
+                    } else {
+                        self.sign_bit()
+                    }
+                }
                 Encoding::Fnu => self.magnitude_mask(),
             };
         }
         if a == 0x7F80_0000 {
             if sat {
-                return if neg && !self.is_signed() { 0 } else { sign | max };
+                return if neg && !self.is_signed() {
+                    0
+                } else {
+                    sign | max
+                };
             }
             return self.overflow_code(neg);
         }
         // 2. Zero.
         if a == 0 {
             return match self.encoding {
-                Encoding::Fnu => if sat { 0 } else { self.magnitude_mask() },
+                Encoding::Fnu => {
+                    if sat {
+                        0
+                    } else {
+                        self.magnitude_mask()
+                    }
+                }
                 Encoding::Fnuz => 0,
                 _ => sign,
             };
@@ -372,11 +418,19 @@ impl MiniFloat {
         let packed = r + (((if target > 0 { target } else { 0 }) as u64) << m);
         // 7. Overflow.
         if packed > max as u64 {
-            return if sat { sign | max } else { self.overflow_code(neg) };
+            return if sat {
+                sign | max
+            } else {
+                self.overflow_code(neg)
+            };
         }
         let packed = packed as u32;
         // 8. Sign.
-        if matches!(self.encoding, Encoding::Fnuz) && packed == 0 { 0 } else { sign | packed }
+        if matches!(self.encoding, Encoding::Fnuz) && packed == 0 {
+            0
+        } else {
+            sign | packed
+        }
     }
 
     /// NaN magnitude pattern used when converting a NaN (the quiet NaN).
@@ -408,5 +462,9 @@ impl MiniFloat {
 
 /// `f32` bit pattern of `2^k` for `-149 ≤ k ≤ 127` (subnormal below −126).
 pub(crate) const fn pow2_bits(k: i32) -> u32 {
-    if k >= -126 { ((k + 127) as u32) << 23 } else { 1u32 << (k + 149) }
+    if k >= -126 {
+        ((k + 127) as u32) << 23
+    } else {
+        1u32 << (k + 149)
+    }
 }

@@ -15,7 +15,11 @@ pub const fn packed_len(bits: u32, n: usize) -> usize {
 }
 
 fn check(bits: u32) -> Result<()> {
-    if (1..=8).contains(&bits) { Ok(()) } else { Err(FormatError::PackWidth { bits }) }
+    if (1..=8).contains(&bits) {
+        Ok(())
+    } else {
+        Err(FormatError::PackWidth { bits })
+    }
 }
 
 /// Packs `codes` (one per byte, in the low `bits` bits; higher bits are ignored) into `dst`,
@@ -24,7 +28,12 @@ pub fn pack(bits: u32, codes: &[u8], dst: &mut [u8]) -> Result<()> {
     check(bits)?;
     let want = packed_len(bits, codes.len());
     if dst.len() != want {
-        return Err(FormatError::LengthMismatch { op: "pack", what: "dst", expected: want, got: dst.len() });
+        return Err(FormatError::LengthMismatch {
+            op: "pack",
+            what: "dst",
+            expected: want,
+            got: dst.len(),
+        });
     }
     let mask = ((1u16 << bits) - 1) as u8;
     match bits {
@@ -80,7 +89,12 @@ pub fn unpack(bits: u32, src: &[u8], dst: &mut [u8]) -> Result<()> {
     check(bits)?;
     let want = packed_len(bits, dst.len());
     if src.len() != want {
-        return Err(FormatError::LengthMismatch { op: "unpack", what: "src", expected: want, got: src.len() });
+        return Err(FormatError::LengthMismatch {
+            op: "unpack",
+            what: "src",
+            expected: want,
+            got: src.len(),
+        });
     }
     let mask = ((1u16 << bits) - 1) as u8;
     match bits {

@@ -3,6 +3,8 @@
 //! scale, on inputs covering every class (ties and their neighbours, subnormals, overflow edge,
 //! ±0, ±inf, NaN payloads) and on random bit patterns (proptest).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{SplitMix, class_inputs};
@@ -12,8 +14,26 @@ use proptest::prelude::*;
 fn formats() -> Vec<Format> {
     let mut v: Vec<Format> = Format::named().collect();
     for name in [
-        "e3m4", "e5m3_b11_fnuz", "e4m3_b11_fnuz", "e2m2", "e5m10", "e8m7", "e6m1_fn", "e1m2", "e1m0", "e3m3_b-2", "e4m0_fn",
-        "e8m3_b140", "int8", "int8_full", "int4", "int2", "uint8", "uint4", "int16", "e8m1_b149_none",
+        "e3m4",
+        "e5m3_b11_fnuz",
+        "e4m3_b11_fnuz",
+        "e2m2",
+        "e5m10",
+        "e8m7",
+        "e6m1_fn",
+        "e1m2",
+        "e1m0",
+        "e3m3_b-2",
+        "e4m0_fn",
+        "e8m3_b140",
+        "int8",
+        "int8_full",
+        "int4",
+        "int2",
+        "uint8",
+        "uint4",
+        "int16",
+        "e8m1_b149_none",
     ] {
         v.push(name.parse().unwrap_or_else(|e| panic!("{name}: {e}")));
     }
@@ -22,7 +42,12 @@ fn formats() -> Vec<Format> {
 
 fn conversions() -> Vec<Conversion> {
     let mut v = Vec::new();
-    for rounding in [Rounding::NearestEven, Rounding::NearestAway, Rounding::TowardZero, Rounding::Stochastic { seed: 7 }] {
+    for rounding in [
+        Rounding::NearestEven,
+        Rounding::NearestAway,
+        Rounding::TowardZero,
+        Rounding::Stochastic { seed: 7 },
+    ] {
         for overflow in [Overflow::Reference, Overflow::Saturate] {
             v.push(Conversion::new(rounding, overflow));
         }
@@ -31,7 +56,13 @@ fn conversions() -> Vec<Conversion> {
 }
 
 /// Reference results for `inputs`, element `i` numbered `first + i` for stochastic rounding.
-fn reference(f: &Format, conv: Conversion, inputs: &[f32], scale: Option<f32>, first: u64) -> (Vec<u32>, Vec<u32>) {
+fn reference(
+    f: &Format,
+    conv: Conversion,
+    inputs: &[f32],
+    scale: Option<f32>,
+    first: u64,
+) -> (Vec<u32>, Vec<u32>) {
     let seed = match conv.rounding {
         Rounding::Stochastic { seed } => Some(seed),
         _ => None,
@@ -47,7 +78,11 @@ fn reference(f: &Format, conv: Conversion, inputs: &[f32], scale: Option<f32>, f
         let c = f.encode_with(x, conv, rand);
         codes.push(c);
         let d = f.decode(c);
-        q.push(if scale.is_some() { (d * s).to_bits() } else { d.to_bits() });
+        q.push(if scale.is_some() {
+            (d * s).to_bits()
+        } else {
+            d.to_bits()
+        });
     }
     (codes, q)
 }
@@ -57,7 +92,10 @@ fn check_all_paths(f: &Format, conv: Conversion, inputs: &[f32]) {
         let (want_codes, want_q) = reference(f, conv, inputs, scale, 5);
         for isa in Isa::available() {
             for parallel in [false, true] {
-                let codec = Codec::new(*f, conv).with_isa(isa).unwrap().with_parallel(parallel);
+                let codec = Codec::new(*f, conv)
+                    .with_isa(isa)
+                    .unwrap()
+                    .with_parallel(parallel);
                 let mut q = vec![0f32; inputs.len()];
                 match scale {
                     Some(s) => codec.quantize_scaled_slice(inputs, &mut q, s, 5).unwrap(),
@@ -84,7 +122,8 @@ fn check_all_paths(f: &Format, conv: Conversion, inputs: &[f32]) {
                     }
                     for i in 0..inputs.len() {
                         assert_eq!(
-                            c[i] as u32, want_codes[i],
+                            c[i] as u32,
+                            want_codes[i],
                             "{f} {conv:?} {isa} parallel={parallel} scale={scale:?}: encode({:#010x})",
                             inputs[i].to_bits()
                         );
@@ -92,14 +131,24 @@ fn check_all_paths(f: &Format, conv: Conversion, inputs: &[f32]) {
                     let mut d = vec![0f32; inputs.len()];
                     codec.decode_slice(&c, &mut d).unwrap();
                     for i in 0..inputs.len() {
-                        assert_eq!(d[i].to_bits(), f.decode(c[i] as u32).to_bits(), "{f} {isa}: decode({:#04x})", c[i]);
+                        assert_eq!(
+                            d[i].to_bits(),
+                            f.decode(c[i] as u32).to_bits(),
+                            "{f} {isa}: decode({:#04x})",
+                            c[i]
+                        );
                     }
                 } else {
                     let mut c = vec![0u32; inputs.len()];
                     codec.encode_slice_u32(inputs, &mut c).unwrap();
                     if scale.is_none() && !matches!(conv.rounding, Rounding::Stochastic { .. }) {
                         for i in 0..inputs.len() {
-                            assert_eq!(c[i], want_codes[i], "{f} {conv:?}: encode_u32({:#010x})", inputs[i].to_bits());
+                            assert_eq!(
+                                c[i],
+                                want_codes[i],
+                                "{f} {conv:?}: encode_u32({:#010x})",
+                                inputs[i].to_bits()
+                            );
                         }
                     }
                 }
@@ -122,16 +171,27 @@ fn every_path_equals_reference_on_every_input_class() {
 fn threaded_large_slices_equal_reference() {
     // Large enough to be split across threads, with stochastic rounding numbered globally.
     let mut rng = SplitMix(42);
-    let inputs: Vec<f32> = (0..(1 << 18) + 13).map(|_| f32::from_bits(rng.next_u32())).collect();
+    let inputs: Vec<f32> = (0..(1 << 18) + 13)
+        .map(|_| f32::from_bits(rng.next_u32()))
+        .collect();
     for f in [Format::E4M3FN, Format::E2M1, Format::INT8] {
-        for conv in [Conversion::REFERENCE, Conversion::new(Rounding::Stochastic { seed: 99 }, Overflow::Saturate)] {
+        for conv in [
+            Conversion::REFERENCE,
+            Conversion::new(Rounding::Stochastic { seed: 99 }, Overflow::Saturate),
+        ] {
             let (_, want) = reference(&f, conv, &inputs, None, 0);
             for threads in [1, 2, 3] {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
                 let mut q = vec![0f32; inputs.len()];
                 pool.install(|| Codec::new(f, conv).quantize_slice(&inputs, &mut q).unwrap());
                 let got: Vec<u32> = q.iter().map(|x| x.to_bits()).collect();
-                assert!(got == want, "{f} {conv:?} with {threads} threads differs from the reference");
+                assert!(
+                    got == want,
+                    "{f} {conv:?} with {threads} threads differs from the reference"
+                );
             }
         }
     }
@@ -142,7 +202,10 @@ fn length_mismatch_is_an_error() {
     let codec = Codec::new(Format::E4M3FN, Conversion::REFERENCE);
     let mut out = [0f32; 3];
     let err = codec.quantize_slice(&[1.0, 2.0], &mut out).unwrap_err();
-    assert_eq!(err.to_string(), "length mismatch in quantize_slice: dst has 3 elements, expected 2");
+    assert_eq!(
+        err.to_string(),
+        "length mismatch in quantize_slice: dst has 3 elements, expected 2"
+    );
     let wide: Format = "e5m10".parse().unwrap();
     let mut codes = [0u8; 2];
     let err = wide.encode_slice(&[1.0, 2.0], &mut codes).unwrap_err();

@@ -64,7 +64,8 @@ fn magnitude<const ROUND: u8>(c: &Consts, a: __m256i) -> __m256i {
     let r = match ROUND {
         RNE => {
             let lsb = _mm256_and_si256(_mm256_srlv_epi32(mant, sh), c.one);
-            let half_m1 = _mm256_sub_epi32(_mm256_sllv_epi32(c.one, _mm256_sub_epi32(sh, c.one)), c.one);
+            let half_m1 =
+                _mm256_sub_epi32(_mm256_sllv_epi32(c.one, _mm256_sub_epi32(sh, c.one)), c.one);
             _mm256_srlv_epi32(_mm256_add_epi32(_mm256_add_epi32(mant, lsb), half_m1), sh)
         }
         AWAY => {
@@ -80,7 +81,11 @@ fn magnitude<const ROUND: u8>(c: &Consts, a: __m256i) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn by_sign(neg: __m256i, s: [u32; 2]) -> __m256i {
-    select(neg, _mm256_set1_epi32(s[0] as i32), _mm256_set1_epi32(s[1] as i32))
+    select(
+        neg,
+        _mm256_set1_epi32(s[0] as i32),
+        _mm256_set1_epi32(s[1] as i32),
+    )
 }
 
 #[inline]
@@ -99,9 +104,21 @@ fn fix_specials(
     if p.unsigned {
         out = select(neg, out, by_sign(neg, pick(&p.neg)));
     }
-    out = select(_mm256_cmpeq_epi32(a, c.zero), out, by_sign(neg, pick(&p.zero)));
-    out = select(_mm256_cmpeq_epi32(a, c.inf_bits), out, by_sign(neg, pick(&p.inf)));
-    select(_mm256_cmpgt_epi32(a, c.inf_bits), out, by_sign(neg, pick(&p.nan)))
+    out = select(
+        _mm256_cmpeq_epi32(a, c.zero),
+        out,
+        by_sign(neg, pick(&p.zero)),
+    );
+    out = select(
+        _mm256_cmpeq_epi32(a, c.inf_bits),
+        out,
+        by_sign(neg, pick(&p.inf)),
+    );
+    select(
+        _mm256_cmpgt_epi32(a, c.inf_bits),
+        out,
+        by_sign(neg, pick(&p.nan)),
+    )
 }
 
 #[inline]
@@ -122,7 +139,10 @@ fn quantize_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m256) -> __m256
         sign_lanes = _mm256_andnot_si256(packed_zero, sign_lanes);
     }
     if !p.unsigned {
-        out = _mm256_or_si256(out, _mm256_and_si256(sign_lanes, _mm256_set1_epi32(i32::MIN)));
+        out = _mm256_or_si256(
+            out,
+            _mm256_and_si256(sign_lanes, _mm256_set1_epi32(i32::MIN)),
+        );
     }
     _mm256_castsi256_ps(fix_specials(p, c, out, a, neg, packed, |s| s.value))
 }
@@ -138,7 +158,10 @@ fn encode_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m256) -> __m256i 
     if p.fnuz {
         sign_lanes = _mm256_andnot_si256(_mm256_cmpeq_epi32(packed, c.zero), sign_lanes);
     }
-    let out = _mm256_or_si256(packed, _mm256_and_si256(sign_lanes, _mm256_set1_epi32(p.code_sign as i32)));
+    let out = _mm256_or_si256(
+        packed,
+        _mm256_and_si256(sign_lanes, _mm256_set1_epi32(p.code_sign as i32)),
+    );
     fix_specials(p, c, out, a, neg, packed, |s| s.code)
 }
 
@@ -156,7 +179,11 @@ fn narrow_u8(v: __m256i) -> [u8; 8] {
 
 /// Runs `f` over full 8-element blocks of `src`/`dst`, and over the zero-padded tail.
 #[inline(always)]
-fn blocks<T: Copy + Default, U: Copy + Default>(src: &[T], dst: &mut [U], mut f: impl FnMut(&[T; 8], &mut [U; 8])) {
+fn blocks<T: Copy + Default, U: Copy + Default>(
+    src: &[T],
+    dst: &mut [U],
+    mut f: impl FnMut(&[T; 8], &mut [U; 8]),
+) {
     let n = src.len().min(dst.len());
     let (src, dst) = (&src[..n], &mut dst[..n]);
     let (s_full, s_tail) = src.as_chunks::<8>();
@@ -196,7 +223,12 @@ pub(crate) fn quantize_float<const ROUND: u8, const SCALED: bool>(
 
 /// Encodes `src` to one code per byte; with `SCALED`, encodes `src·inv`.
 #[target_feature(enable = "avx2")]
-pub(crate) fn encode_float<const ROUND: u8, const SCALED: bool>(p: &FloatLane, src: &[f32], dst: &mut [u8], inv: f32) {
+pub(crate) fn encode_float<const ROUND: u8, const SCALED: bool>(
+    p: &FloatLane,
+    src: &[f32],
+    dst: &mut [u8],
+    inv: f32,
+) {
     let c = consts(p);
     let vinv = _mm256_set1_ps(inv);
     blocks(src, dst, |s, d| {
@@ -257,7 +289,12 @@ pub(crate) fn quantize_int<const ROUND: u8, const SCALED: bool>(
 
 /// Integer twin of [`encode_float`].
 #[target_feature(enable = "avx2")]
-pub(crate) fn encode_int<const ROUND: u8, const SCALED: bool>(p: &IntLane, src: &[f32], dst: &mut [u8], inv: f32) {
+pub(crate) fn encode_int<const ROUND: u8, const SCALED: bool>(
+    p: &IntLane,
+    src: &[f32],
+    dst: &mut [u8],
+    inv: f32,
+) {
     let vinv = _mm256_set1_ps(inv);
     let vmask = _mm256_set1_epi32(p.mask as i32);
     blocks(src, dst, |s, d| {
@@ -271,7 +308,12 @@ pub(crate) fn encode_int<const ROUND: u8, const SCALED: bool>(p: &IntLane, src: 
 
 /// Decodes bytes through a 256-entry table, times `scale` if `SCALED`.
 #[target_feature(enable = "avx2")]
-pub(crate) fn decode_lut<const SCALED: bool>(lut: &[f32; 256], src: &[u8], dst: &mut [f32], scale: f32) {
+pub(crate) fn decode_lut<const SCALED: bool>(
+    lut: &[f32; 256],
+    src: &[u8],
+    dst: &mut [f32],
+    scale: f32,
+) {
     let vscale = _mm256_set1_ps(scale);
     blocks(src, dst, |s, d| {
         let idx = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(*s)));

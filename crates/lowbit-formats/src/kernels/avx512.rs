@@ -56,7 +56,8 @@ fn magnitude<const ROUND: u8>(c: &Consts, a: __m512i) -> __m512i {
     let r = match ROUND {
         RNE => {
             let lsb = _mm512_and_si512(_mm512_srlv_epi32(mant, sh), c.one);
-            let half_m1 = _mm512_sub_epi32(_mm512_sllv_epi32(c.one, _mm512_sub_epi32(sh, c.one)), c.one);
+            let half_m1 =
+                _mm512_sub_epi32(_mm512_sllv_epi32(c.one, _mm512_sub_epi32(sh, c.one)), c.one);
             _mm512_srlv_epi32(_mm512_add_epi32(_mm512_add_epi32(mant, lsb), half_m1), sh)
         }
         AWAY => {
@@ -73,7 +74,11 @@ fn magnitude<const ROUND: u8>(c: &Consts, a: __m512i) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn by_sign(neg: __mmask16, s: [u32; 2]) -> __m512i {
-    _mm512_mask_blend_epi32(neg, _mm512_set1_epi32(s[0] as i32), _mm512_set1_epi32(s[1] as i32))
+    _mm512_mask_blend_epi32(
+        neg,
+        _mm512_set1_epi32(s[0] as i32),
+        _mm512_set1_epi32(s[1] as i32),
+    )
 }
 
 /// Blends the special-class results over `out` in the reference's order of precedence.
@@ -137,7 +142,12 @@ fn encode_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m512) -> __m512i 
     if p.fnuz {
         sign_lanes &= !_mm512_cmpeq_epi32_mask(packed, c.zero);
     }
-    let out = _mm512_mask_or_epi32(packed, sign_lanes, packed, _mm512_set1_epi32(p.code_sign as i32));
+    let out = _mm512_mask_or_epi32(
+        packed,
+        sign_lanes,
+        packed,
+        _mm512_set1_epi32(p.code_sign as i32),
+    );
     fix_specials(p, c, out, a, neg, packed, |s| s.code)
 }
 
@@ -187,7 +197,9 @@ pub(crate) fn encode_float<const ROUND: u8, const SCALED: bool>(
         let x = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i)) };
         let x = if SCALED { _mm512_mul_ps(x, vinv) } else { x };
         let codes = encode_vec::<ROUND>(p, &c, x);
-        unsafe { _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(i) as *mut i8, mask, codes) };
+        unsafe {
+            _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(i) as *mut i8, mask, codes)
+        };
         i += 16;
     }
 }
@@ -200,10 +212,16 @@ fn round_int<const ROUND: u8>(x: __m512) -> __m512 {
         AWAY => {
             let t = _mm512_roundscale_ps::<0x0B>(x);
             let d = _mm512_sub_ps(x, t);
-            let abs_d = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(d), _mm512_set1_epi32(0x7FFF_FFFF)));
+            let abs_d = _mm512_castsi512_ps(_mm512_and_si512(
+                _mm512_castps_si512(d),
+                _mm512_set1_epi32(0x7FFF_FFFF),
+            ));
             let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(abs_d, _mm512_set1_ps(0.5));
             let sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN));
-            let step = _mm512_castsi512_ps(_mm512_or_si512(sign, _mm512_castps_si512(_mm512_set1_ps(1.0))));
+            let step = _mm512_castsi512_ps(_mm512_or_si512(
+                sign,
+                _mm512_castps_si512(_mm512_set1_ps(1.0)),
+            ));
             _mm512_mask_add_ps(t, up, t, step)
         }
         _ => _mm512_roundscale_ps::<0x0B>(x),
@@ -247,7 +265,12 @@ pub(crate) fn quantize_int<const ROUND: u8, const SCALED: bool>(
 
 /// Integer twin of [`encode_float`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(crate) fn encode_int<const ROUND: u8, const SCALED: bool>(p: &IntLane, src: &[f32], dst: &mut [u8], inv: f32) {
+pub(crate) fn encode_int<const ROUND: u8, const SCALED: bool>(
+    p: &IntLane,
+    src: &[f32],
+    dst: &mut [u8],
+    inv: f32,
+) {
     let vinv = _mm512_set1_ps(inv);
     let vmask = _mm512_set1_epi32(p.mask as i32);
     let n = src.len().min(dst.len());
@@ -260,14 +283,21 @@ pub(crate) fn encode_int<const ROUND: u8, const SCALED: bool>(p: &IntLane, src: 
         let x = if SCALED { _mm512_mul_ps(x, vinv) } else { x };
         let q = quantize_int_vec::<ROUND>(p, x);
         let codes = _mm512_and_si512(_mm512_cvttps_epi32(q), vmask);
-        unsafe { _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(i) as *mut i8, mask, codes) };
+        unsafe {
+            _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(i) as *mut i8, mask, codes)
+        };
         i += 16;
     }
 }
 
 /// Decodes bytes through a 256-entry table (`lut[c]` = decode of `c`), times `scale` if `SCALED`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(crate) fn decode_lut<const SCALED: bool>(lut: &[f32; 256], src: &[u8], dst: &mut [f32], scale: f32) {
+pub(crate) fn decode_lut<const SCALED: bool>(
+    lut: &[f32; 256],
+    src: &[u8],
+    dst: &mut [f32],
+    scale: f32,
+) {
     let vscale = _mm512_set1_ps(scale);
     let n = src.len().min(dst.len());
     let mut i = 0;

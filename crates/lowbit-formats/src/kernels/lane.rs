@@ -40,7 +40,10 @@ impl Special {
     fn of(f: &MiniFloat, conv: Conversion, x: f32) -> Special {
         let cp = f.encode_with(x, conv, 0);
         let cn = f.encode_with(-x, conv, 0);
-        Special { code: [cp, cn], value: [f.decode(cp).to_bits(), f.decode(cn).to_bits()] }
+        Special {
+            code: [cp, cn],
+            value: [f.decode(cp).to_bits(), f.decode(cn).to_bits()],
+        }
     }
 }
 
@@ -93,7 +96,11 @@ impl FloatLane {
             max_mag: f.max_magnitude_code(),
             norm_add: ((127 - f.bias()) as u32) << 23,
             sub_scale: f32::from_bits(pow2_bits(1 - f.bias() - m as i32)),
-            zero_mag_value: if f.encoding() == Encoding::Fnu { f.decode(0).to_bits() } else { 0 },
+            zero_mag_value: if f.encoding() == Encoding::Fnu {
+                f.decode(0).to_bits()
+            } else {
+                0
+            },
             code_sign: f.sign_bit(),
             fnuz: f.encoding() == Encoding::Fnuz,
             unsigned: !f.is_signed(),
@@ -126,7 +133,8 @@ impl FloatLane {
     #[inline(always)]
     pub fn magnitude_value(&self, packed: u32) -> u32 {
         if packed >> self.m == 0 {
-            (packed as f32 * self.sub_scale).to_bits() | if packed == 0 { self.zero_mag_value } else { 0 }
+            (packed as f32 * self.sub_scale).to_bits()
+                | if packed == 0 { self.zero_mag_value } else { 0 }
         } else {
             (packed << self.mant_shift).wrapping_add(self.norm_add)
         }
@@ -140,7 +148,12 @@ impl FloatLane {
         let a = b & 0x7FFF_FFFF;
         let packed = self.magnitude(a);
         let signed_zero_ok = !(self.fnuz && packed == 0);
-        let mut code = packed | if s == 1 && signed_zero_ok { self.code_sign } else { 0 };
+        let mut code = packed
+            | if s == 1 && signed_zero_ok {
+                self.code_sign
+            } else {
+                0
+            };
         if packed > self.max_mag {
             code = self.ovf.code[s];
         }
@@ -168,7 +181,11 @@ impl FloatLane {
         let packed = self.magnitude(a);
         let signed_zero_ok = !(self.fnuz && packed == 0);
         let mut out = self.magnitude_value(packed.min(self.max_mag))
-            | if s == 1 && signed_zero_ok && !self.unsigned { 0x8000_0000 } else { 0 };
+            | if s == 1 && signed_zero_ok && !self.unsigned {
+                0x8000_0000
+            } else {
+                0
+            };
         if packed > self.max_mag {
             out = self.ovf.value[s];
         }

@@ -6,11 +6,11 @@
 //! `avx2.rs` / `avx512.rs` run it on 8 / 16 lanes. Tests force every level and compare them
 //! with the reference bit for bit.
 
-pub(crate) mod lane;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+pub(crate) mod lane;
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -73,7 +73,10 @@ impl Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
             let best = Isa::available().into_iter().max().unwrap_or(Isa::Scalar);
-            match std::env::var("LOWBIT_ISA").ok().and_then(|v| v.parse::<Isa>().ok()) {
+            match std::env::var("LOWBIT_ISA")
+                .ok()
+                .and_then(|v| v.parse::<Isa>().ok())
+            {
                 Some(cap) if cap.is_available() => cap.min(best),
                 _ => best,
             }
@@ -87,7 +90,11 @@ impl Isa {
         } else {
             Err(FormatError::IsaUnavailable {
                 isa: self.to_string(),
-                available: Isa::available().iter().map(Isa::to_string).collect::<Vec<_>>().join(", "),
+                available: Isa::available()
+                    .iter()
+                    .map(Isa::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
         }
     }

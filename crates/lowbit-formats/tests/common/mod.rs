@@ -1,5 +1,5 @@
 //! Shared test helpers: the ml_dtypes golden tables and input generators.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use lowbit_formats::Format;
 
@@ -88,7 +88,11 @@ pub fn class_inputs(format: &Format) -> Vec<f32> {
     for w in vals.windows(2) {
         let mid = (w[0] as f64 + w[1] as f64) / 2.0;
         let m = mid as f32;
-        for b in [m.to_bits().wrapping_sub(1), m.to_bits(), m.to_bits().wrapping_add(1)] {
+        for b in [
+            m.to_bits().wrapping_sub(1),
+            m.to_bits(),
+            m.to_bits().wrapping_add(1),
+        ] {
             v.push(b);
             v.push(b ^ 0x8000_0000);
         }
@@ -97,8 +101,22 @@ pub fn class_inputs(format: &Format) -> Vec<f32> {
     }
     // Subnormal f32, NaN payloads, infinities, extremes.
     for b in [
-        0u32, 1, 2, 3, 0x7F_FFFF, 0x40_0000, 0x40_0001, 0x3F_FFFF, 0x60_0000, 0x80_0000, 0x7F80_0000, 0x7F80_0001,
-        0x7FC0_0000, 0x7FFF_FFFF, 0x7F7F_FFFF, 0x0080_0001,
+        0u32,
+        1,
+        2,
+        3,
+        0x7F_FFFF,
+        0x40_0000,
+        0x40_0001,
+        0x3F_FFFF,
+        0x60_0000,
+        0x80_0000,
+        0x7F80_0000,
+        0x7F80_0001,
+        0x7FC0_0000,
+        0x7FFF_FFFF,
+        0x7F7F_FFFF,
+        0x0080_0001,
     ] {
         v.push(b);
         v.push(b | 0x8000_0000);
