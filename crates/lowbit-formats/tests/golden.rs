@@ -24,6 +24,29 @@ fn decode_matches_ml_dtypes_for_every_code() {
 }
 
 #[test]
+fn every_isa_decodes_every_code_like_ml_dtypes() {
+    for (stem, f) in GOLDEN {
+        let table = decode_table(stem);
+        let codes: Vec<u8> = (0..table.len()).map(|c| c as u8).collect();
+        for isa in Isa::available() {
+            let codec = Codec::new(f, Conversion::REFERENCE).with_isa(isa).unwrap();
+            let mut out = vec![0f32; codes.len()];
+            codec.decode_slice(&codes, &mut out).unwrap();
+            let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, table, "{stem} {isa}");
+            // Decode then re-encode every non-NaN code on this ISA.
+            let mut back = vec![0u8; codes.len()];
+            codec.encode_slice(&out, &mut back).unwrap();
+            for (c, (&b, v)) in back.iter().zip(&out).enumerate() {
+                if !v.is_nan() {
+                    assert_eq!(b as usize, c, "{stem} {isa}: encode(decode({c:#04x}))");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn reference_encode_matches_ml_dtypes_on_every_run_boundary() {
     for (stem, f) in GOLDEN {
         let runs = runs(stem);
