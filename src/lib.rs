@@ -4,6 +4,7 @@
 //! This facade re-exports the workspace crates:
 //!
 //! - [`formats`]: bit-exact codecs (FP8/FP6/FP4/E8M0/INTn/any ExMy), SIMD kernels, packing.
+//! - [`quant`]: quantizers — `QuantSpec`, MX/NVFP4 scales, calibrators, packed tensors.
 //!
 //! ```
 //! let f: lowbit::formats::Format = "e2m1".parse()?;
@@ -12,3 +13,4 @@
 //! ```
 
 pub use lowbit_formats as formats;
+pub use lowbit_quant as quant;

@@ -1,0 +1,182 @@
+//! From statistics to scales: the rules of every [`ScaleKind`], on bit patterns.
+
+use lowbit_formats::{Conversion, Format};
+
+use crate::spec::{
+    E4m3Rounding, E8m0Rounding, Po2Rounding, QuantSpec, ScaleKind, exponent_of, pow2,
+};
+
+/// E4M3 smallest normal, the lower clamp of NVFP4 block scales (torchao `E4M3_EPS`).
+pub const E4M3_MIN_NORMAL: f32 = 0.015625;
+/// E4M3 (FN) largest value.
+pub const E4M3_MAX: f32 = 448.0;
+
+/// The scale and zero point of one group.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Param {
+    /// The stored scale (E8M0 value, decoded E4M3 block scale, power of two or f32).
+    pub scale: f32,
+    /// The zero point (0 for symmetric specs), an integer value held in f32.
+    pub zero: f32,
+}
+
+/// `2^k` rounded from a positive finite `t` by `rounding`, from its bit pattern.
+///
+/// `t` is a quotient of two f32 values computed in f64: it is a power of two exactly when the
+/// f32 quotient is, and otherwise lies at least 2⁻⁴⁸ (relative) away from every power of two
+/// and from every `√2·2^k`, far beyond f64's rounding error, so the comparisons are exact.
+pub(crate) fn po2_exponent(t: f64, rounding: Po2Rounding) -> i32 {
+    let bits = t.to_bits();
+    let e = ((bits >> 52) & 0x7FF) as i32 - 1023;
+    let mant = bits & ((1u64 << 52) - 1);
+    match rounding {
+        Po2Rounding::Floor => e,
+        Po2Rounding::Ceil => e + (mant != 0) as i32,
+        Po2Rounding::Nearest => {
+            let m = t / 2f64.powi(e); // exact: a power-of-two rescale, in [1, 2)
+            e + (m * m >= 2.0) as i32
+        }
+    }
+}
+
+fn clamp_po2(k: i32) -> f32 {
+    pow2(k.clamp(-149, 127))
+}
+
+/// The stored scale of a symmetric group whose absolute maximum is `amax`.
+///
+/// `tensor_scale` is NVFP4's first level (ignored by the other kinds).
+pub(crate) fn scale_from_amax(spec: &QuantSpec, amax: f32, tensor_scale: f32) -> f32 {
+    if !amax.is_finite() {
+        return f32::NAN;
+    }
+    let max = spec.element_max();
+    match spec.scale() {
+        ScaleKind::F32 => {
+            if amax == 0.0 {
+                return 1.0;
+            }
+            let s = amax / max;
+            if s == 0.0 { f32::from_bits(1) } else { s }
+        }
+        ScaleKind::PowerOfTwo { rounding } => {
+            if amax == 0.0 {
+                return 1.0;
+            }
+            clamp_po2(po2_exponent(amax as f64 / max as f64, rounding))
+        }
+        ScaleKind::E8M0 { rounding } => e8m0_scale(spec, amax, rounding),
+        ScaleKind::Nvfp4 { block_rounding } => {
+            nvfp4_block_scale(amax, max, tensor_scale, block_rounding)
+        }
+    }
+}
+
+/// OCP MX v1.0 §6.3 and its variants: `X = 2^e`, `e` clamped below at −127 (the smallest E8M0
+/// value); an exponent above 127 gives NaN, as does a non-finite amax. An all-zero group gets
+/// `2^−127` (E8M0 code 0x00), so its elements stay zero.
+pub(crate) fn e8m0_scale(spec: &QuantSpec, amax: f32, rounding: E8m0Rounding) -> f32 {
+    if !amax.is_finite() {
+        return f32::NAN;
+    }
+    if amax == 0.0 {
+        return pow2(-127);
+    }
+    let emax = spec.element_emax();
+    let a = amax.abs();
+    let e = match rounding {
+        E8m0Rounding::Floor => exponent_of(a) - emax,
+        E8m0Rounding::Ceil => {
+            let pow = a.to_bits() & 0x007F_FFFF == 0
+                || (a.to_bits() >> 23 == 0 && a.to_bits().is_power_of_two());
+            exponent_of(a) + (!pow) as i32 - emax
+        }
+        E8m0Rounding::Even => {
+            // Round the mantissa to the element's width, ties up (torchao EVEN: add half an ulp
+            // of the element, then keep the exponent bits). A carry moves to the next binade.
+            let m = spec.element_man_bits().min(22);
+            let rounded = (a.to_bits() + (1u32 << (22 - m))) & 0x7F80_0000;
+            if rounded == 0 {
+                exponent_of(a) - emax
+            } else {
+                exponent_of(f32::from_bits(rounded)) - emax
+            }
+        }
+        E8m0Rounding::RCeil => {
+            po2_exponent(a as f64 / spec.element_max() as f64, Po2Rounding::Ceil)
+        }
+    };
+    if e > 127 { f32::NAN } else { pow2(e.max(-127)) }
+}
+
+/// NVFP4 first level: `amax / (448 · max)` in f32 (torchao `per_tensor_amax_to_scale`).
+/// Guards (not in torchao, which would divide by zero): an all-zero tensor gets 1.0 and a
+/// quotient that underflows to 0 gets the smallest positive f32; a non-finite amax gives NaN.
+pub(crate) fn nvfp4_tensor_scale(spec: &QuantSpec, amax: f32) -> f32 {
+    if !amax.is_finite() {
+        return f32::NAN;
+    }
+    if amax == 0.0 {
+        return 1.0;
+    }
+    let s = amax / (E4M3_MAX * spec.format().max_value());
+    if s == 0.0 { f32::from_bits(1) } else { s }
+}
+
+/// NVFP4 second level, following torchao `_nvfp4_quantize` (two-level branch):
+/// `(block_amax / max) / tensor_scale`, clamped to `[2⁻⁶, 448]`, cast to E4M3 (nearest even,
+/// or up to the next E4M3 value).
+pub(crate) fn nvfp4_block_scale(
+    block_amax: f32,
+    max: f32,
+    tensor_scale: f32,
+    rounding: E4m3Rounding,
+) -> f32 {
+    let raw = (block_amax / max) / tensor_scale;
+    if raw.is_nan() {
+        return f32::NAN;
+    }
+    let clamped = raw.clamp(E4M3_MIN_NORMAL, E4M3_MAX);
+    let near = Format::E4M3FN.quantize_with(clamped, Conversion::SATURATE, 0);
+    match rounding {
+        E4m3Rounding::Nearest => near,
+        E4m3Rounding::Up if near >= clamped => near,
+        // Positive E4M3 codes are ordered like their values: the next code is the next value.
+        E4m3Rounding::Up => Format::E4M3FN.decode(Format::E4M3FN.encode(near) + 1),
+    }
+}
+
+/// The scale the elements are divided by: the stored scale times the implied element unit
+/// (MXINT) or times the tensor scale (NVFP4).
+pub(crate) fn effective(spec: &QuantSpec, stored: f32, tensor_scale: f32) -> f32 {
+    match spec.scale() {
+        ScaleKind::Nvfp4 { .. } => tensor_scale * stored,
+        _ => stored * spec.element_unit(),
+    }
+}
+
+/// Scale and zero point of an asymmetric group from its min and max (PyTorch's affine
+/// observer rule): the range is widened to include 0, `s = (max − min) / (qmax − qmin)`,
+/// `z = qmin − round(min / s)` clamped to `[qmin, qmax]`.
+pub(crate) fn affine_from_minmax(spec: &QuantSpec, min: f32, max: f32) -> Param {
+    if !min.is_finite() || !max.is_finite() {
+        return Param {
+            scale: f32::NAN,
+            zero: 0.0,
+        };
+    }
+    let (lo, hi) = (min.min(0.0), max.max(0.0));
+    let (qmin, qmax) = match spec.format().as_int() {
+        Some(i) => (i.min_value() as f32, i.max_value() as f32),
+        None => (-spec.format().max_value(), spec.format().max_value()),
+    };
+    let mut s = (hi - lo) / (qmax - qmin);
+    if s == 0.0 || !s.is_finite() {
+        s = 1.0;
+    }
+    if let ScaleKind::PowerOfTwo { rounding } = spec.scale() {
+        s = clamp_po2(po2_exponent(s as f64, rounding));
+    }
+    let zero = (qmin - (lo / s).round_ties_even()).clamp(qmin, qmax);
+    Param { scale: s, zero }
+}
