@@ -301,10 +301,10 @@ impl Calibrator {
                 self.unsupported("nvfp4 two-level scales calibrate with max or moving average")
             );
         }
-        if let Method::MovingAverage { constant } = self.method {
-            if !(constant > 0.0 && constant <= 1.0) {
-                return Err(self.unsupported("the moving-average constant must be in (0, 1]"));
-            }
+        if let Method::MovingAverage { constant } = self.method
+            && !(constant > 0.0 && constant <= 1.0)
+        {
+            return Err(self.unsupported("the moving-average constant must be in (0, 1]"));
         }
         let plan = Plan::new(&self.spec, shape)?;
         if src.len() != plan.n {
@@ -452,10 +452,11 @@ impl Calibrator {
                         zero: 0.0,
                     }
                 };
-                if let (Some(r), ScaleKind::F32) = (self.po2, spec.scale()) {
-                    if p.scale.is_finite() && p.scale > 0.0 {
-                        p.scale = pow2(po2_exponent(p.scale as f64, r).clamp(-149, 127));
-                    }
+                if let (Some(r), ScaleKind::F32) = (self.po2, spec.scale())
+                    && p.scale.is_finite()
+                    && p.scale > 0.0
+                {
+                    p.scale = pow2(po2_exponent(p.scale as f64, r).clamp(-149, 127));
                 }
                 p
             })

@@ -138,7 +138,7 @@ pub fn check_compliance(
 }
 
 fn on_grid(table: &lowbit_formats::ValueTable, v: f32, s: f32, zero: f32) -> bool {
-    if !v.is_finite() || !(s.is_finite() && s > 0.0) {
+    if !(v.is_finite() && s.is_finite() && s > 0.0) {
         return false;
     }
     let r = v / s + zero;

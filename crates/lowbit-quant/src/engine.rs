@@ -127,7 +127,7 @@ impl Plan {
         let n = shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| QuantError::LengthMismatch {
+            .ok_or(QuantError::LengthMismatch {
                 op: "plan",
                 what: "shape",
                 expected: usize::MAX,
@@ -227,7 +227,7 @@ impl Plan {
     }
 
     /// Writes a work-order buffer back in the tensor's order.
-    pub(crate) fn from_work<T: Copy + Send + Sync>(&self, work: &[T], dst: &mut [T]) {
+    pub(crate) fn scatter_work<T: Copy + Send + Sync>(&self, work: &[T], dst: &mut [T]) {
         let back = match self.work {
             Work::Direct => {
                 dst.copy_from_slice(work);
@@ -336,6 +336,10 @@ fn par_min_max(xs: &[f32]) -> (f32, f32) {
     )
 }
 
+/// A per-block kernel: `(block source, block destination, group parameters, first index)`.
+pub(crate) type BlockFn<'a, S, T> =
+    dyn Fn(&[S], &mut [T], &mut Param, u64) -> Result<()> + Sync + 'a;
+
 /// Runs `f(block_src, block_dst, param, first_index)` on every block of the work layout, in
 /// parallel over fixed chunks of blocks.
 pub(crate) fn for_each_block<S: Sync, T: Send>(
@@ -344,12 +348,12 @@ pub(crate) fn for_each_block<S: Sync, T: Send>(
     params: &mut [Param],
     row_len: usize,
     block: usize,
-    f: &(dyn Fn(&[S], &mut [T], &mut Param, u64) -> Result<()> + Sync),
+    f: &BlockFn<'_, S, T>,
 ) -> Result<()> {
     if src.is_empty() || block == 0 {
         return Ok(());
     }
-    if row_len % block == 0 {
+    if row_len.is_multiple_of(block) {
         let m = (PAR_ELEMS / block).max(1);
         let chunk = m * block;
         src.par_chunks(chunk)
@@ -481,15 +485,15 @@ pub(crate) fn run(
         Out::Codes(d) => Some(d.len()),
         Out::None => None,
     };
-    if let Some(got) = out_len {
-        if got != plan.n {
-            return Err(QuantError::LengthMismatch {
-                op,
-                what: "dst",
-                expected: plan.n,
-                got,
-            });
-        }
+    if let Some(got) = out_len
+        && got != plan.n
+    {
+        return Err(QuantError::LengthMismatch {
+            op,
+            what: "dst",
+            expected: plan.n,
+            got,
+        });
     }
     if frozen.is_none() && spec.mode() == ScaleMode::Static {
         return Err(QuantError::StaticNeedsScales { op });
@@ -595,7 +599,7 @@ pub(crate) fn run(
             } else {
                 let mut tmp = vec![0.0f32; plan.n];
                 for_each_block(&work_src, &mut tmp, &mut params, row_len, block, &f)?;
-                plan.from_work(&tmp, dst);
+                plan.scatter_work(&tmp, dst);
             }
         }
         Out::Codes(dst) => {
@@ -613,7 +617,7 @@ pub(crate) fn run(
             } else {
                 let mut tmp = vec![0u8; plan.n];
                 for_each_block(&work_src, &mut tmp, &mut params, row_len, block, &f)?;
-                plan.from_work(&tmp, dst);
+                plan.scatter_work(&tmp, dst);
             }
         }
         Out::None => {

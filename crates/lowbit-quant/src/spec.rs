@@ -173,16 +173,16 @@ impl From<QuantSpec> for SpecFields {
 }
 
 fn validate(f: &SpecFields) -> Result<()> {
-    if let Format::Float(m) = f.format {
-        if m.encoding() == Encoding::Fnu || !m.is_signed() {
-            return Err(invalid(
-                "format",
-                format!(
-                    "`{}` is an unsigned exponent-only scale format (E8M0 style), not an element format",
-                    f.format
-                ),
-            ));
-        }
+    if let Format::Float(m) = f.format
+        && (m.encoding() == Encoding::Fnu || !m.is_signed())
+    {
+        return Err(invalid(
+            "format",
+            format!(
+                "`{}` is an unsigned exponent-only scale format (E8M0 style), not an element format",
+                f.format
+            ),
+        ));
     }
     if f.format.bits() > 8 {
         return Err(invalid(
@@ -220,13 +220,13 @@ fn validate(f: &SpecFields) -> Result<()> {
             ));
         }
     }
-    if let ScaleKind::Nvfp4 { .. } = f.scale {
-        if !matches!(f.granularity, Granularity::PerBlock { .. }) {
-            return Err(invalid(
-                "scale",
-                "nvfp4 two-level scales need a per-block granularity",
-            ));
-        }
+    if let ScaleKind::Nvfp4 { .. } = f.scale
+        && !matches!(f.granularity, Granularity::PerBlock { .. })
+    {
+        return Err(invalid(
+            "scale",
+            "nvfp4 two-level scales need a per-block granularity",
+        ));
     }
     Ok(())
 }
@@ -471,12 +471,11 @@ impl QuantSpecBuilder {
     /// Narrow (`±(2^(b−1)−1)`) or full (`−2^(b−1)..`) range for signed integer formats;
     /// ignored for floats.
     pub fn narrow_range(mut self, narrow: bool) -> Self {
-        if let Format::Int(i) = self.f.format {
-            if i.is_signed() {
-                if let Ok(f) = Format::int(i.bits(), true, narrow) {
-                    self.f.format = f;
-                }
-            }
+        if let Format::Int(i) = self.f.format
+            && i.is_signed()
+            && let Ok(f) = Format::int(i.bits(), true, narrow)
+        {
+            self.f.format = f;
         }
         self
     }

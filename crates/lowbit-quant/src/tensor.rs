@@ -192,7 +192,7 @@ impl QuantizedTensor {
         };
         for_each_block(&work_codes, &mut work, &mut params, row_len, block, &f)?;
         let mut out = vec![0.0f32; plan.n];
-        plan.from_work(&work, &mut out);
+        plan.scatter_work(&work, &mut out);
         Ok(out)
     }
 

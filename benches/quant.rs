@@ -1,0 +1,67 @@
+//! lowbit-quant throughput on 16M f32 beside a memcpy of the same bytes: per-tensor FP8,
+//! per-channel INT8, MX blocks of 32 (MXFP8 E4M3, MXFP4), NVFP4; percentile calibration of 16M
+//! values beside a full sort.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use lowbit::quant::{Calibrator, Method, QuantSpec};
+
+const N: usize = 1 << 24;
+
+fn data() -> Vec<f32> {
+    let mut s = 0x1234_5678_9abc_def0u64;
+    let mut v: Vec<f32> = (0..N)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
+        })
+        .collect();
+    // A few special values.
+    v[17] = 0.0;
+    v[1000] = -0.0;
+    v[5000] = 1.0e-40;
+    v
+}
+
+fn fake_quant(c: &mut Criterion) {
+    let x = data();
+    let mut y = vec![0.0f32; N];
+    let mut g = c.benchmark_group("fake_quant_16M");
+    g.throughput(Throughput::Bytes((N * 4) as u64));
+    g.sample_size(10);
+    g.bench_function("memcpy", |b| b.iter(|| y.copy_from_slice(&x)));
+    let shape = [4096usize, 4096];
+    for name in ["fp8_e4m3", "int8", "mxfp8_e4m3", "mxfp4", "nvfp4"] {
+        let spec: QuantSpec = name.parse().expect("preset");
+        g.bench_with_input(BenchmarkId::new("fake_quantize", name), &spec, |b, spec| {
+            b.iter(|| spec.fake_quantize(&x, &shape, &mut y).expect("fake_quantize"))
+        });
+    }
+    g.finish();
+}
+
+fn percentile(c: &mut Criterion) {
+    let x = data();
+    let spec: QuantSpec = "fp8_e4m3".parse().expect("preset");
+    let mut g = c.benchmark_group("percentile_16M");
+    g.sample_size(10);
+    g.bench_function("streaming_histogram", |b| {
+        b.iter(|| {
+            let mut cal = Calibrator::new(spec, Method::percentile(99.99));
+            cal.observe(&x, &[N]).expect("observe");
+            cal.freeze().expect("freeze")
+        })
+    });
+    g.bench_function("full_sort", |b| {
+        b.iter(|| {
+            let mut a: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+            a.sort_unstable_by(f32::total_cmp);
+            a[(a.len() as f64 * 0.9999) as usize]
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, fake_quant, percentile);
+criterion_main!(benches);
