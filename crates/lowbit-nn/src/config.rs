@@ -1,0 +1,432 @@
+//! [`QuantConfig`]: which quantizer every layer gets, written by users in YAML.
+//!
+//! ```yaml
+//! defaults:            # per role; a preset name, a full spec mapping, or null (off)
+//!   weight: int8
+//!   input: fp8_e4m3
+//! ops:                 # per op kind, over the defaults
+//!   softmax: { output: fp8_e5m2 }
+//! layers:              # per layer, by glob on the full layer name; in order, the last match wins
+//!   - pattern: "encoder.layer.*.attention.self.*"
+//!     weight: int4_g128
+//! skip: ["embeddings.*"]
+//! quantize_first_layer: false
+//! quantize_last_layer: false
+//! quantized_ops: [linear, conv2d, matmul]   # absent: every op kind
+//! backward: e5m2                             # gradient format in QAT (absent: gradients stay f32)
+//! ```
+//!
+//! Resolution of one role of one layer: the default of its op class (`input`/`output` for
+//! compute ops, `activation` for both sides of activation ops), then `ops.<kind>`, then every
+//! matching `layers` entry in file order. A key that is absent inherits; `null` turns the
+//! quantizer off. `skip`, `quantized_ops` and the first/last switches remove every quantizer
+//! of a layer. Every error names the file, the line where it can be found, and the key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use globset::{Glob, GlobMatcher};
+use lowbit_quant::QuantSpec;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{NnError, Result};
+
+/// A role's setting in a config: absent (inherit), `null` (off) or a spec.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Setting {
+    /// Not written: inherit.
+    #[default]
+    Inherit,
+    /// `null`: no quantizer.
+    Off,
+    /// A quantizer.
+    Spec(QuantSpec),
+}
+
+impl Setting {
+    fn is_inherit(&self) -> bool {
+        matches!(self, Setting::Inherit)
+    }
+    fn apply(&self, to: &mut Option<QuantSpec>) {
+        match self {
+            Setting::Inherit => {}
+            Setting::Off => *to = None,
+            Setting::Spec(s) => *to = Some(*s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Setting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Setting, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Full(QuantSpec),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(Setting::Off),
+            Some(Raw::Name(n)) => QuantSpec::from_str(&n)
+                .map(Setting::Spec)
+                .map_err(serde::de::Error::custom),
+            Some(Raw::Full(s)) => Ok(Setting::Spec(s)),
+        }
+    }
+}
+
+impl Serialize for Setting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Setting::Spec(spec) => spec.serialize(s),
+            _ => s.serialize_none(),
+        }
+    }
+}
+
+/// Settings per tensor role.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSettings {
+    /// Weights of compute ops.
+    #[serde(default, skip_serializing_if = "Setting::is_inherit")]
+    pub weight: Setting,
+    /// Biases.
+    #[serde(default, skip_serializing_if = "Setting::is_inherit")]
+    pub bias: Setting,
+    /// Inputs of compute and structural ops (linear, conv, matmul, add, concat, pooling, norms).
+    #[serde(default, skip_serializing_if = "Setting::is_inherit")]
+    pub input: Setting,
+    /// Outputs of compute and structural ops.
+    #[serde(default, skip_serializing_if = "Setting::is_inherit")]
+    pub output: Setting,
+    /// Inputs and outputs of activation ops (relu, gelu, softmax, …); in `ops.<kind>` and
+    /// `layers`, `input`/`output` address them directly.
+    #[serde(default, skip_serializing_if = "Setting::is_inherit")]
+    pub activation: Setting,
+}
+
+/// One per-layer override.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerRule {
+    /// Glob on the full layer name (`*` matches any run of characters, dots included).
+    pub pattern: String,
+    /// Weight setting.
+    #[serde(default, skip_serializing_if = "Setting::is_inherit")]
+    pub weight: Setting,
+    /// Bias setting.
+    #[serde(default, skip_serializing_if = "Setting::is_inherit")]
+    pub bias: Setting,
+    /// Input setting.
+    #[serde(default, skip_serializing_if = "Setting::is_inherit")]
+    pub input: Setting,
+    /// Output setting.
+    #[serde(default, skip_serializing_if = "Setting::is_inherit")]
+    pub output: Setting,
+    /// Gradient format for this layer's quantizers in QAT.
+    #[serde(default, skip_serializing_if = "Setting::is_inherit")]
+    pub backward: Setting,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The quantization config of a model. See the module docs for the YAML form and the rules.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantConfig {
+    /// Defaults per role.
+    #[serde(default)]
+    pub defaults: RoleSettings,
+    /// Defaults per op kind (`linear`, `conv2d`, `softmax`, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ops: BTreeMap<String, RoleSettings>,
+    /// Per-layer overrides, in order; the last match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerRule>,
+    /// Layers (globs) left in FP32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip: Vec<String>,
+    /// Whether the first layer with weights is quantized.
+    #[serde(default = "yes")]
+    pub quantize_first_layer: bool,
+    /// Whether the last layer with weights is quantized.
+    #[serde(default = "yes")]
+    pub quantize_last_layer: bool,
+    /// Op kinds that are quantized at all (absent: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantized_ops: Option<Vec<String>>,
+    /// Gradient format of every quantizer in QAT (absent or null: gradients stay f32).
+    #[serde(default, skip_serializing_if = "Setting::is_inherit")]
+    pub backward: Setting,
+    /// Where the config came from (file path and text), for error messages. Not serialized.
+    #[serde(skip)]
+    source: Option<Source>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Source {
+    file: String,
+    text: String,
+}
+
+impl Default for QuantConfig {
+    fn default() -> Self {
+        QuantConfig {
+            defaults: RoleSettings::default(),
+            ops: BTreeMap::new(),
+            layers: Vec::new(),
+            skip: Vec::new(),
+            quantize_first_layer: true,
+            quantize_last_layer: true,
+            quantized_ops: None,
+            backward: Setting::Inherit,
+            source: None,
+        }
+    }
+}
+
+/// How an op kind's roles take their defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpClass {
+    /// Ops with weights (linear, conv, embedding, norms with affine parameters).
+    Weighted,
+    /// Ops without weights whose inputs hardware quantizes (matmul, add, concat, pooling).
+    Structural,
+    /// Activation functions: `defaults.activation` applies to their input and output.
+    Activation,
+}
+
+/// The resolved quantizers of one layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct ResolvedLayer {
+    /// Weight spec.
+    pub weight: Option<QuantSpec>,
+    /// Bias spec.
+    pub bias: Option<QuantSpec>,
+    /// Spec of every input.
+    pub input: Option<QuantSpec>,
+    /// Output spec.
+    pub output: Option<QuantSpec>,
+    /// Gradient spec (QAT).
+    pub backward: Option<QuantSpec>,
+}
+
+impl ResolvedLayer {
+    /// Whether any quantizer is on.
+    pub fn is_quantized(&self) -> bool {
+        self.weight.is_some()
+            || self.bias.is_some()
+            || self.input.is_some()
+            || self.output.is_some()
+    }
+}
+
+/// A config checked against the op kinds of a registry, with compiled globs.
+#[derive(Clone, Debug)]
+pub struct CompiledConfig {
+    config: QuantConfig,
+    layer_globs: Vec<GlobMatcher>,
+    skip_globs: Vec<GlobMatcher>,
+}
+
+impl QuantConfig {
+    /// Parses a config from YAML text; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<QuantConfig> {
+        let mut c: QuantConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+            let line = e.location().map(|l| l.line());
+            NnError::Config {
+                file: file.to_string(),
+                line,
+                key: String::new(),
+                message: e.to_string(),
+            }
+        })?;
+        c.source = Some(Source {
+            file: file.to_string(),
+            text: text.to_string(),
+        });
+        Ok(c)
+    }
+
+    /// Reads and parses a YAML config file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<QuantConfig> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| NnError::Config {
+            file: path.display().to_string(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the config: {e}"),
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// The config as YAML (the fully written-out form, for run directories).
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_yaml_ng::to_string(self).map_err(|e| NnError::Config {
+            file: self.file().to_string(),
+            line: None,
+            key: String::new(),
+            message: e.to_string(),
+        })
+    }
+
+    /// A config that quantizes weights and inputs of every op with `spec` (and nothing else).
+    pub fn weights_and_inputs(weight: QuantSpec, input: QuantSpec) -> QuantConfig {
+        let mut c = QuantConfig::default();
+        c.defaults.weight = Setting::Spec(weight);
+        c.defaults.input = Setting::Spec(input);
+        c
+    }
+
+    pub(crate) fn file(&self) -> &str {
+        self.source.as_ref().map_or("<config>", |s| s.file.as_str())
+    }
+
+    /// The 1-based line on which `needle` first appears in the source text.
+    pub(crate) fn line_of(&self, needle: &str) -> Option<usize> {
+        let text = &self.source.as_ref()?.text;
+        text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+    }
+
+    pub(crate) fn error(&self, key: String, needle: &str, message: String) -> NnError {
+        NnError::Config {
+            file: self.file().to_string(),
+            line: self.line_of(needle),
+            key,
+            message,
+        }
+    }
+
+    /// Checks op kinds against `known_kinds` and compiles the globs.
+    pub fn compile(&self, known_kinds: &[&str]) -> Result<CompiledConfig> {
+        let known = known_kinds.join(", ");
+        for kind in self.ops.keys() {
+            if !known_kinds.contains(&kind.as_str()) {
+                return Err(self.error(
+                    format!("ops.{kind}"),
+                    &format!("{kind}:"),
+                    format!("unknown op kind `{kind}` (known: {known})"),
+                ));
+            }
+        }
+        for (i, kind) in self.quantized_ops.iter().flatten().enumerate() {
+            if !known_kinds.contains(&kind.as_str()) {
+                return Err(self.error(
+                    format!("quantized_ops[{i}]"),
+                    kind,
+                    format!("unknown op kind `{kind}` (known: {known})"),
+                ));
+            }
+        }
+        let glob = |key: String, pat: &str| {
+            Glob::new(pat)
+                .map(|g| g.compile_matcher())
+                .map_err(|e| self.error(key, pat, format!("bad pattern `{pat}`: {e}")))
+        };
+        let layer_globs = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| glob(format!("layers[{i}].pattern"), &r.pattern))
+            .collect::<Result<Vec<_>>>()?;
+        let skip_globs = self
+            .skip
+            .iter()
+            .enumerate()
+            .map(|(i, p)| glob(format!("skip[{i}]"), p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CompiledConfig {
+            config: self.clone(),
+            layer_globs,
+            skip_globs,
+        })
+    }
+}
+
+impl CompiledConfig {
+    /// The config.
+    pub fn config(&self) -> &QuantConfig {
+        &self.config
+    }
+
+    /// The quantizers of layer `name` of op `kind` and class `class` (before the first/last
+    /// switches, which need the whole model).
+    pub fn resolve(&self, name: &str, kind: &str, class: OpClass) -> ResolvedLayer {
+        let c = &self.config;
+        let mut r = ResolvedLayer::default();
+        if let Some(ops) = &c.quantized_ops
+            && !ops.iter().any(|k| k == kind)
+        {
+            return r;
+        }
+        if self.skip_globs.iter().any(|g| g.is_match(name)) {
+            return r;
+        }
+        match class {
+            OpClass::Activation => {
+                c.defaults.activation.apply(&mut r.input);
+                c.defaults.activation.apply(&mut r.output);
+            }
+            OpClass::Weighted | OpClass::Structural => {
+                c.defaults.input.apply(&mut r.input);
+                c.defaults.output.apply(&mut r.output);
+            }
+        }
+        if class == OpClass::Weighted {
+            c.defaults.weight.apply(&mut r.weight);
+            c.defaults.bias.apply(&mut r.bias);
+        }
+        c.backward.apply(&mut r.backward);
+        if let Some(op) = c.ops.get(kind) {
+            op.weight.apply(&mut r.weight);
+            op.bias.apply(&mut r.bias);
+            op.input.apply(&mut r.input);
+            op.output.apply(&mut r.output);
+        }
+        for (rule, g) in c.layers.iter().zip(&self.layer_globs) {
+            if g.is_match(name) {
+                rule.weight.apply(&mut r.weight);
+                rule.bias.apply(&mut r.bias);
+                rule.input.apply(&mut r.input);
+                rule.output.apply(&mut r.output);
+                rule.backward.apply(&mut r.backward);
+            }
+        }
+        if class != OpClass::Weighted {
+            r.weight = None;
+            r.bias = None;
+        }
+        r
+    }
+
+    /// Errors for every `layers` pattern and `skip` entry that matches none of `names`.
+    pub fn check_patterns_match<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Result<()> {
+        let c = &self.config;
+        for (i, (rule, g)) in c.layers.iter().zip(&self.layer_globs).enumerate() {
+            if !names.clone().into_iter().any(|n| g.is_match(n)) {
+                return Err(c.error(
+                    format!("layers[{i}].pattern"),
+                    &rule.pattern,
+                    format!("pattern `{}` matches no layer of the model (`lowbit explain` lists the layer names)", rule.pattern),
+                ));
+            }
+        }
+        for (i, (p, g)) in c.skip.iter().zip(&self.skip_globs).enumerate() {
+            if !names.clone().into_iter().any(|n| g.is_match(n)) {
+                return Err(c.error(
+                    format!("skip[{i}]"),
+                    p,
+                    format!("skip pattern `{p}` matches no layer of the model"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

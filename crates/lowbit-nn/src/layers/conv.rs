@@ -1,0 +1,180 @@
+//! Quantized convolutions: `Conv1d`, `Conv2d` (groups/depthwise, padding, stride, dilation)
+//! and `ConvTranspose2d`, each computed by candle's layer.
+
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::error::Result;
+use crate::layers::wrong_params;
+use crate::op::{LayerQuant, QuantOp};
+use crate::registry::OpParams;
+
+/// Quantized 1-D convolution.
+#[derive(Debug)]
+pub struct QConv1d {
+    /// Weight `[out, in/groups, k]`.
+    pub weight: Tensor,
+    /// Bias `[out]`.
+    pub bias: Option<Tensor>,
+    cfg: candle_nn::Conv1dConfig,
+    quant: LayerQuant,
+}
+
+impl QConv1d {
+    /// Loads the layer.
+    pub fn build(params: &OpParams, vb: &VarBuilder, quant: LayerQuant) -> Result<QConv1d> {
+        let OpParams::Conv1d {
+            in_channels,
+            out_channels,
+            kernel,
+            cfg,
+            bias,
+        } = *params
+        else {
+            return Err(wrong_params(&quant, params));
+        };
+        let weight = vb.get(
+            (out_channels, in_channels / cfg.groups.max(1), kernel),
+            "weight",
+        )?;
+        let bias = if bias {
+            Some(vb.get(out_channels, "bias")?)
+        } else {
+            None
+        };
+        Ok(QConv1d {
+            weight,
+            bias,
+            cfg,
+            quant,
+        })
+    }
+}
+
+impl QuantOp for QConv1d {
+    fn quant(&self) -> &LayerQuant {
+        &self.quant
+    }
+    fn compute(&self, inputs: &[Tensor]) -> Result<Tensor> {
+        let w = self.quant.weight(&self.weight)?;
+        let b = self.bias.as_ref().map(|b| self.quant.bias(b)).transpose()?;
+        Ok(candle_nn::Conv1d::new(w, b, self.cfg).forward(&inputs[0])?)
+    }
+}
+
+/// Quantized 2-D convolution.
+#[derive(Debug)]
+pub struct QConv2d {
+    /// Weight `[out, in/groups, k, k]`.
+    pub weight: Tensor,
+    /// Bias `[out]`.
+    pub bias: Option<Tensor>,
+    cfg: candle_nn::Conv2dConfig,
+    quant: LayerQuant,
+}
+
+impl QConv2d {
+    /// Loads the layer.
+    pub fn build(params: &OpParams, vb: &VarBuilder, quant: LayerQuant) -> Result<QConv2d> {
+        let OpParams::Conv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            cfg,
+            bias,
+        } = *params
+        else {
+            return Err(wrong_params(&quant, params));
+        };
+        let weight = vb.get(
+            (
+                out_channels,
+                in_channels / cfg.groups.max(1),
+                kernel,
+                kernel,
+            ),
+            "weight",
+        )?;
+        let bias = if bias {
+            Some(vb.get(out_channels, "bias")?)
+        } else {
+            None
+        };
+        Ok(QConv2d {
+            weight,
+            bias,
+            cfg,
+            quant,
+        })
+    }
+
+    /// The convolution config.
+    pub fn config(&self) -> &candle_nn::Conv2dConfig {
+        &self.cfg
+    }
+}
+
+impl QuantOp for QConv2d {
+    fn quant(&self) -> &LayerQuant {
+        &self.quant
+    }
+    fn compute(&self, inputs: &[Tensor]) -> Result<Tensor> {
+        let w = self.quant.weight(&self.weight)?;
+        let b = self.bias.as_ref().map(|b| self.quant.bias(b)).transpose()?;
+        Ok(candle_nn::Conv2d::new(w, b, self.cfg).forward(&inputs[0])?)
+    }
+}
+
+/// Quantized 2-D transposed convolution (padding equal on all sides, as candle's).
+#[derive(Debug)]
+pub struct QConvTranspose2d {
+    /// Weight `[in, out, k, k]`.
+    pub weight: Tensor,
+    /// Bias `[out]`.
+    pub bias: Option<Tensor>,
+    cfg: candle_nn::ConvTranspose2dConfig,
+    quant: LayerQuant,
+}
+
+impl QConvTranspose2d {
+    /// Loads the layer.
+    pub fn build(
+        params: &OpParams,
+        vb: &VarBuilder,
+        quant: LayerQuant,
+    ) -> Result<QConvTranspose2d> {
+        let OpParams::ConvTranspose2d {
+            in_channels,
+            out_channels,
+            kernel,
+            cfg,
+            bias,
+        } = *params
+        else {
+            return Err(wrong_params(&quant, params));
+        };
+        let weight = vb.get((in_channels, out_channels, kernel, kernel), "weight")?;
+        let bias = if bias {
+            Some(vb.get(out_channels, "bias")?)
+        } else {
+            None
+        };
+        Ok(QConvTranspose2d {
+            weight,
+            bias,
+            cfg,
+            quant,
+        })
+    }
+}
+
+impl QuantOp for QConvTranspose2d {
+    fn quant(&self) -> &LayerQuant {
+        &self.quant
+    }
+    fn compute(&self, inputs: &[Tensor]) -> Result<Tensor> {
+        let w = self.quant.weight(&self.weight)?;
+        let b = self.bias.as_ref().map(|b| self.quant.bias(b)).transpose()?;
+        Ok(candle_nn::ConvTranspose2d::new(w, b, self.cfg).forward(&inputs[0])?)
+    }
+}

@@ -1,0 +1,63 @@
+//! # lowbit-nn
+//!
+//! Quantized neural-network layers on Candle. Every layer holds its FP32 parameters and
+//! optional quantizers for its weight, bias, input and output, chosen per layer by one
+//! [`QuantConfig`] and built through a [`Registry`] of ops that users extend with their own.
+//! With every quantizer off a layer is candle's layer, bit for bit.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use lowbit_nn::{Mode, QBuilder, QuantConfig, Registry};
+//!
+//! let config = QuantConfig::from_yaml("defaults: { weight: int8, input: fp8_e4m3 }", "inline")?;
+//! let vm = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+//! let b = QBuilder::new(vb, &config, Registry::default())?;
+//! let fc = b.linear("fc", 16, 4)?;
+//! let model = b.finish()?;
+//! let x = Tensor::randn(0f32, 1.0, (2, 16), &Device::Cpu)?;
+//! let yq = fc.forward1(&x)?;
+//! model.set_mode(Mode::Fp32);
+//! let y = fc.forward1(&x)?;
+//! assert_eq!(y.dims(), yq.dims());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Map
+//!
+//! - [`FakeQuant`], [`Ste`] (`fake_quant.rs`): the Candle op and its straight-through backward.
+//! - [`Quantizer`], [`Role`] (`quantizer.rs`): one role of one layer: spec, calibration, mode.
+//! - [`QuantOp`], [`LayerQuant`] (`op.rs`): the trait every quantized op implements.
+//! - [`Registry`], [`OpFactory`], [`OpParams`] (`registry.rs`): op kind → implementation.
+//! - [`QBuilder`], [`LayerTable`] (`builder.rs`): builds models by layer name.
+//! - [`StaticScales`] (`calibration.rs`): calibrate → freeze → save/load scales.
+//! - [`QuantConfig`] (`config.rs`): the YAML config and its resolution rules.
+//! - [`ModelContext`], [`Mode`], [`TapRecord`] (`context.rs`): mode, training flag, taps.
+//! - [`layers`]: the built-in layers.
+//! - [`NnError`] (`error.rs`).
+
+#![warn(missing_docs)]
+
+mod builder;
+mod calibration;
+mod config;
+mod context;
+mod error;
+mod fake_quant;
+pub mod layers;
+mod op;
+mod quantizer;
+mod registry;
+
+pub use builder::{ExplainRow, LayerEntry, LayerTable, QBuilder};
+pub use calibration::StaticScales;
+pub use config::{
+    CompiledConfig, LayerRule, OpClass, QuantConfig, ResolvedLayer, RoleSettings, Setting,
+};
+pub use context::{Mode, ModelContext, TapRecord};
+pub use error::{NnError, Result};
+pub use fake_quant::{FakeQuant, FrozenScales, Ste};
+pub use op::{LayerQuant, QuantOp};
+pub use quantizer::{Quantizer, Role};
+pub use registry::{Activation, OpFactory, OpParams, Registry};

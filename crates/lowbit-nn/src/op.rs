@@ -1,0 +1,202 @@
+//! The [`QuantOp`] trait every quantized layer implements, and [`LayerQuant`], the quantizers
+//! of one layer.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use candle_core::Tensor;
+
+use crate::config::ResolvedLayer;
+use crate::context::{ModelContext, TapRecord};
+use crate::error::{NnError, Result};
+use crate::quantizer::{Quantizer, Role};
+
+/// An op that can be quantized: the FP32 computation plus the quantizers of its tensors.
+///
+/// Implement [`compute`](QuantOp::compute) (the FP32 op on already-quantized inputs, using
+/// [`LayerQuant::weight`] for parameters) and [`quant`](QuantOp::quant); the default
+/// [`forward`](QuantOp::forward) quantizes the inputs, computes, quantizes the output and
+/// records taps — correct for any op, so a user's op works as soon as it is registered.
+pub trait QuantOp: Debug + Send + Sync {
+    /// The layer's quantizers, name and kind.
+    fn quant(&self) -> &LayerQuant;
+
+    /// The FP32 computation on (already quantized) inputs.
+    fn compute(&self, inputs: &[Tensor]) -> Result<Tensor>;
+
+    /// Quantize inputs → compute → quantize output → taps.
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let q = self.quant();
+        let qin = inputs
+            .iter()
+            .map(|x| q.quantize_input(x))
+            .collect::<Result<Vec<_>>>()?;
+        let y = self.compute(&qin).map_err(|e| match e {
+            NnError::Layer { .. } => e,
+            e => NnError::layer(&q.name, e),
+        })?;
+        let y = q.quantize_output(&y)?;
+        q.tap(inputs, &y);
+        Ok(y)
+    }
+
+    /// [`forward`](QuantOp::forward) of a single input.
+    fn forward1(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward(&[x])
+    }
+}
+
+/// The quantizers of one layer (any may be absent) and what it shares with its model.
+#[derive(Debug)]
+pub struct LayerQuant {
+    /// Full layer name, e.g. `encoder.layer.0.attention.self.query`.
+    pub name: String,
+    /// Op kind, e.g. `linear`.
+    pub kind: String,
+    /// Weight quantizer.
+    pub weight: Option<Quantizer>,
+    /// Bias quantizer.
+    pub bias: Option<Quantizer>,
+    /// Input quantizer (applied to every input).
+    pub input: Option<Quantizer>,
+    /// Output quantizer.
+    pub output: Option<Quantizer>,
+    ctx: Arc<ModelContext>,
+    cache: Mutex<Vec<(u64, usize, Tensor)>>,
+    last_weight: Mutex<Option<Tensor>>,
+}
+
+impl LayerQuant {
+    /// Quantizers for `name` from a resolved config entry.
+    pub fn new(name: &str, kind: &str, r: &ResolvedLayer, ctx: Arc<ModelContext>) -> LayerQuant {
+        let mk = |role: Role, spec: Option<lowbit_quant::QuantSpec>| {
+            spec.map(|s| Quantizer::new(name, role, s, r.backward, ctx.clone()))
+        };
+        LayerQuant {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            weight: mk(Role::Weight, r.weight),
+            bias: mk(Role::Bias, r.bias),
+            input: mk(Role::Input, r.input),
+            output: mk(Role::Output, r.output),
+            ctx,
+            cache: Mutex::new(Vec::new()),
+            last_weight: Mutex::new(None),
+        }
+    }
+
+    /// The model context.
+    pub fn context(&self) -> &Arc<ModelContext> {
+        &self.ctx
+    }
+
+    /// Every quantizer with its role.
+    pub fn quantizers(&self) -> impl Iterator<Item = &Quantizer> {
+        [&self.weight, &self.bias, &self.input, &self.output]
+            .into_iter()
+            .flatten()
+    }
+
+    /// Turns every quantizer of the layer on or off (first/last-layer switches, sensitivity
+    /// sweeps).
+    pub fn set_enabled(&self, on: bool) {
+        for q in self.quantizers() {
+            q.set_enabled(on);
+        }
+        self.ctx.invalidate();
+    }
+
+    /// Applies the input quantizer.
+    pub fn quantize_input(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.input {
+            Some(q) => q.apply(x),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// Applies the output quantizer.
+    pub fn quantize_output(&self, y: &Tensor) -> Result<Tensor> {
+        match &self.output {
+            Some(q) => q.apply(y),
+            None => Ok(y.clone()),
+        }
+    }
+
+    /// The weight as the op uses it: quantized by the weight quantizer when it is active.
+    /// Outside training the result is cached until the mode, the scales or the weights change
+    /// (so static weights are quantized once, not at every forward).
+    pub fn weight(&self, w: &Tensor) -> Result<Tensor> {
+        self.param(w, &self.weight, 0)
+    }
+
+    /// The bias as the op uses it.
+    pub fn bias(&self, b: &Tensor) -> Result<Tensor> {
+        self.param(b, &self.bias, 1)
+    }
+
+    /// Any other parameter, quantized with the weight (`slot` even) or bias (`slot` odd)
+    /// quantizer; `slot` keys the cache.
+    pub fn param_slot(&self, p: &Tensor, slot: usize) -> Result<Tensor> {
+        let q = if slot % 2 == 0 {
+            &self.weight
+        } else {
+            &self.bias
+        };
+        self.param(p, q, slot)
+    }
+
+    fn param(&self, p: &Tensor, q: &Option<Quantizer>, slot: usize) -> Result<Tensor> {
+        let Some(q) = q.as_ref().filter(|q| q.is_active()) else {
+            if slot == 0 {
+                self.remember_weight(p);
+            }
+            return Ok(p.clone());
+        };
+        let generation = self.ctx.generation();
+        let cacheable = !self.ctx.is_training();
+        if cacheable
+            && let Ok(c) = self.cache.lock()
+            && let Some((_, _, t)) = c.iter().find(|(g, s, _)| *g == generation && *s == slot)
+        {
+            let t = t.clone();
+            drop(c);
+            if slot == 0 {
+                self.remember_weight(&t);
+            }
+            return Ok(t);
+        }
+        let t = q.apply(p)?;
+        if cacheable && let Ok(mut c) = self.cache.lock() {
+            c.retain(|(g, s, _)| *g == generation && *s != slot);
+            c.push((generation, slot, t.clone()));
+        }
+        if slot == 0 {
+            self.remember_weight(&t);
+        }
+        Ok(t)
+    }
+
+    fn remember_weight(&self, w: &Tensor) {
+        if self.ctx.taps_on()
+            && let Ok(mut l) = self.last_weight.lock()
+        {
+            *l = Some(w.clone());
+        }
+    }
+
+    /// Records the layer's inputs and output when taps are on (free when off).
+    pub fn tap(&self, inputs: &[&Tensor], output: &Tensor) {
+        if !self.ctx.taps_on() {
+            return;
+        }
+        let weight = self.last_weight.lock().ok().and_then(|mut l| l.take());
+        self.ctx.record(
+            &self.name,
+            TapRecord {
+                inputs: inputs.iter().map(|t| (*t).clone()).collect(),
+                output: output.clone(),
+                weight,
+            },
+        );
+    }
+}
