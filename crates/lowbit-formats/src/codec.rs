@@ -229,6 +229,117 @@ impl Codec {
         }
     }
 
+    /// Fake-quantizes consecutive blocks of `block` elements, block `k` with its own scale
+    /// `scales[k]`: `dst[i] = q(src[i] · (1/s)) · s` with `s = scales[i / block]` (the reciprocal
+    /// computed once per block in `f32`), the fused kernel of MX/NVFP4/grouped quantizers. The
+    /// last block may be shorter; `scales.len()` must be `ceil(src.len() / block)`. Stochastic
+    /// rounding numbers the elements from `first_index`.
+    pub fn quantize_blocks_scaled(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        block: usize,
+        scales: &[f32],
+        first_index: u64,
+    ) -> Result<()> {
+        if block == 0 {
+            return Err(FormatError::LengthMismatch {
+                op: "quantize_blocks_scaled",
+                what: "block",
+                expected: 1,
+                got: 0,
+            });
+        }
+        let nblocks = src.len().div_ceil(block);
+        if scales.len() != nblocks {
+            return Err(FormatError::LengthMismatch {
+                op: "quantize_blocks_scaled",
+                what: "scales",
+                expected: nblocks,
+                got: scales.len(),
+            });
+        }
+        if src.len() != dst.len() {
+            return Err(FormatError::LengthMismatch {
+                op: "quantize_blocks_scaled",
+                what: "dst",
+                expected: src.len(),
+                got: dst.len(),
+            });
+        }
+        let per = block * (CHUNK / block).max(1);
+        let run = |s: &[f32], d: &mut [f32], sc: &[f32], first: u64| {
+            self.quantize_blocks_chunk(s, d, block, sc, first)
+        };
+        if self.parallel && src.len() >= PARALLEL_MIN {
+            src.par_chunks(per)
+                .zip(dst.par_chunks_mut(per))
+                .zip(scales.par_chunks(per / block))
+                .enumerate()
+                .for_each(|(k, ((s, d), sc))| run(s, d, sc, first_index + (k * per) as u64));
+        } else {
+            run(src, dst, scales, first_index);
+        }
+        Ok(())
+    }
+
+    fn quantize_blocks_chunk(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        block: usize,
+        scales: &[f32],
+        first: u64,
+    ) {
+        match (&self.lane, self.isa) {
+            // SAFETY: the Codec's Isa passed `Isa::require`.
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Float(p)), Isa::Avx512) => match p.rounding {
+                RNE => unsafe {
+                    crate::kernels::avx512::quantize_float_blocks::<RNE>(p, src, dst, block, scales)
+                },
+                AWAY => unsafe {
+                    crate::kernels::avx512::quantize_float_blocks::<AWAY>(
+                        p, src, dst, block, scales,
+                    )
+                },
+                _ => unsafe {
+                    crate::kernels::avx512::quantize_float_blocks::<ZERO>(
+                        p, src, dst, block, scales,
+                    )
+                },
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Float(p)), Isa::Avx2) => match p.rounding {
+                RNE => unsafe {
+                    crate::kernels::avx2::quantize_float_blocks::<RNE>(p, src, dst, block, scales)
+                },
+                AWAY => unsafe {
+                    crate::kernels::avx2::quantize_float_blocks::<AWAY>(p, src, dst, block, scales)
+                },
+                _ => unsafe {
+                    crate::kernels::avx2::quantize_float_blocks::<ZERO>(p, src, dst, block, scales)
+                },
+            },
+            _ => {
+                for (k, ((s, d), &scale)) in src
+                    .chunks(block)
+                    .zip(dst.chunks_mut(block))
+                    .zip(scales)
+                    .enumerate()
+                {
+                    self.quantize_chunk::<true>(
+                        s,
+                        d,
+                        1.0 / scale,
+                        scale,
+                        first + (k * block) as u64,
+                    );
+                }
+            }
+        }
+    }
+
     fn check_byte_codes(&self, op: &'static str) -> Result<()> {
         if self.format.bits() > 8 {
             return Err(FormatError::CodeTooWide {
@@ -434,4 +545,44 @@ impl Format {
     pub fn decode_slice_u16(&self, src: &[u16], dst: &mut [f32]) -> Result<()> {
         self.codec(Conversion::REFERENCE).decode_slice_u16(src, dst)
     }
+}
+
+/// The maximum of `|x|` of every block of `block` elements of `src` (the last block may be
+/// shorter), into `out` (`ceil(src.len() / block)` values), on the best instruction set.
+///
+/// Computed on bit patterns: a block holding a NaN reports NaN, one holding an infinity (and
+/// no NaN) reports inf — what block-scale rules (OCP MX: inf/NaN in a block → NaN scale) need.
+pub fn abs_max_blocks(src: &[f32], block: usize, out: &mut [f32]) -> Result<()> {
+    abs_max_blocks_on(Isa::detect(), src, block, out)
+}
+
+/// [`abs_max_blocks`] on a forced instruction set.
+pub fn abs_max_blocks_on(isa: Isa, src: &[f32], block: usize, out: &mut [f32]) -> Result<()> {
+    let isa = isa.require()?;
+    if block == 0 {
+        return Err(FormatError::LengthMismatch {
+            op: "abs_max_blocks",
+            what: "block",
+            expected: 1,
+            got: 0,
+        });
+    }
+    let n = src.len().div_ceil(block);
+    if out.len() != n {
+        return Err(FormatError::LengthMismatch {
+            op: "abs_max_blocks",
+            what: "out",
+            expected: n,
+            got: out.len(),
+        });
+    }
+    match isa {
+        // SAFETY: `require` checked the CPU has the level.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { crate::kernels::avx512::abs_max_blocks(src, block, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { crate::kernels::avx2::abs_max_blocks(src, block, out) },
+        _ => crate::kernels::lane::abs_max_blocks(src, block, out),
+    }
+    Ok(())
 }

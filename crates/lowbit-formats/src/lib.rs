@@ -56,7 +56,7 @@ mod minifloat;
 pub mod pack;
 mod rounding;
 
-pub use codec::Codec;
+pub use codec::{Codec, abs_max_blocks, abs_max_blocks_on};
 pub use error::{FormatError, Result};
 pub use facts::{FormatFacts, ValueTable};
 pub use format::{Format, default_encoding};

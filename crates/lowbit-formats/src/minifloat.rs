@@ -396,6 +396,13 @@ impl MiniFloat {
         if neg && !self.is_signed() {
             return if sat { 0 } else { self.magnitude_mask() };
         }
+        // E8M0 style: ml_dtypes' algorithm treats code 0 as a zero when rounding, although it
+        // is 2^-bias. Nearest-even still maps 2^-bias itself to code 0 (a tie with an even
+        // kept bit), but the other rules would move it; an exactly representable value must
+        // stay put under every rule.
+        if matches!(self.encoding, Encoding::Fnu) && a == pow2_bits(-(self.bias as i32)) {
+            return 0;
+        }
         // 3. Normalise.
         let e = (a >> 23) as i32;
         let f = a & 0x7F_FFFF;

@@ -225,3 +225,88 @@ proptest! {
         check_all_paths(&f, conv, &inputs);
     }
 }
+
+#[test]
+fn block_kernels_equal_reference() {
+    let mut rng = SplitMix(7);
+    let n: usize = 1000 + 13; // a partial last block
+    let mut src: Vec<f32> = (0..n)
+        .map(|_| (rng.next_u32() as f32 / u32::MAX as f32 - 0.5) * 1e3)
+        .collect();
+    src[5] = f32::NAN;
+    src[40] = f32::INFINITY;
+    src[77] = -0.0;
+    src[100] = 1e-40;
+    for f in formats() {
+        for block in [1usize, 16, 32, 100, 2048] {
+            let nb = n.div_ceil(block);
+            let scales: Vec<f32> = (0..nb).map(|k| 0.01 * (1.0 + k as f32 * 0.37)).collect();
+            for conv in [
+                Conversion::REFERENCE,
+                Conversion::SATURATE,
+                Conversion::new(Rounding::NearestAway, Overflow::Saturate),
+            ] {
+                let want: Vec<u32> = src
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| {
+                        let s = scales[i / block];
+                        (f.quantize_with(x * (1.0 / s), conv, 0) * s).to_bits()
+                    })
+                    .collect();
+                for isa in Isa::available() {
+                    let codec = Codec::new(f, conv).with_isa(isa).unwrap();
+                    let mut dst = vec![0f32; n];
+                    codec
+                        .quantize_blocks_scaled(&src, &mut dst, block, &scales, 0)
+                        .unwrap();
+                    let got: Vec<u32> = dst.iter().map(|x| x.to_bits()).collect();
+                    assert!(got == want, "{f} {conv:?} {isa} block {block}");
+                }
+            }
+        }
+    }
+    let codec = Codec::new(Format::E2M1, Conversion::SATURATE);
+    let err = codec
+        .quantize_blocks_scaled(&src, &mut vec![0f32; n], 32, &[1.0; 3], 0)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("scales has 3 elements, expected 32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn abs_max_blocks_on_every_isa() {
+    let mut rng = SplitMix(9);
+    let src: Vec<f32> = (0..4099)
+        .map(|_| f32::from_bits(rng.next_u32() & 0xBFFF_FFFF))
+        .collect();
+    let mut special = src.clone();
+    special[3] = f32::NEG_INFINITY;
+    special[40] = f32::NAN;
+    for data in [&src, &special] {
+        for block in [1usize, 7, 16, 32, 4096, 5000] {
+            let want: Vec<u32> = data
+                .chunks(block)
+                .map(|c| {
+                    if c.iter().any(|x| x.is_nan()) {
+                        c.iter()
+                            .find(|x| x.is_nan())
+                            .map(|x| x.to_bits() & 0x7FFF_FFFF)
+                            .unwrap()
+                    } else {
+                        c.iter().map(|x| x.abs()).fold(0f32, f32::max).to_bits()
+                    }
+                })
+                .collect();
+            for isa in Isa::available() {
+                let mut out = vec![0f32; data.len().div_ceil(block)];
+                lowbit_formats::abs_max_blocks_on(isa, data, block, &mut out).unwrap();
+                let got: Vec<u32> = out.iter().map(|x| x.to_bits()).collect();
+                assert_eq!(got, want, "{isa} block {block}");
+            }
+        }
+    }
+}

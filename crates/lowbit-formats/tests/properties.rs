@@ -266,3 +266,24 @@ fn values_are_sorted_and_exact() {
     let t = Format::E4M3FN.value_table();
     assert!(t.contains(-0.0) && t.contains(448.0) && !t.contains(449.0) && !t.contains(f32::NAN));
 }
+
+#[test]
+fn e8m0_minimum_is_exact_under_every_rule() {
+    let min = 2f32.powi(-127);
+    for rounding in [
+        Rounding::NearestEven,
+        Rounding::NearestAway,
+        Rounding::TowardZero,
+        Rounding::Stochastic { seed: 3 },
+    ] {
+        for overflow in [Overflow::Reference, Overflow::Saturate] {
+            for rand in [0u32, u32::MAX / 2, u32::MAX] {
+                assert_eq!(
+                    Format::E8M0.encode_with(min, Conversion::new(rounding, overflow), rand),
+                    0,
+                    "{rounding:?}"
+                );
+            }
+        }
+    }
+}

@@ -200,6 +200,85 @@ fn blocks<T: Copy + Default, U: Copy + Default>(
     }
 }
 
+/// Constants of the nearest-even fast path (`FloatLane::quantize_fast`).
+struct Fast {
+    shift: __m128i,
+    one: __m256i,
+    force_lsb: __m256i,
+    half_m1: __m256i,
+    keep: __m256i,
+    min_normal: __m256i,
+    max_bits: __m256i,
+    magic: __m256,
+    abs_mask: __m256i,
+    zero: __m256i,
+}
+
+#[target_feature(enable = "avx2")]
+fn fast_consts(p: &FloatLane) -> Fast {
+    let s = p.mant_shift;
+    Fast {
+        shift: _mm_cvtsi32_si128(s as i32),
+        one: _mm256_set1_epi32(1),
+        force_lsb: _mm256_set1_epi32((p.m == 0) as i32),
+        half_m1: _mm256_set1_epi32((1i32 << (s - 1)) - 1),
+        keep: _mm256_set1_epi32(!((1i32 << s) - 1)),
+        min_normal: _mm256_set1_epi32(p.min_normal_bits as i32),
+        max_bits: _mm256_set1_epi32(p.max_bits as i32),
+        magic: _mm256_set1_ps(p.magic),
+        abs_mask: _mm256_set1_epi32(0x7FFF_FFFF),
+        zero: _mm256_setzero_si256(),
+    }
+}
+
+/// `FloatLane::quantize_fast` on 8 lanes: the result and whether some lane is not covered.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> (__m256, bool) {
+    let b = _mm256_castps_si256(x);
+    let a = _mm256_and_si256(b, f.abs_mask);
+    let sign = _mm256_andnot_si256(f.abs_mask, b);
+    let lsb = _mm256_or_si256(
+        _mm256_and_si256(_mm256_srl_epi32(a, f.shift), f.one),
+        f.force_lsb,
+    );
+    let normal = _mm256_and_si256(
+        _mm256_add_epi32(_mm256_add_epi32(a, lsb), f.half_m1),
+        f.keep,
+    );
+    let ax = _mm256_castsi256_ps(a);
+    let sub = _mm256_castps_si256(_mm256_sub_ps(_mm256_add_ps(ax, f.magic), f.magic));
+    let is_sub = _mm256_cmpgt_epi32(f.min_normal, a);
+    let r = select(is_sub, normal, sub);
+    // `r` can exceed 2^31 for NaN inputs: catch it by its sign as well.
+    let bad = _mm256_or_si256(
+        _mm256_cmpgt_epi32(r, f.max_bits),
+        _mm256_cmpgt_epi32(f.zero, r),
+    );
+    let sign = if p.fnuz {
+        _mm256_andnot_si256(_mm256_cmpeq_epi32(r, f.zero), sign)
+    } else {
+        sign
+    };
+    (
+        _mm256_castsi256_ps(_mm256_or_si256(r, sign)),
+        _mm256_movemask_epi8(bad) != 0,
+    )
+}
+
+/// One vector of fake-quant: the fast path where it covers every lane, else the general one.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn quantize_one<const ROUND: u8>(p: &FloatLane, c: &Consts, f: &Fast, x: __m256) -> __m256 {
+    if ROUND == RNE && p.fast {
+        let (q, bad) = quantize_fast_vec(p, f, x);
+        if !bad {
+            return q;
+        }
+    }
+    quantize_vec::<ROUND>(p, c, x)
+}
+
 /// Fake-quantizes `src` into `dst`; with `SCALED`, `dst = q(src·inv)·scale`.
 #[target_feature(enable = "avx2")]
 pub(crate) fn quantize_float<const ROUND: u8, const SCALED: bool>(
@@ -209,16 +288,68 @@ pub(crate) fn quantize_float<const ROUND: u8, const SCALED: bool>(
     inv: f32,
     scale: f32,
 ) {
-    let c = consts(p);
+    let (c, f) = (consts(p), fast_consts(p));
+    quantize_run::<ROUND, SCALED>(p, &c, &f, src, dst, inv, scale);
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn quantize_run<const ROUND: u8, const SCALED: bool>(
+    p: &FloatLane,
+    c: &Consts,
+    f: &Fast,
+    src: &[f32],
+    dst: &mut [f32],
+    inv: f32,
+    scale: f32,
+) {
     let (vinv, vscale) = (_mm256_set1_ps(inv), _mm256_set1_ps(scale));
     blocks(src, dst, |s, d| {
         // SAFETY: `s` and `d` are 8-element arrays.
         let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
         let x = if SCALED { _mm256_mul_ps(x, vinv) } else { x };
-        let q = quantize_vec::<ROUND>(p, &c, x);
+        let q = quantize_one::<ROUND>(p, c, f, x);
         let q = if SCALED { _mm256_mul_ps(q, vscale) } else { q };
         unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
     });
+}
+
+/// Fake-quantizes consecutive blocks of `block` elements, block `k` with scale `scales[k]`.
+#[target_feature(enable = "avx2")]
+pub(crate) fn quantize_float_blocks<const ROUND: u8>(
+    p: &FloatLane,
+    src: &[f32],
+    dst: &mut [f32],
+    block: usize,
+    scales: &[f32],
+) {
+    let (c, f) = (consts(p), fast_consts(p));
+    for ((s, d), &scale) in src.chunks(block).zip(dst.chunks_mut(block)).zip(scales) {
+        quantize_run::<ROUND, true>(p, &c, &f, s, d, 1.0 / scale, scale);
+    }
+}
+
+/// Per-block maximum of `|x|` on the bit patterns (NaN wins over inf wins over numbers).
+#[target_feature(enable = "avx2")]
+pub(crate) fn abs_max_blocks(src: &[f32], block: usize, out: &mut [f32]) {
+    let abs = _mm256_set1_epi32(0x7FFF_FFFF);
+    for (s, o) in src.chunks(block).zip(out.iter_mut()) {
+        let (full, tail) = s.as_chunks::<8>();
+        let mut acc = _mm256_setzero_si256();
+        for v in full {
+            // SAFETY: `v` is an 8-element array.
+            let v = unsafe { _mm256_loadu_si256(v.as_ptr() as *const __m256i) };
+            acc = _mm256_max_epu32(acc, _mm256_and_si256(v, abs));
+        }
+        let mut lanes = [0u32; 8];
+        // SAFETY: `lanes` holds 8 u32.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+        let mut m = lanes.into_iter().max().unwrap_or(0);
+        for x in tail {
+            m = m.max(x.to_bits() & 0x7FFF_FFFF);
+        }
+        *o = f32::from_bits(m);
+    }
 }
 
 /// Encodes `src` to one code per byte; with `SCALED`, encodes `src·inv`.

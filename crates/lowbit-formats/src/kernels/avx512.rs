@@ -151,6 +151,78 @@ fn encode_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m512) -> __m512i 
     fix_specials(p, c, out, a, neg, packed, |s| s.code)
 }
 
+/// Constants of the nearest-even fast path (`FloatLane::quantize_fast`).
+struct Fast {
+    shift: __m128i,
+    one: __m512i,
+    force_lsb: __m512i,
+    half_m1: __m512i,
+    keep: __m512i,
+    min_normal: __m512i,
+    max_bits: __m512i,
+    magic: __m512,
+    abs_mask: __m512i,
+    zero: __m512i,
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn fast_consts(p: &FloatLane) -> Fast {
+    let s = p.mant_shift;
+    Fast {
+        shift: _mm_cvtsi32_si128(s as i32),
+        one: _mm512_set1_epi32(1),
+        force_lsb: _mm512_set1_epi32((p.m == 0) as i32),
+        half_m1: _mm512_set1_epi32((1i32 << (s - 1)) - 1),
+        keep: _mm512_set1_epi32(!((1i32 << s) - 1)),
+        min_normal: _mm512_set1_epi32(p.min_normal_bits as i32),
+        max_bits: _mm512_set1_epi32(p.max_bits as i32),
+        magic: _mm512_set1_ps(p.magic),
+        abs_mask: _mm512_set1_epi32(0x7FFF_FFFF),
+        zero: _mm512_setzero_si512(),
+    }
+}
+
+/// `FloatLane::quantize_fast` on 16 lanes: the result and the lanes it does not cover.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m512) -> (__m512, __mmask16) {
+    let b = _mm512_castps_si512(x);
+    let a = _mm512_and_si512(b, f.abs_mask);
+    let sign = _mm512_andnot_si512(f.abs_mask, b);
+    let lsb = _mm512_or_si512(
+        _mm512_and_si512(_mm512_srl_epi32(a, f.shift), f.one),
+        f.force_lsb,
+    );
+    let normal = _mm512_and_si512(
+        _mm512_add_epi32(_mm512_add_epi32(a, lsb), f.half_m1),
+        f.keep,
+    );
+    let ax = _mm512_castsi512_ps(a);
+    let sub = _mm512_castps_si512(_mm512_sub_ps(_mm512_add_ps(ax, f.magic), f.magic));
+    let is_sub = _mm512_cmplt_epu32_mask(a, f.min_normal);
+    let r = _mm512_mask_blend_epi32(is_sub, normal, sub);
+    let bad = _mm512_cmpgt_epu32_mask(r, f.max_bits);
+    let sign = if p.fnuz {
+        _mm512_maskz_mov_epi32(_mm512_cmpneq_epi32_mask(r, f.zero), sign)
+    } else {
+        sign
+    };
+    (_mm512_castsi512_ps(_mm512_or_si512(r, sign)), bad)
+}
+
+/// One vector of fake-quant: the fast path where it covers every lane, else the general one.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn quantize_one<const ROUND: u8>(p: &FloatLane, c: &Consts, f: &Fast, x: __m512) -> __m512 {
+    if ROUND == RNE && p.fast {
+        let (q, bad) = quantize_fast_vec(p, f, x);
+        if bad == 0 {
+            return q;
+        }
+    }
+    quantize_vec::<ROUND>(p, c, x)
+}
+
 /// Fake-quantizes `src` into `dst` (equal lengths); with `SCALED`, `dst = q(src·inv)·scale`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(crate) fn quantize_float<const ROUND: u8, const SCALED: bool>(
@@ -160,21 +232,78 @@ pub(crate) fn quantize_float<const ROUND: u8, const SCALED: bool>(
     inv: f32,
     scale: f32,
 ) {
-    let c = consts(p);
+    let (c, f) = (consts(p), fast_consts(p));
+    quantize_run::<ROUND, SCALED>(p, &c, &f, src, dst, inv, scale);
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn quantize_run<const ROUND: u8, const SCALED: bool>(
+    p: &FloatLane,
+    c: &Consts,
+    f: &Fast,
+    src: &[f32],
+    dst: &mut [f32],
+    inv: f32,
+    scale: f32,
+) {
     let (vinv, vscale) = (_mm512_set1_ps(inv), _mm512_set1_ps(scale));
     let n = src.len().min(dst.len());
+    let full = n - n % 16;
     let mut i = 0;
-    while i < n {
-        let k = (n - i).min(16);
-        let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
-        // SAFETY: lanes beyond `k` are masked off, so only `src[i..i+k]` is read and
-        // `dst[i..i+k]` written.
+    while i < full {
+        // SAFETY: i + 16 ≤ n ≤ src.len(), dst.len().
+        let x = unsafe { _mm512_loadu_ps(src.as_ptr().add(i)) };
+        let x = if SCALED { _mm512_mul_ps(x, vinv) } else { x };
+        let q = quantize_one::<ROUND>(p, c, f, x);
+        let q = if SCALED { _mm512_mul_ps(q, vscale) } else { q };
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(i), q) };
+        i += 16;
+    }
+    if i < n {
+        let mask: __mmask16 = (1u16 << (n - i)) - 1;
+        // SAFETY: lanes beyond `n − i` are masked off.
         let x = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i)) };
         let x = if SCALED { _mm512_mul_ps(x, vinv) } else { x };
-        let q = quantize_vec::<ROUND>(p, &c, x);
+        let q = quantize_one::<ROUND>(p, c, f, x);
         let q = if SCALED { _mm512_mul_ps(q, vscale) } else { q };
         unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, q) };
-        i += 16;
+    }
+}
+
+/// Fake-quantizes consecutive blocks of `block` elements, block `k` with scale `scales[k]`
+/// (`dst = q(src·(1/s))·s`); the last block may be shorter.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) fn quantize_float_blocks<const ROUND: u8>(
+    p: &FloatLane,
+    src: &[f32],
+    dst: &mut [f32],
+    block: usize,
+    scales: &[f32],
+) {
+    let (c, f) = (consts(p), fast_consts(p));
+    for ((s, d), &scale) in src.chunks(block).zip(dst.chunks_mut(block)).zip(scales) {
+        quantize_run::<ROUND, true>(p, &c, &f, s, d, 1.0 / scale, scale);
+    }
+}
+
+/// Per-block maximum of `|x|` on the bit patterns (NaN wins over inf wins over numbers).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) fn abs_max_blocks(src: &[f32], block: usize, out: &mut [f32]) {
+    let abs = _mm512_set1_epi32(0x7FFF_FFFF);
+    for (s, o) in src.chunks(block).zip(out.iter_mut()) {
+        let mut acc = _mm512_setzero_si512();
+        let n = s.len();
+        let mut i = 0;
+        while i < n {
+            let k = (n - i).min(16);
+            let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
+            // SAFETY: masked to the `k` valid elements.
+            let v = unsafe { _mm512_maskz_loadu_epi32(mask, s.as_ptr().add(i) as *const i32) };
+            acc = _mm512_max_epu32(acc, _mm512_and_si512(v, abs));
+            i += 16;
+        }
+        *o = f32::from_bits(_mm512_reduce_max_epu32(acc));
     }
 }
 

@@ -72,6 +72,15 @@ pub(crate) struct FloatLane {
     pub unsigned: bool,
     /// Rounding rule (`RNE`, `AWAY`, `ZERO`).
     pub rounding: u8,
+    /// Whether the nearest-even fast path applies (see [`FloatLane::quantize_fast`]).
+    pub fast: bool,
+    /// `f32` bits of the smallest normal value.
+    pub min_normal_bits: u32,
+    /// `f32` bits of the largest finite value.
+    pub max_bits: u32,
+    /// `2^(emin − m + 23)`: adding and subtracting it rounds a value below the smallest
+    /// normal to a multiple of the subnormal step, nearest-even, in one float addition.
+    pub magic: f32,
     /// Results for NaN, ±inf, ±0, finite overflow and (unsigned) negative inputs.
     pub nan: Special,
     pub inf: Special,
@@ -85,11 +94,21 @@ impl FloatLane {
     /// (stochastic rounding, bias > 127).
     pub fn new(f: &MiniFloat, conv: Conversion) -> Option<FloatLane> {
         let rounding = rounding_id(conv.rounding)?;
-        if f.bias() > 127 {
+        // Bias > 127: the unnormalised subnormal trick is not exact; E8M0 style with a rule
+        // other than nearest-even: the exact-minimum special case of the reference.
+        if f.bias() > 127 || (f.encoding() == Encoding::Fnu && rounding != RNE) {
             return None;
         }
         let m = f.man_bits();
+        let emin = f.min_exponent();
+        let magic_exp = emin - m as i32 + 23;
+        let fast =
+            rounding == RNE && f.encoding() != Encoding::Fnu && (-126..=127).contains(&magic_exp);
         Some(FloatLane {
+            fast,
+            min_normal_bits: pow2_bits(emin.max(-126)),
+            max_bits: f.decode(f.max_magnitude_code()).to_bits(),
+            magic: f32::from_bits(pow2_bits(magic_exp.clamp(-126, 127))),
             m,
             mant_shift: 23 - m,
             tb_off: f.bias() - 128,
@@ -170,6 +189,38 @@ impl FloatLane {
             code = self.nan.code[s];
         }
         code
+    }
+
+    /// The nearest-even fast path of [`quantize`](Self::quantize) for the common case: a
+    /// finite value that neither overflows nor is an unsigned format's negative. Returns
+    /// `None` otherwise (the SIMD twins then run the general lane algorithm on the vector).
+    ///
+    /// In the format's normal range, rounding to `m` mantissa bits is nearest-even rounding of
+    /// the `f32` bit pattern at bit `23 − m` (a carry into the exponent is the right answer).
+    /// Below the smallest normal the step is the constant `2^(emin − m)`, and
+    /// `(|x| + 2^(emin − m + 23)) − 2^(emin − m + 23)` rounds to it exactly: the sum stays in the
+    /// binade of the constant, whose ulp is that step, and IEEE addition rounds to nearest-even.
+    #[inline(always)]
+    pub fn quantize_fast(&self, x: f32) -> Option<f32> {
+        let b = x.to_bits();
+        let a = b & 0x7FFF_FFFF;
+        let sign = b & 0x8000_0000;
+        let s = self.mant_shift;
+        // With no mantissa bits the kept bit is the implicit one, always 1: ties go up, as in
+        // the reference (`round_shift` sees the implicit bit as L).
+        let lsb = ((a >> s) & 1) | (self.m == 0) as u32;
+        let normal = (a + lsb + (1 << (s - 1)) - 1) & !((1u32 << s) - 1);
+        let sub = ((f32::from_bits(a) + self.magic) - self.magic).to_bits();
+        let r = if a < self.min_normal_bits {
+            sub
+        } else {
+            normal
+        };
+        if r > self.max_bits || (self.unsigned && sign != 0) {
+            return None;
+        }
+        let sign = if self.fnuz && r == 0 { 0 } else { sign };
+        Some(f32::from_bits(r | sign))
     }
 
     /// Fake-quantizes one value.
@@ -263,6 +314,7 @@ impl Lane {
     #[inline(always)]
     pub fn quantize(&self, x: f32) -> f32 {
         match self {
+            Lane::Float(p) if p.fast => p.quantize_fast(x).unwrap_or_else(|| p.quantize(x)),
             Lane::Float(p) => p.quantize(x),
             Lane::Int(p) => p.quantize(x),
         }
@@ -274,5 +326,18 @@ impl Lane {
             Lane::Float(p) => p.encode(x),
             Lane::Int(p) => p.encode(x),
         }
+    }
+}
+
+/// Per-block maximum of `|x|` on the bit patterns: NaN (largest patterns) beats inf beats
+/// numbers, so a block with a NaN reports NaN and one with an inf reports inf.
+pub(crate) fn abs_max_blocks(src: &[f32], block: usize, out: &mut [f32]) {
+    for (s, o) in src.chunks(block).zip(out.iter_mut()) {
+        *o = f32::from_bits(
+            s.iter()
+                .map(|x| x.to_bits() & 0x7FFF_FFFF)
+                .max()
+                .unwrap_or(0),
+        );
     }
 }
