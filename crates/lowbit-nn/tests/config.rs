@@ -11,7 +11,10 @@ fn toy(yaml: &str) -> Result<LayerTable, NnError> {
     let config = QuantConfig::from_yaml(yaml, "toy.yaml")?;
     let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
     let b = QBuilder::new(vb, &config, Registry::default())?;
-    let cfg = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
+    let cfg = candle_nn::Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
     b.pp("stem").conv2d("conv", 1, 4, 3, cfg, true)?;
     b.pp("stem").activation("relu", Activation::Relu)?;
     for i in 0..2 {
@@ -25,7 +28,11 @@ fn toy(yaml: &str) -> Result<LayerTable, NnError> {
 }
 
 fn spec_of(t: &LayerTable, layer: &str, role: &str) -> String {
-    let row = t.explain_rows().into_iter().find(|r| r.layer == layer).unwrap_or_else(|| panic!("no layer {layer}"));
+    let row = t
+        .explain_rows()
+        .into_iter()
+        .find(|r| r.layer == layer)
+        .unwrap_or_else(|| panic!("no layer {layer}"));
     match role {
         "weight" => row.weight,
         "bias" => row.bias,
@@ -54,17 +61,37 @@ layers:
     let t = toy(yaml).unwrap();
     let int8: lowbit_quant::QuantSpec = "int8".parse().unwrap();
     let show = |s: &str| s.parse::<lowbit_quant::QuantSpec>().unwrap().to_string();
-    assert_eq!(spec_of(&t, "stem.conv", "weight"), show("mxfp8_e4m3"), "op-kind default beats the global default");
+    assert_eq!(
+        spec_of(&t, "stem.conv", "weight"),
+        show("mxfp8_e4m3"),
+        "op-kind default beats the global default"
+    );
     assert_eq!(spec_of(&t, "stem.conv", "input"), show("fp8_e4m3"));
     assert_eq!(spec_of(&t, "stem.conv", "output"), "-");
-    assert_eq!(spec_of(&t, "stem.relu", "input"), show("fp8_e5m2"), "activation ops take `activation`");
+    assert_eq!(
+        spec_of(&t, "stem.relu", "input"),
+        show("fp8_e5m2"),
+        "activation ops take `activation`"
+    );
     assert_eq!(spec_of(&t, "stem.relu", "output"), show("fp8_e5m2"));
     assert_eq!(spec_of(&t, "stem.relu", "weight"), "-");
     assert_eq!(spec_of(&t, "blocks.0.fc", "weight"), show("int4_g128"));
     assert_eq!(spec_of(&t, "blocks.0.fc", "input"), show("fp8_e4m3"));
-    assert_eq!(spec_of(&t, "blocks.1.fc", "weight"), show("mxfp4"), "the last matching rule wins");
-    assert_eq!(spec_of(&t, "blocks.1.fc", "input"), "-", "null turns a quantizer off");
-    assert_eq!(spec_of(&t, "residual", "input"), show("fp8_e4m3"), "structural ops quantize inputs");
+    assert_eq!(
+        spec_of(&t, "blocks.1.fc", "weight"),
+        show("mxfp4"),
+        "the last matching rule wins"
+    );
+    assert_eq!(
+        spec_of(&t, "blocks.1.fc", "input"),
+        "-",
+        "null turns a quantizer off"
+    );
+    assert_eq!(
+        spec_of(&t, "residual", "input"),
+        show("fp8_e4m3"),
+        "structural ops quantize inputs"
+    );
     assert_eq!(spec_of(&t, "head", "weight"), int8.to_string());
     assert!(t.explain().contains("blocks.1.fc"));
 }
@@ -76,7 +103,15 @@ fn skip_first_last_and_quantized_ops() {
     for l in ["blocks.0.fc", "stem.conv", "head"] {
         assert_eq!(spec_of(&t, l, "weight"), "-", "{l}");
         assert_eq!(spec_of(&t, l, "input"), "-", "{l}");
-        assert!(t.get(l).unwrap().op.quant().quantizers().all(|q| !q.is_active()), "{l}");
+        assert!(
+            t.get(l)
+                .unwrap()
+                .op
+                .quant()
+                .quantizers()
+                .all(|q| !q.is_active()),
+            "{l}"
+        );
     }
     assert_ne!(spec_of(&t, "blocks.1.fc", "weight"), "-");
     let yaml = "defaults: { weight: int8, input: fp8_e4m3 }\nquantized_ops: [linear]\n";
@@ -108,12 +143,25 @@ fn bad_configs_name_file_line_and_key() {
     assert!(e.contains("toy.yaml:2") && e.contains("fp9_e4m3"), "{e}");
     // Unknown op kind, in ops and in quantized_ops.
     let e = err("ops:\n  convolution: { weight: int8 }\n");
-    assert!(e.contains("toy.yaml:2") && e.contains("ops.convolution") && e.contains("conv2d"), "{e}");
+    assert!(
+        e.contains("toy.yaml:2") && e.contains("ops.convolution") && e.contains("conv2d"),
+        "{e}"
+    );
     let e = err("quantized_ops: [linear, dense]\n");
-    assert!(e.contains("quantized_ops[1]") && e.contains("`dense`"), "{e}");
+    assert!(
+        e.contains("quantized_ops[1]") && e.contains("`dense`"),
+        "{e}"
+    );
     // A pattern that matches nothing.
-    let e = err("defaults: { weight: int8 }\nlayers:\n  - pattern: \"encoder.*\"\n    weight: int4_g128\n");
-    assert!(e.contains("toy.yaml:3") && e.contains("layers[0].pattern") && e.contains("matches no layer"), "{e}");
+    let e = err(
+        "defaults: { weight: int8 }\nlayers:\n  - pattern: \"encoder.*\"\n    weight: int4_g128\n",
+    );
+    assert!(
+        e.contains("toy.yaml:3")
+            && e.contains("layers[0].pattern")
+            && e.contains("matches no layer"),
+        "{e}"
+    );
     let e = err("skip: [\"blocks.*\", \"decoder\"]\n");
     assert!(e.contains("skip[1]") && e.contains("decoder"), "{e}");
     // A bad glob.
@@ -125,21 +173,33 @@ fn bad_configs_name_file_line_and_key() {
 fn unknown_op_kind_in_model_code() {
     let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
     let b = QBuilder::new(vb, &QuantConfig::default(), Registry::default()).unwrap();
-    let e = b.op("lstm", "rnn", lowbit_nn::OpParams::Add).unwrap_err().to_string();
-    assert!(e.contains("no op of kind `lstm`") && e.contains("linear"), "{e}");
+    let e = b
+        .op("lstm", "rnn", lowbit_nn::OpParams::Add)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no op of kind `lstm`") && e.contains("linear"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_or_misshaped_weights_name_the_tensor() {
     let config = QuantConfig::default();
     let mut ts = std::collections::HashMap::new();
-    ts.insert("fc.weight".to_string(), candle_core::Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap());
+    ts.insert(
+        "fc.weight".to_string(),
+        candle_core::Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap(),
+    );
     let vb = VarBuilder::from_tensors(ts, DType::F32, &Device::Cpu);
     let b = QBuilder::new(vb, &config, Registry::default()).unwrap();
     let e = b.linear("fc", 4, 3).unwrap_err().to_string();
     assert!(e.contains("layer `fc`") && e.contains("fc.weight"), "{e}");
     let e = b.linear_no_bias("other", 4, 3).unwrap_err().to_string();
-    assert!(e.contains("layer `other`") && e.contains("other.weight"), "{e}");
+    assert!(
+        e.contains("layer `other`") && e.contains("other.weight"),
+        "{e}"
+    );
 }
 
 #[test]
