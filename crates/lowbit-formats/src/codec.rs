@@ -14,6 +14,10 @@ use crate::rounding::{Conversion, Rounding, stochastic_bits};
 const CHUNK: usize = 1 << 15;
 /// Slices shorter than this stay on the calling thread.
 const PARALLEL_MIN: usize = 1 << 17;
+/// Outputs at least this long (elements, 16 MiB of f32) are written with non-temporal stores
+/// where the kernel supports it: they would not stay in cache anyway, and streaming saves the
+/// read-for-ownership of the destination (memcpy does the same).
+const STREAM_MIN: usize = 1 << 22;
 
 /// A prepared converter: a [`Format`], a [`Conversion`], an instruction-set level and a
 /// threading choice.
@@ -147,7 +151,7 @@ impl Codec {
     /// elements from 0.
     pub fn quantize_slice(&self, src: &[f32], dst: &mut [f32]) -> Result<()> {
         self.split("quantize_slice", src, dst, 0, |s, d, first| {
-            self.quantize_chunk::<false>(s, d, 1.0, 1.0, first)
+            self.quantize_chunk::<false>(s, d, 1.0, 1.0, first, src.len() >= STREAM_MIN)
         })
     }
 
@@ -167,7 +171,9 @@ impl Codec {
             src,
             dst,
             first_index,
-            |s, d, first| self.quantize_chunk::<true>(s, d, inv, scale, first),
+            |s, d, first| {
+                self.quantize_chunk::<true>(s, d, inv, scale, first, src.len() >= STREAM_MIN)
+            },
         )
     }
 
@@ -178,6 +184,7 @@ impl Codec {
         inv: f32,
         scale: f32,
         first: u64,
+        stream: bool,
     ) {
         match (&self.lane, self.isa) {
             #[cfg(target_arch = "x86_64")]
@@ -185,14 +192,14 @@ impl Codec {
                 avx512::quantize_float,
                 p.rounding,
                 SCALED,
-                (p, src, dst, inv, scale)
+                (p, src, dst, inv, scale, stream)
             ),
             #[cfg(target_arch = "x86_64")]
             (Some(Lane::Int(p)), Isa::Avx512) => simd_dispatch!(
                 avx512::quantize_int,
                 p.rounding,
                 SCALED,
-                (p, src, dst, inv, scale)
+                (p, src, dst, inv, scale, stream)
             ),
             #[cfg(target_arch = "x86_64")]
             (Some(Lane::Float(p)), Isa::Avx2) => simd_dispatch!(
@@ -334,6 +341,7 @@ impl Codec {
                         1.0 / scale,
                         scale,
                         first + (k * block) as u64,
+                        false,
                     );
                 }
             }

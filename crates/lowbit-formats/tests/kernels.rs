@@ -310,3 +310,30 @@ fn abs_max_blocks_on_every_isa() {
         }
     }
 }
+
+#[test]
+fn streaming_stores_on_large_misaligned_outputs_equal_reference() {
+    // ≥ 4 Mi elements switches the kernels to non-temporal stores; offset the output by one
+    // element so the peeling to a 64-byte boundary runs too.
+    let n = (1usize << 22) + 21;
+    let mut rng = SplitMix(11);
+    let src: Vec<f32> = (0..n)
+        .map(|_| f32::from_bits(rng.next_u32() & 0xC7FF_FFFF))
+        .collect();
+    for f in [Format::E4M3FN, Format::INT8] {
+        for isa in Isa::available() {
+            for parallel in [false, true] {
+                let codec = Codec::new(f, Conversion::SATURATE)
+                    .with_isa(isa)
+                    .unwrap()
+                    .with_parallel(parallel);
+                let mut buf = vec![0f32; n + 1];
+                codec.quantize_slice(&src, &mut buf[1..]).unwrap();
+                let bad = src.iter().zip(&buf[1..]).position(|(&x, &q)| {
+                    q.to_bits() != f.quantize_with(x, Conversion::SATURATE, 0).to_bits()
+                });
+                assert_eq!(bad, None, "{f} {isa} parallel={parallel}");
+            }
+        }
+    }
+}

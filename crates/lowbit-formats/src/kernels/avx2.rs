@@ -212,6 +212,7 @@ struct Fast {
     magic: __m256,
     abs_mask: __m256i,
     zero: __m256i,
+    inf_bits: __m256i,
 }
 
 #[target_feature(enable = "avx2")]
@@ -228,15 +229,17 @@ fn fast_consts(p: &FloatLane) -> Fast {
         magic: _mm256_set1_ps(p.magic),
         abs_mask: _mm256_set1_epi32(0x7FFF_FFFF),
         zero: _mm256_setzero_si256(),
+        inf_bits: _mm256_set1_epi32(0x7F80_0000),
     }
 }
 
-/// `FloatLane::quantize_fast` on 8 lanes: the result and whether some lane is not covered.
+/// `FloatLane::quantize_fast` on 8 lanes, branch-free.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> (__m256, bool) {
+fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256 {
     let b = _mm256_castps_si256(x);
     let a = _mm256_and_si256(b, f.abs_mask);
+    let neg = _mm256_cmpgt_epi32(f.zero, b);
     let sign = _mm256_andnot_si256(f.abs_mask, b);
     let lsb = _mm256_or_si256(
         _mm256_and_si256(_mm256_srl_epi32(a, f.shift), f.one),
@@ -250,33 +253,40 @@ fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> (__m256, bool) {
     let sub = _mm256_castps_si256(_mm256_sub_ps(_mm256_add_ps(ax, f.magic), f.magic));
     let is_sub = _mm256_cmpgt_epi32(f.min_normal, a);
     let r = select(is_sub, normal, sub);
-    // `r` can exceed 2^31 for NaN inputs: catch it by its sign as well.
-    let bad = _mm256_or_si256(
-        _mm256_cmpgt_epi32(r, f.max_bits),
-        _mm256_cmpgt_epi32(f.zero, r),
-    );
     let sign = if p.fnuz {
         _mm256_andnot_si256(_mm256_cmpeq_epi32(r, f.zero), sign)
     } else {
         sign
     };
-    (
-        _mm256_castsi256_ps(_mm256_or_si256(r, sign)),
-        _mm256_movemask_epi8(bad) != 0,
-    )
+    let mut out = _mm256_or_si256(r, sign);
+    // `r` can exceed 2^31 for NaN inputs (signed compare sees it negative): NaN is blended last.
+    out = select(
+        _mm256_cmpgt_epi32(r, f.max_bits),
+        out,
+        by_sign(neg, p.ovf.value),
+    );
+    out = select(
+        _mm256_cmpeq_epi32(a, f.inf_bits),
+        out,
+        by_sign(neg, p.inf.value),
+    );
+    out = select(
+        _mm256_cmpgt_epi32(a, f.inf_bits),
+        out,
+        by_sign(neg, p.nan.value),
+    );
+    _mm256_castsi256_ps(out)
 }
 
-/// One vector of fake-quant: the fast path where it covers every lane, else the general one.
+/// One vector of fake-quant: the fast path when it applies, else the general one.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn quantize_one<const ROUND: u8>(p: &FloatLane, c: &Consts, f: &Fast, x: __m256) -> __m256 {
     if ROUND == RNE && p.fast {
-        let (q, bad) = quantize_fast_vec(p, f, x);
-        if !bad {
-            return q;
-        }
+        quantize_fast_vec(p, f, x)
+    } else {
+        quantize_vec::<ROUND>(p, c, x)
     }
-    quantize_vec::<ROUND>(p, c, x)
 }
 
 /// Fake-quantizes `src` into `dst`; with `SCALED`, `dst = q(src·inv)·scale`.

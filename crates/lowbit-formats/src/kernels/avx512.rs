@@ -163,6 +163,7 @@ struct Fast {
     magic: __m512,
     abs_mask: __m512i,
     zero: __m512i,
+    inf_bits: __m512i,
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
@@ -179,15 +180,17 @@ fn fast_consts(p: &FloatLane) -> Fast {
         magic: _mm512_set1_ps(p.magic),
         abs_mask: _mm512_set1_epi32(0x7FFF_FFFF),
         zero: _mm512_setzero_si512(),
+        inf_bits: _mm512_set1_epi32(0x7F80_0000),
     }
 }
 
-/// `FloatLane::quantize_fast` on 16 lanes: the result and the lanes it does not cover.
+/// `FloatLane::quantize_fast` on 16 lanes, branch-free.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m512) -> (__m512, __mmask16) {
+fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512 {
     let b = _mm512_castps_si512(x);
     let a = _mm512_and_si512(b, f.abs_mask);
+    let neg = _mm512_cmplt_epi32_mask(b, f.zero);
     let sign = _mm512_andnot_si512(f.abs_mask, b);
     let lsb = _mm512_or_si512(
         _mm512_and_si512(_mm512_srl_epi32(a, f.shift), f.one),
@@ -201,26 +204,39 @@ fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m512) -> (__m512, __mmask16) 
     let sub = _mm512_castps_si512(_mm512_sub_ps(_mm512_add_ps(ax, f.magic), f.magic));
     let is_sub = _mm512_cmplt_epu32_mask(a, f.min_normal);
     let r = _mm512_mask_blend_epi32(is_sub, normal, sub);
-    let bad = _mm512_cmpgt_epu32_mask(r, f.max_bits);
     let sign = if p.fnuz {
         _mm512_maskz_mov_epi32(_mm512_cmpneq_epi32_mask(r, f.zero), sign)
     } else {
         sign
     };
-    (_mm512_castsi512_ps(_mm512_or_si512(r, sign)), bad)
+    let mut out = _mm512_or_si512(r, sign);
+    out = _mm512_mask_mov_epi32(
+        out,
+        _mm512_cmpgt_epu32_mask(r, f.max_bits),
+        by_sign(neg, p.ovf.value),
+    );
+    out = _mm512_mask_mov_epi32(
+        out,
+        _mm512_cmpeq_epi32_mask(a, f.inf_bits),
+        by_sign(neg, p.inf.value),
+    );
+    out = _mm512_mask_mov_epi32(
+        out,
+        _mm512_cmpgt_epu32_mask(a, f.inf_bits),
+        by_sign(neg, p.nan.value),
+    );
+    _mm512_castsi512_ps(out)
 }
 
-/// One vector of fake-quant: the fast path where it covers every lane, else the general one.
+/// One vector of fake-quant: the fast path when it applies, else the general one.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn quantize_one<const ROUND: u8>(p: &FloatLane, c: &Consts, f: &Fast, x: __m512) -> __m512 {
     if ROUND == RNE && p.fast {
-        let (q, bad) = quantize_fast_vec(p, f, x);
-        if bad == 0 {
-            return q;
-        }
+        quantize_fast_vec(p, f, x)
+    } else {
+        quantize_vec::<ROUND>(p, c, x)
     }
-    quantize_vec::<ROUND>(p, c, x)
 }
 
 /// Fake-quantizes `src` into `dst` (equal lengths); with `SCALED`, `dst = q(src·inv)·scale`.
@@ -231,12 +247,14 @@ pub(crate) fn quantize_float<const ROUND: u8, const SCALED: bool>(
     dst: &mut [f32],
     inv: f32,
     scale: f32,
+    stream: bool,
 ) {
     let (c, f) = (consts(p), fast_consts(p));
-    quantize_run::<ROUND, SCALED>(p, &c, &f, src, dst, inv, scale);
+    quantize_run::<ROUND, SCALED>(p, &c, &f, src, dst, inv, scale, stream);
 }
 
 #[inline]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn quantize_run<const ROUND: u8, const SCALED: bool>(
     p: &FloatLane,
@@ -246,28 +264,53 @@ fn quantize_run<const ROUND: u8, const SCALED: bool>(
     dst: &mut [f32],
     inv: f32,
     scale: f32,
+    stream: bool,
 ) {
     let (vinv, vscale) = (_mm512_set1_ps(inv), _mm512_set1_ps(scale));
-    let n = src.len().min(dst.len());
-    let full = n - n % 16;
-    let mut i = 0;
-    while i < full {
-        // SAFETY: i + 16 ≤ n ≤ src.len(), dst.len().
-        let x = unsafe { _mm512_loadu_ps(src.as_ptr().add(i)) };
+    map_f32(src, dst, stream, |x| {
         let x = if SCALED { _mm512_mul_ps(x, vinv) } else { x };
         let q = quantize_one::<ROUND>(p, c, f, x);
-        let q = if SCALED { _mm512_mul_ps(q, vscale) } else { q };
-        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(i), q) };
+        if SCALED { _mm512_mul_ps(q, vscale) } else { q }
+    });
+}
+
+/// Applies `op` to `src` 16 lanes at a time into `dst`: full vectors, then one masked tail.
+/// With `stream`, `dst` is written with non-temporal stores after peeling to a 64-byte
+/// boundary (no read-for-ownership of the destination; for outputs that leave the caches).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn map_f32(src: &[f32], dst: &mut [f32], stream: bool, op: impl Fn(__m512) -> __m512) {
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    let masked = |i: usize, k: usize, dst: &mut [f32]| {
+        let mask: __mmask16 = if k >= 16 { !0 } else { (1u16 << k) - 1 };
+        // SAFETY: only the `k ≤ n − i` lanes of the mask are read and written.
+        let x = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i)) };
+        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, op(x)) };
+    };
+    if stream && n >= 64 {
+        let misalign = (dst.as_ptr() as usize % 64) / 4;
+        if misalign != 0 {
+            let k = (16 - misalign).min(n);
+            masked(0, k, dst);
+            i = k;
+        }
+        while i + 16 <= n {
+            // SAFETY: i + 16 ≤ n; `dst + i` is 64-byte aligned (peeled above).
+            let x = unsafe { _mm512_loadu_ps(src.as_ptr().add(i)) };
+            unsafe { _mm512_stream_ps(dst.as_mut_ptr().add(i), op(x)) };
+            i += 16;
+        }
+        _mm_sfence();
+    }
+    while i + 16 <= n {
+        // SAFETY: i + 16 ≤ n ≤ src.len(), dst.len().
+        let x = unsafe { _mm512_loadu_ps(src.as_ptr().add(i)) };
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(i), op(x)) };
         i += 16;
     }
     if i < n {
-        let mask: __mmask16 = (1u16 << (n - i)) - 1;
-        // SAFETY: lanes beyond `n − i` are masked off.
-        let x = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i)) };
-        let x = if SCALED { _mm512_mul_ps(x, vinv) } else { x };
-        let q = quantize_one::<ROUND>(p, c, f, x);
-        let q = if SCALED { _mm512_mul_ps(q, vscale) } else { q };
-        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, q) };
+        masked(i, n - i, dst);
     }
 }
 
@@ -283,7 +326,7 @@ pub(crate) fn quantize_float_blocks<const ROUND: u8>(
 ) {
     let (c, f) = (consts(p), fast_consts(p));
     for ((s, d), &scale) in src.chunks(block).zip(dst.chunks_mut(block)).zip(scales) {
-        quantize_run::<ROUND, true>(p, &c, &f, s, d, 1.0 / scale, scale);
+        quantize_run::<ROUND, true>(p, &c, &f, s, d, 1.0 / scale, scale, false);
     }
 }
 
@@ -375,21 +418,14 @@ pub(crate) fn quantize_int<const ROUND: u8, const SCALED: bool>(
     dst: &mut [f32],
     inv: f32,
     scale: f32,
+    stream: bool,
 ) {
     let (vinv, vscale) = (_mm512_set1_ps(inv), _mm512_set1_ps(scale));
-    let n = src.len().min(dst.len());
-    let mut i = 0;
-    while i < n {
-        let k = (n - i).min(16);
-        let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
-        // SAFETY: masked to the `k` valid elements.
-        let x = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i)) };
+    map_f32(src, dst, stream, |x| {
         let x = if SCALED { _mm512_mul_ps(x, vinv) } else { x };
         let q = quantize_int_vec::<ROUND>(p, x);
-        let q = if SCALED { _mm512_mul_ps(q, vscale) } else { q };
-        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, q) };
-        i += 16;
-    }
+        if SCALED { _mm512_mul_ps(q, vscale) } else { q }
+    });
 }
 
 /// Integer twin of [`encode_float`].

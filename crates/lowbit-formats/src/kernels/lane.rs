@@ -191,36 +191,48 @@ impl FloatLane {
         code
     }
 
-    /// The nearest-even fast path of [`quantize`](Self::quantize) for the common case: a
-    /// finite value that neither overflows nor is an unsigned format's negative. Returns
-    /// `None` otherwise (the SIMD twins then run the general lane algorithm on the vector).
+    /// The nearest-even fast path of [`quantize`](Self::quantize), branch-free in SIMD.
     ///
     /// In the format's normal range, rounding to `m` mantissa bits is nearest-even rounding of
-    /// the `f32` bit pattern at bit `23 − m` (a carry into the exponent is the right answer).
+    /// the `f32` bit pattern at bit `23 − m` (a carry into the exponent is the right answer;
+    /// with `m = 0` the kept bit is the implicit one, so ties go up, as in the reference).
     /// Below the smallest normal the step is the constant `2^(emin − m)`, and
     /// `(|x| + 2^(emin − m + 23)) − 2^(emin − m + 23)` rounds to it exactly: the sum stays in the
     /// binade of the constant, whose ulp is that step, and IEEE addition rounds to nearest-even.
+    /// A rounded magnitude above the largest finite value is an overflow (this also catches
+    /// ±inf and NaN, which are then told apart); their results are the conversion's constants.
+    /// Zero needs no case: it rounds to zero. Only for formats with `fast` set (nearest-even,
+    /// not E8M0 style).
     #[inline(always)]
-    pub fn quantize_fast(&self, x: f32) -> Option<f32> {
+    pub fn quantize_fast(&self, x: f32) -> f32 {
         let b = x.to_bits();
         let a = b & 0x7FFF_FFFF;
-        let sign = b & 0x8000_0000;
-        let s = self.mant_shift;
-        // With no mantissa bits the kept bit is the implicit one, always 1: ties go up, as in
-        // the reference (`round_shift` sees the implicit bit as L).
-        let lsb = ((a >> s) & 1) | (self.m == 0) as u32;
-        let normal = (a + lsb + (1 << (s - 1)) - 1) & !((1u32 << s) - 1);
+        let s = (b >> 31) as usize;
+        let sh = self.mant_shift;
+        let lsb = ((a >> sh) & 1) | (self.m == 0) as u32;
+        let normal = (a + lsb + (1 << (sh - 1)) - 1) & !((1u32 << sh) - 1);
         let sub = ((f32::from_bits(a) + self.magic) - self.magic).to_bits();
         let r = if a < self.min_normal_bits {
             sub
         } else {
             normal
         };
-        if r > self.max_bits || (self.unsigned && sign != 0) {
-            return None;
+        let sign = if self.fnuz && r == 0 {
+            0
+        } else {
+            b & 0x8000_0000
+        };
+        let mut out = r | sign;
+        if r > self.max_bits {
+            out = self.ovf.value[s];
         }
-        let sign = if self.fnuz && r == 0 { 0 } else { sign };
-        Some(f32::from_bits(r | sign))
+        if a == 0x7F80_0000 {
+            out = self.inf.value[s];
+        }
+        if a > 0x7F80_0000 {
+            out = self.nan.value[s];
+        }
+        f32::from_bits(out)
     }
 
     /// Fake-quantizes one value.
@@ -314,7 +326,7 @@ impl Lane {
     #[inline(always)]
     pub fn quantize(&self, x: f32) -> f32 {
         match self {
-            Lane::Float(p) if p.fast => p.quantize_fast(x).unwrap_or_else(|| p.quantize(x)),
+            Lane::Float(p) if p.fast => p.quantize_fast(x),
             Lane::Float(p) => p.quantize(x),
             Lane::Int(p) => p.quantize(x),
         }
