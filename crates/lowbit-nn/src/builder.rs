@@ -293,6 +293,17 @@ impl<'a> QBuilder<'a> {
     }
 }
 
+/// A model built through [`QBuilder`]: what evaluation, calibration and QAT need of it.
+///
+/// `forward` maps a batch to the model's output (logits, embeddings, …); `layers` gives the
+/// layers, their quantizers and the shared mode/taps context.
+pub trait QuantModel: Send + Sync {
+    /// The model's forward pass on a batch.
+    fn forward(&self, input: &candle_core::Tensor) -> Result<candle_core::Tensor>;
+    /// The model's layers.
+    fn layers(&self) -> &LayerTable;
+}
+
 /// The layers of a built model, in build order, with their shared context.
 #[derive(Clone, Debug)]
 pub struct LayerTable {

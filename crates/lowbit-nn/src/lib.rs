@@ -30,7 +30,7 @@
 //! - [`Quantizer`], [`Role`] (`quantizer.rs`): one role of one layer: spec, calibration, mode.
 //! - [`QuantOp`], [`LayerQuant`] (`op.rs`): the trait every quantized op implements.
 //! - [`Registry`], [`OpFactory`], [`OpParams`] (`registry.rs`): op kind → implementation.
-//! - [`QBuilder`], [`LayerTable`] (`builder.rs`): builds models by layer name.
+//! - [`QBuilder`], [`LayerTable`], [`QuantModel`] (`builder.rs`): builds models by layer name.
 //! - [`StaticScales`] (`calibration.rs`): calibrate → freeze → save/load scales.
 //! - [`QuantConfig`] (`config.rs`): the YAML config and its resolution rules.
 //! - [`ModelContext`], [`Mode`], [`TapRecord`] (`context.rs`): mode, training flag, taps.
@@ -50,7 +50,7 @@ mod op;
 mod quantizer;
 mod registry;
 
-pub use builder::{ExplainRow, LayerEntry, LayerTable, QBuilder};
+pub use builder::{ExplainRow, LayerEntry, LayerTable, QBuilder, QuantModel};
 pub use calibration::StaticScales;
 pub use config::{
     CompiledConfig, LayerRule, OpClass, QuantConfig, ResolvedLayer, RoleSettings, Setting,
