@@ -137,7 +137,7 @@ impl LayerQuant {
     /// Any other parameter, quantized with the weight (`slot` even) or bias (`slot` odd)
     /// quantizer; `slot` keys the cache.
     pub fn param_slot(&self, p: &Tensor, slot: usize) -> Result<Tensor> {
-        let q = if slot % 2 == 0 {
+        let q = if slot.is_multiple_of(2) {
             &self.weight
         } else {
             &self.bias

@@ -391,8 +391,6 @@ fn pooling() {
     for (kind, p, fp32) in cases {
         let (op, table) = build(kind, p.clone(), HashMap::new(), QUANT);
         let got = op.forward1(&x).unwrap();
-        let (_, t2) = build(kind, p, HashMap::new(), "{}");
-        drop(t2);
         table.set_mode(Mode::Fp32);
         assert_eq!(bits(&op.forward1(&x).unwrap()), bits(&fp32), "{kind}");
         table.set_mode(Mode::Quantize);
@@ -544,4 +542,77 @@ fn non_contiguous_and_half_inputs() {
             .unwrap(),
     ));
     assert_eq!(bits(&got.to_dtype(DType::F32).unwrap()), bits(&want));
+}
+
+#[test]
+fn batch_norm_folds_into_the_conv() {
+    let mut r = Rng(10);
+    let cfg = candle_nn::Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let (wt, bt, x) = (
+        r.tensor(&[4, 3, 3, 3], 0.5),
+        r.tensor(&[4], 0.1),
+        r.tensor(&[2, 3, 6, 6], 1.0),
+    );
+    let (g, b, m) = (
+        r.tensor(&[4], 1.0),
+        r.tensor(&[4], 0.5),
+        r.tensor(&[4], 0.3),
+    );
+    let v = r.tensor(&[4], 0.5).abs().unwrap().affine(1.0, 0.1).unwrap();
+    let ws = w(&[
+        ("weight", &g),
+        ("bias", &b),
+        ("running_mean", &m),
+        ("running_var", &v),
+    ]);
+    let (bn_op, table) = build(
+        "batch_norm2d",
+        OpParams::BatchNorm2d {
+            channels: 4,
+            eps: 1e-5,
+        },
+        ws,
+        "{}",
+    );
+    table.set_mode(Mode::Fp32);
+    let conv = candle_nn::Conv2d::new(wt.clone(), Some(bt.clone()), cfg);
+    let want = bn_op.forward1(&conv.forward(&x).unwrap()).unwrap();
+    // Rebuild a QBatchNorm2d to fold (the op behind the Arc is opaque).
+    let vb = VarBuilder::from_tensors(
+        w(&[
+            ("weight", &g),
+            ("bias", &b),
+            ("running_mean", &m),
+            ("running_var", &v),
+        ]),
+        DType::F32,
+        &Device::Cpu,
+    );
+    let ctx = lowbit_nn::ModelContext::new();
+    let lq = lowbit_nn::LayerQuant::new("l", "batch_norm2d", &Default::default(), ctx);
+    let qbn = lowbit_nn::layers::QBatchNorm2d::build(
+        &OpParams::BatchNorm2d {
+            channels: 4,
+            eps: 1e-5,
+        },
+        &vb.pp("l"),
+        lq,
+    )
+    .unwrap();
+    let (fw, fb) = lowbit_nn::layers::fold_batch_norm(&wt, Some(&bt), &qbn).unwrap();
+    let got = candle_nn::Conv2d::new(fw, Some(fb), cfg)
+        .forward(&x)
+        .unwrap();
+    let diff = (got - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-5, "folded conv differs by {diff}");
 }

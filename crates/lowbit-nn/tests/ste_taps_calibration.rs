@@ -101,15 +101,9 @@ fn gradients_can_be_quantized_with_a_backward_format() {
     assert_eq!(vals(g.get(&x).unwrap()), want);
 }
 
-fn two_layer(
-    yaml: &str,
-    weights: &HashMap<String, Tensor>,
-) -> (
-    Arc<dyn QuantOp>,
-    Arc<dyn QuantOp>,
-    Arc<dyn QuantOp>,
-    lowbit_nn::LayerTable,
-) {
+type Op = Arc<dyn QuantOp>;
+
+fn two_layer(yaml: &str, weights: &HashMap<String, Tensor>) -> (Op, Op, Op, lowbit_nn::LayerTable) {
     let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
     let b = QBuilder::new(
         vb,

@@ -12,7 +12,7 @@ pub use activation::QActivation;
 pub use conv::{QConv1d, QConv2d, QConvTranspose2d};
 pub use embedding::QEmbedding;
 pub use linear::QLinear;
-pub use norm::{QBatchNorm2d, QLayerNorm};
+pub use norm::{QBatchNorm2d, QLayerNorm, fold_batch_norm};
 pub use pool::QPool;
 pub use structural::QStructural;
 

@@ -140,3 +140,25 @@ impl QuantOp for QLayerNorm {
         Ok(candle_nn::LayerNorm::new(w, b, self.eps).forward(&inputs[0])?)
     }
 }
+
+/// Folds an eval-mode batch norm into the convolution before it: `W' = W · s` per output
+/// channel and `b' = (b − μ) · s + β` with `s = γ/√(σ² + ε)`, as inference compilers do before
+/// quantizing. Returns the folded `(weight, bias)` for a convolution with weight
+/// `[out, in/groups, k, k]` (or any rank with the output channel first).
+pub fn fold_batch_norm(
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    bn: &QBatchNorm2d,
+) -> Result<(Tensor, Tensor)> {
+    let (s, _) = bn.folded()?;
+    let out = weight.dim(0)?;
+    let mut shape = vec![1usize; weight.rank()];
+    shape[0] = out;
+    let w = weight.broadcast_mul(&s.reshape(shape)?)?;
+    let b = match bias {
+        Some(b) => b.clone(),
+        None => Tensor::zeros(out, weight.dtype(), weight.device())?,
+    };
+    let b = b.sub(&bn.running_mean)?.mul(&s)?.add(&bn.bias)?;
+    Ok((w, b))
+}
