@@ -1,6 +1,13 @@
 //! lowbit-quant throughput on 16M f32 beside a memcpy of the same bytes: per-tensor FP8,
 //! per-channel INT8, MX blocks of 32 (MXFP8 E4M3, MXFP4), NVFP4; percentile calibration of 16M
 //! values beside a full sort.
+//!
+//! ```text
+//! cargo bench --bench quant -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+// A bench is programmer code: a failing setup should stop it loudly.
+#![allow(clippy::expect_used)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lowbit::quant::{Calibrator, Method, QuantSpec};
@@ -35,7 +42,10 @@ fn fake_quant(c: &mut Criterion) {
     for name in ["fp8_e4m3", "int8", "mxfp8_e4m3", "mxfp4", "nvfp4"] {
         let spec: QuantSpec = name.parse().expect("preset");
         g.bench_with_input(BenchmarkId::new("fake_quantize", name), &spec, |b, spec| {
-            b.iter(|| spec.fake_quantize(&x, &shape, &mut y).expect("fake_quantize"))
+            b.iter(|| {
+                spec.fake_quantize(&x, &shape, &mut y)
+                    .expect("fake_quantize")
+            })
         });
     }
     g.finish();

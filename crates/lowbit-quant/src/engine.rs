@@ -584,6 +584,18 @@ pub(crate) fn run(
     };
     let (row_len, block) = (plan.row_len, plan.block);
     match out {
+        Out::Fake(dst) if !asym && plan.work == Work::Direct => {
+            fake_direct_symmetric(
+                spec,
+                &codec,
+                src,
+                dst,
+                &mut params,
+                &plan,
+                dynamic,
+                tensor_scale,
+            )?;
+        }
         Out::Fake(dst) => {
             let f = |s: &[f32], d: &mut [f32], p: &mut Param, first: u64| -> Result<()> {
                 stats(s, p);
@@ -630,6 +642,99 @@ pub(crate) fn run(
         }
     }
     Ok(make_scales(spec, &plan, &params, tensor_scale))
+}
+
+/// The symmetric fake-quant of a tensor whose groups are consecutive runs of `plan.block`
+/// elements within rows of `plan.row_len` (per channel with the channel axis first, blocks
+/// along the last axis), as a few streaming passes per cache-sized chunk: the blocks' amax
+/// (SIMD, `lowbit_formats::abs_max_blocks`), their scales (scalar, one per block), then one
+/// fused SIMD call that fake-quantizes every block of the chunk with its own scale
+/// (`Codec::quantize_blocks_scaled`). Chunks are whole rows (or whole blocks when rows are
+/// multiples of the block), processed in parallel, so results never depend on the thread
+/// count. Blocks whose scale is NaN or needs the 2^64 prescale take the per-block path.
+#[allow(clippy::too_many_arguments)]
+fn fake_direct_symmetric(
+    spec: &QuantSpec,
+    codec: &Codec,
+    src: &[f32],
+    dst: &mut [f32],
+    params: &mut [Param],
+    plan: &Plan,
+    dynamic: bool,
+    tensor_scale: f32,
+) -> Result<()> {
+    let (row_len, block) = (plan.row_len, plan.block);
+    if src.is_empty() || block == 0 {
+        return Ok(());
+    }
+    let per_row = row_len.div_ceil(block);
+    // Elements and groups per work item: whole blocks when they tile the rows, else whole rows.
+    let (chunk, groups) = if row_len.is_multiple_of(block) {
+        let m = (PAR_ELEMS / block).max(1);
+        (m * block, m)
+    } else {
+        let r = (PAR_ELEMS / row_len).max(1);
+        (r * row_len, r * per_row)
+    };
+    src.par_chunks(chunk)
+        .zip(dst.par_chunks_mut(chunk))
+        .zip(params.par_chunks_mut(groups))
+        .enumerate()
+        .try_for_each(|(k, ((s, d), p))| -> Result<()> {
+            let first = (k * chunk) as u64;
+            let mut effs = Vec::with_capacity(p.len());
+            let mut amaxes = vec![0f32; p.len()];
+            if dynamic {
+                if row_len.is_multiple_of(block) {
+                    lowbit_formats::abs_max_blocks(s, block, &mut amaxes)?;
+                } else {
+                    for (r, am) in s.chunks(row_len).zip(amaxes.chunks_mut(per_row)) {
+                        lowbit_formats::abs_max_blocks(r, block, am)?;
+                    }
+                }
+                for (pb, &a) in p.iter_mut().zip(&amaxes) {
+                    *pb = Param {
+                        scale: scale_from_amax(spec, a, tensor_scale),
+                        zero: 0.0,
+                    };
+                }
+            }
+            let mut slow = false;
+            for pb in p.iter() {
+                let eff = effective(spec, pb.scale, tensor_scale);
+                slow |= eff.is_nan() || needs_prescale(eff);
+                effs.push(eff);
+            }
+            let rows: Vec<(usize, usize)> = if row_len.is_multiple_of(block) {
+                vec![(0, s.len())]
+            } else {
+                (0..s.len().div_ceil(row_len))
+                    .map(|r| (r * row_len, ((r + 1) * row_len).min(s.len())))
+                    .collect()
+            };
+            for (r, &(a, b)) in rows.iter().enumerate() {
+                let g0 = if row_len.is_multiple_of(block) {
+                    0
+                } else {
+                    r * per_row
+                };
+                let nb = (b - a).div_ceil(block);
+                let (sr, dr, er) = (&s[a..b], &mut d[a..b], &effs[g0..g0 + nb]);
+                if slow {
+                    for (j, ((sb, db), &eff)) in sr
+                        .chunks(block)
+                        .zip(dr.chunks_mut(block))
+                        .zip(er)
+                        .enumerate()
+                    {
+                        fake_block(codec, sb, db, eff, first + (a + j * block) as u64)?;
+                    }
+                } else {
+                    codec.quantize_blocks_scaled(sr, dr, block, er, first + a as u64)?;
+                }
+            }
+            Ok(())
+        })
 }
 
 pub(crate) fn make_scales(
