@@ -244,6 +244,27 @@ fn bench_quantize_isa(c: &mut Criterion) -> Result<()> {
     Ok(())
 }
 
+/// Thread scaling where memory is not the limit: e4m3fn quantize of 1 Mi elements (4 MiB in,
+/// 4 MiB out, cache-resident after the first iteration), one thread against all.
+fn bench_quantize_in_cache(c: &mut Criterion) -> Result<()> {
+    const M: usize = 1 << 20;
+    let mut g = c.benchmark_group("quantize_in_cache");
+    g.sample_size(20);
+    g.throughput(Throughput::Bytes((M * 8) as u64));
+    let format = Format::E4M3FN;
+    let src = inputs(format, M, 5);
+    let mut dst = vec![0f32; M];
+    for (threads, codec) in codecs(format) {
+        codec.quantize_slice(&src, &mut dst)?;
+        g.bench_function(format!("e4m3fn/{threads}"), |b| {
+            b.iter(|| codec.quantize_slice(black_box(&src), &mut dst))
+        });
+    }
+    g.bench_function("memcpy/1t", |b| b.iter(|| dst.copy_from_slice(black_box(&src))));
+    g.finish();
+    Ok(())
+}
+
 fn main() -> Result<()> {
     // Short defaults so the whole file runs in minutes; command-line flags override them.
     let mut c = Criterion::default()
@@ -255,6 +276,7 @@ fn main() -> Result<()> {
     bench_decode(&mut c)?;
     bench_quantize(&mut c)?;
     bench_quantize_isa(&mut c)?;
+    bench_quantize_in_cache(&mut c)?;
     c.final_summary();
     Ok(())
 }
