@@ -260,7 +260,9 @@ fn bench_quantize_in_cache(c: &mut Criterion) -> Result<()> {
             b.iter(|| codec.quantize_slice(black_box(&src), &mut dst))
         });
     }
-    g.bench_function("memcpy/1t", |b| b.iter(|| dst.copy_from_slice(black_box(&src))));
+    g.bench_function("memcpy/1t", |b| {
+        b.iter(|| dst.copy_from_slice(black_box(&src)))
+    });
     g.finish();
     Ok(())
 }
