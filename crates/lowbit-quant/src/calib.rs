@@ -6,7 +6,7 @@ use lowbit_formats::{Conversion, Format};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Plan, Scales, amax, make_scales, min_max};
+use crate::engine::{Plan, Scales, make_scales, min_max, par_amax, par_min_max, simd_amax};
 use crate::error::{QuantError, Result};
 use crate::scale::{
     Param, affine_from_minmax, effective, nvfp4_tensor_scale, po2_exponent, scale_from_amax,
@@ -135,8 +135,12 @@ impl Hist {
             self.range *= 2.0;
         }
     }
-    fn add(&mut self, xs: &[f32]) {
-        let a = finite_amax(xs);
+    /// Adds the values of `xs`, whose `max |x|` (NaN > inf > numbers, as
+    /// [`crate::engine::amax`]) is `am`: one read of `xs` (a second only when it holds an
+    /// infinity or a NaN, to find the largest finite value), threaded when `par`.
+    fn add(&mut self, xs: &[f32], am: f32, par: bool) {
+        let finite = am.is_finite();
+        let a = if finite { am } else { finite_amax(xs) };
         self.grow_to(a);
         if self.range == 0.0 {
             self.pending_zeros += xs.iter().filter(|x| **x == 0.0).count() as u64;
@@ -144,28 +148,39 @@ impl Hist {
         }
         let nb = self.counts.len();
         let k = nb as f32 / self.range; // a power of two: x · k is exact
-        let local = |c: &[f32]| {
-            let mut h = vec![0u64; nb];
-            for &x in c {
-                let a = x.abs();
-                if a.is_finite() {
-                    h[((a * k) as usize).min(nb - 1)] += 1;
+        if par && xs.len() >= HIST_PAR_MIN {
+            // u32 counters per rayon job (one job never sees 2^32 values), summed into u64.
+            for big in xs.chunks(1 << 30) {
+                let h = big
+                    .par_chunks(HIST_CHUNK)
+                    .fold(
+                        || vec![0u32; nb],
+                        |mut h, c| {
+                            bin_into(c, k, finite, &mut h);
+                            h
+                        },
+                    )
+                    .reduce_with(|mut a, b| {
+                        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                        a
+                    });
+                if let Some(h) = h {
+                    self.counts
+                        .iter_mut()
+                        .zip(&h)
+                        .for_each(|(x, &y)| *x += y as u64);
                 }
             }
-            h
-        };
-        let h = if xs.len() >= 1 << 17 {
-            xs.par_chunks(1 << 16).map(local).reduce(
-                || vec![0u64; nb],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            )
         } else {
-            local(xs)
-        };
-        self.counts.iter_mut().zip(&h).for_each(|(x, y)| *x += y);
+            let mut h = vec![0u32; nb];
+            for c in xs.chunks(1 << 30) {
+                bin_into(c, k, finite, &mut h);
+                self.counts
+                    .iter_mut()
+                    .zip(h.iter_mut())
+                    .for_each(|(x, y)| *x += std::mem::take(y) as u64);
+            }
+        }
     }
     /// Upper edge of the bin where the cumulative count reaches the nearest rank.
     fn percentile(&self, p: f64) -> f32 {
@@ -182,6 +197,32 @@ impl Hist {
             }
         }
         self.range
+    }
+}
+
+/// Histogram inputs at least this long are binned by several threads.
+const HIST_PAR_MIN: usize = 1 << 17;
+/// Elements per parallel histogram job.
+const HIST_CHUNK: usize = 1 << 16;
+/// Groups at least this long are observed one at a time with threads inside the group.
+const BIG_GROUP: usize = 1 << 17;
+
+/// Counts `|x| · k` (exact: `k` is a power of two) into the bins `h` (the last bin takes
+/// everything at or above the range). `finite`: `xs` holds no infinity or NaN (the caller
+/// knows from its amax), so the per-element check is skipped.
+fn bin_into(xs: &[f32], k: f32, finite: bool, h: &mut [u32]) {
+    let last = h.len() - 1;
+    if finite {
+        for &x in xs {
+            h[((x.abs() * k) as usize).min(last)] += 1;
+        }
+    } else {
+        for &x in xs {
+            let a = x.abs();
+            if a.is_finite() {
+                h[((a * k) as usize).min(last)] += 1;
+            }
+        }
     }
 }
 
@@ -350,40 +391,54 @@ impl Calibrator {
         };
         let first = self.batches == 0;
         let method = self.method;
-        self.groups
-            .par_iter_mut()
-            .zip(ranges.par_iter())
-            .for_each(|(g, &(a, b))| {
-                let xs = &work[a..b];
-                let (lo, hi) = min_max(xs);
-                let am = amax(xs);
-                match method {
-                    Method::MovingAverage { constant } if !first => {
-                        g.min += constant * (lo - g.min);
-                        g.max += constant * (hi - g.max);
-                        g.amax += constant * (am - g.amax);
-                    }
-                    _ if first => {
-                        (g.min, g.max, g.amax) = (lo, hi, am);
-                    }
-                    _ => {
-                        g.min = if lo.is_nan() || g.min.is_nan() {
-                            f32::NAN
-                        } else {
-                            g.min.min(lo)
-                        };
-                        g.max = if hi.is_nan() || g.max.is_nan() {
-                            f32::NAN
-                        } else {
-                            g.max.max(hi)
-                        };
-                        g.amax = f32::from_bits(g.amax.to_bits().max(am.to_bits()));
-                    }
+        // min/max feed only the min-max rules (and asymmetric specs); amax feeds all.
+        let need_minmax = matches!(method, Method::MinMax | Method::MovingAverage { .. })
+            || self.spec.is_asymmetric();
+        let update = |g: &mut Group, xs: &[f32], par: bool| {
+            let am = if par { par_amax(xs) } else { simd_amax(xs) };
+            let (lo, hi) = match (need_minmax, par) {
+                (false, _) => (0.0, 0.0),
+                (true, true) => par_min_max(xs),
+                (true, false) => min_max(xs),
+            };
+            match method {
+                Method::MovingAverage { constant } if !first => {
+                    g.min += constant * (lo - g.min);
+                    g.max += constant * (hi - g.max);
+                    g.amax += constant * (am - g.amax);
                 }
-                if let Some(h) = g.hist.as_mut() {
-                    h.add(xs);
+                _ if first => {
+                    (g.min, g.max, g.amax) = (lo, hi, am);
                 }
-            });
+                _ => {
+                    g.min = if lo.is_nan() || g.min.is_nan() {
+                        f32::NAN
+                    } else {
+                        g.min.min(lo)
+                    };
+                    g.max = if hi.is_nan() || g.max.is_nan() {
+                        f32::NAN
+                    } else {
+                        g.max.max(hi)
+                    };
+                    g.amax = f32::from_bits(g.amax.to_bits().max(am.to_bits()));
+                }
+            }
+            if let Some(h) = g.hist.as_mut() {
+                h.add(xs, am, par);
+            }
+        };
+        let group_len = if plan.per_tensor { plan.n } else { plan.block };
+        if group_len >= BIG_GROUP {
+            for (g, &(a, b)) in self.groups.iter_mut().zip(&ranges) {
+                update(g, &work[a..b], true);
+            }
+        } else {
+            self.groups
+                .par_iter_mut()
+                .zip(ranges.par_iter())
+                .for_each(|(g, &(a, b))| update(g, &work[a..b], false));
+        }
         self.plan = Some(plan);
         self.batches += 1;
         Ok(())

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use lowbit_formats::{Codec, Format, Rounding, stochastic_bits};
+use lowbit_formats::{Codec, Format, Rounding, abs_max_blocks, stochastic_bits};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -315,15 +315,29 @@ pub(crate) fn min_max(xs: &[f32]) -> (f32, f32) {
     if nan { (f32::NAN, f32::NAN) } else { (lo, hi) }
 }
 
+/// `max |x|` of a whole slice with the SIMD block kernel of lowbit-formats (same NaN > inf >
+/// numbers order as [`amax`]), threaded over fixed chunks.
 pub(crate) fn par_amax(xs: &[f32]) -> f32 {
+    if xs.len() < REDUCE_CHUNK {
+        return simd_amax(xs);
+    }
     let m = xs
         .par_chunks(REDUCE_CHUNK)
-        .map(|c| amax(c).to_bits())
+        .map(|c| simd_amax(c).to_bits())
         .reduce(|| 0, u32::max);
     f32::from_bits(m)
 }
 
-fn par_min_max(xs: &[f32]) -> (f32, f32) {
+/// `max |x|` of one slice on the calling thread (SIMD).
+pub(crate) fn simd_amax(xs: &[f32]) -> f32 {
+    let mut out = [0.0f32];
+    if xs.is_empty() || abs_max_blocks(xs, xs.len(), &mut out).is_err() {
+        return amax(xs);
+    }
+    out[0]
+}
+
+pub(crate) fn par_min_max(xs: &[f32]) -> (f32, f32) {
     xs.par_chunks(REDUCE_CHUNK).map(min_max).reduce(
         || (f32::INFINITY, f32::NEG_INFINITY),
         |a, b| {
@@ -341,7 +355,7 @@ pub(crate) type BlockFn<'a, S, T> =
     dyn Fn(&[S], &mut [T], &mut Param, u64) -> Result<()> + Sync + 'a;
 
 /// Runs `f(block_src, block_dst, param, first_index)` on every block of the work layout, in
-/// parallel over fixed chunks of blocks.
+/// parallel over fixed chunks of blocks (dequantization).
 pub(crate) fn for_each_block<S: Sync, T: Send>(
     src: &[S],
     dst: &mut [T],
@@ -395,20 +409,46 @@ pub(crate) fn for_each_block<S: Sync, T: Send>(
 /// A scale whose reciprocal does not fit f32 (subnormal scales) is applied to inputs pre-scaled
 /// by 2^64 (exact), with the scale times 2^64.
 const PRESCALE: f32 = 18_446_744_073_709_551_616.0; // 2^64
+/// Pre-scaled blocks up to this length go through a stack buffer (no allocation).
+const PRESCALE_STACK: usize = 1024;
 
 fn needs_prescale(eff: f32) -> bool {
     !eff.is_normal() || !(1.0 / eff).is_finite()
 }
 
+/// Whether a symmetric block with effective scale `eff` leaves the plain `x · (1/s)` path: a
+/// NaN scale (the block becomes NaN) or a positive finite scale that needs the 2^64 prescale.
+#[inline]
+fn is_special(eff: f32) -> bool {
+    eff.is_nan() || (needs_prescale(eff) && eff > 0.0 && eff.is_finite())
+}
+
 /// Symmetric fake-quant of one block: `Q(x · (1/s)) · s`.
-fn fake_block(codec: &Codec, src: &[f32], dst: &mut [f32], eff: f32, first: u64) -> Result<()> {
+///
+/// The reference per-block path; the streaming kernels use it for the blocks [`is_special`]
+/// selects and must agree with it bit for bit elsewhere.
+pub(crate) fn fake_block(
+    codec: &Codec,
+    src: &[f32],
+    dst: &mut [f32],
+    eff: f32,
+    first: u64,
+) -> Result<()> {
     if eff.is_nan() {
         dst.fill(f32::NAN);
         return Ok(());
     }
     if needs_prescale(eff) && eff > 0.0 && eff.is_finite() {
-        let tmp: Vec<f32> = src.iter().map(|x| x * PRESCALE).collect();
-        codec.quantize_scaled_slice(&tmp, dst, eff * PRESCALE, first)?;
+        let big = eff * PRESCALE;
+        if src.len() <= PRESCALE_STACK {
+            let mut buf = [0.0f32; PRESCALE_STACK];
+            let tmp = &mut buf[..src.len()];
+            tmp.iter_mut().zip(src).for_each(|(t, x)| *t = x * PRESCALE);
+            codec.quantize_scaled_slice(tmp, dst, big, first)?;
+        } else {
+            let tmp: Vec<f32> = src.iter().map(|x| x * PRESCALE).collect();
+            codec.quantize_scaled_slice(&tmp, dst, big, first)?;
+        }
         dst.iter_mut().for_each(|d| *d *= 1.0 / PRESCALE);
         return Ok(());
     }
@@ -418,8 +458,15 @@ fn fake_block(codec: &Codec, src: &[f32], dst: &mut [f32], eff: f32, first: u64)
 /// Symmetric codes of one block: `encode(x · (1/s))`.
 fn encode_block(codec: &Codec, src: &[f32], dst: &mut [u8], eff: f32, first: u64) -> Result<()> {
     if needs_prescale(eff) && eff > 0.0 && eff.is_finite() {
+        let big = eff * PRESCALE;
+        if src.len() <= PRESCALE_STACK {
+            let mut buf = [0.0f32; PRESCALE_STACK];
+            let tmp = &mut buf[..src.len()];
+            tmp.iter_mut().zip(src).for_each(|(t, x)| *t = x * PRESCALE);
+            return Ok(codec.encode_scaled_slice(tmp, dst, big, first)?);
+        }
         let tmp: Vec<f32> = src.iter().map(|x| x * PRESCALE).collect();
-        return Ok(codec.encode_scaled_slice(&tmp, dst, eff * PRESCALE, first)?);
+        return Ok(codec.encode_scaled_slice(&tmp, dst, big, first)?);
     }
     Ok(codec.encode_scaled_slice(src, dst, eff, first)?)
 }
@@ -462,7 +509,308 @@ pub(crate) enum Out<'a> {
     None,
 }
 
-/// The one driver behind every entry point: checks, lays out, runs the blocks, returns scales.
+/// Blocks per step of the streaming kernel: its scales live in stack buffers of this length.
+const STEP_BLOCKS: usize = 512;
+/// Blocks at least this long run one at a time, with threads inside the block (parallel amax,
+/// parallel codec), like a per-tensor scale.
+const BIG_BLOCK: usize = 1 << 17;
+
+/// Everything the streaming kernels need, shared by the threads.
+struct Kern {
+    spec: QuantSpec,
+    /// Single-threaded codec (the threads run over chunks of blocks).
+    codec: Codec,
+    /// Threaded codec (big blocks).
+    pcodec: Codec,
+    tensor_scale: f32,
+    dynamic: bool,
+    asym: bool,
+}
+
+impl Kern {
+    /// The parameters of consecutive blocks of `s` (dynamic specs): one SIMD amax pass over
+    /// the blocks (symmetric) or a min/max per block (asymmetric), then the scale rule per block.
+    fn step_params(&self, s: &[f32], block: usize, p: &mut [Param]) -> Result<()> {
+        let spec = &self.spec;
+        if self.asym {
+            for (pj, sb) in p.iter_mut().zip(s.chunks(block)) {
+                let (lo, hi) = min_max(sb);
+                *pj = affine_from_minmax(spec, lo, hi);
+            }
+        } else {
+            let mut am = [0.0f32; STEP_BLOCKS];
+            let am = &mut am[..p.len()];
+            abs_max_blocks(s, block, am)?;
+            for (pj, &a) in p.iter_mut().zip(am.iter()) {
+                *pj = Param {
+                    scale: scale_from_amax(spec, a, self.tensor_scale),
+                    zero: 0.0,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// The parameter of one big block, with threads inside.
+    fn big_param(&self, s: &[f32]) -> Param {
+        if self.asym {
+            let (lo, hi) = par_min_max(s);
+            affine_from_minmax(&self.spec, lo, hi)
+        } else {
+            Param {
+                scale: scale_from_amax(&self.spec, par_amax(s), self.tensor_scale),
+                zero: 0.0,
+            }
+        }
+    }
+
+    fn effective(&self, p: Param) -> f32 {
+        effective(&self.spec, p.scale, self.tensor_scale)
+    }
+
+    /// One thread's share: consecutive blocks of `block` elements (the last may be shorter)
+    /// whose first element has global index `first`, in steps of [`STEP_BLOCKS`] blocks:
+    /// statistics and scales of the step, then its outputs. `params` holds the blocks'
+    /// parameters when they are kept (dynamic) or frozen (static); `None` when neither.
+    fn segment<T: Sink>(
+        &self,
+        src: &[f32],
+        dst: &mut [T],
+        mut params: Option<&mut [Param]>,
+        block: usize,
+        first: u64,
+    ) -> Result<()> {
+        let step = STEP_BLOCKS * block;
+        let mut buf = [Param::default(); STEP_BLOCKS];
+        for (k, (s, d)) in src.chunks(step).zip(dst.chunks_mut(step)).enumerate() {
+            let nb = s.len().div_ceil(block);
+            let b0 = k * STEP_BLOCKS;
+            let p = &mut buf[..nb];
+            if self.dynamic {
+                self.step_params(s, block, p)?;
+                if let Some(ps) = params.as_deref_mut() {
+                    ps[b0..b0 + nb].copy_from_slice(p);
+                }
+            } else if let Some(ps) = params.as_deref() {
+                p.copy_from_slice(&ps[b0..b0 + nb]);
+            }
+            T::blocks(self, s, d, p, block, first + (k * step) as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Consecutive blocks of `block` elements (all full but the last) from global index
+    /// `first`: fixed chunks of whole blocks in parallel, or big blocks one at a time.
+    fn sequence<T: Sink>(
+        &self,
+        src: &[f32],
+        dst: &mut [T],
+        params: Option<&mut [Param]>,
+        block: usize,
+        first: u64,
+    ) -> Result<()> {
+        if block >= BIG_BLOCK {
+            let mut params = params;
+            for (j, (s, d)) in src.chunks(block).zip(dst.chunks_mut(block)).enumerate() {
+                let mut p = match params.as_deref() {
+                    Some(ps) if !self.dynamic => ps[j],
+                    _ => Param::default(),
+                };
+                if self.dynamic {
+                    p = self.big_param(s);
+                    if let Some(ps) = params.as_deref_mut() {
+                        ps[j] = p;
+                    }
+                }
+                T::big(self, s, d, p, first + (j * block) as u64)?;
+            }
+            return Ok(());
+        }
+        let m = (PAR_ELEMS / block).max(1);
+        let chunk = m * block;
+        if src.len() <= chunk {
+            return self.segment(src, dst, params, block, first);
+        }
+        let body = |k: usize, s: &[f32], d: &mut [T], p: Option<&mut [Param]>| {
+            self.segment(s, d, p, block, first + (k * chunk) as u64)
+        };
+        match params {
+            Some(ps) => src
+                .par_chunks(chunk)
+                .zip(dst.par_chunks_mut(chunk))
+                .zip(ps.par_chunks_mut(m))
+                .enumerate()
+                .try_for_each(|(k, ((s, d), p))| body(k, s, d, Some(p))),
+            None => src
+                .par_chunks(chunk)
+                .zip(dst.par_chunks_mut(chunk))
+                .enumerate()
+                .try_for_each(|(k, (s, d))| body(k, s, d, None)),
+        }
+    }
+
+    /// The whole work layout: rows of `row_len` elements cut into blocks of `block` (the last
+    /// block of a row may be shorter). `params` is empty when the scales are not kept.
+    fn drive<T: Sink>(
+        &self,
+        src: &[f32],
+        dst: &mut [T],
+        params: &mut [Param],
+        row_len: usize,
+        block: usize,
+    ) -> Result<()> {
+        if src.is_empty() || block == 0 || row_len == 0 {
+            return Ok(());
+        }
+        let keep = !params.is_empty();
+        if row_len.is_multiple_of(block) {
+            // All blocks are full: the tensor is one sequence of blocks.
+            return self.sequence(src, dst, keep.then_some(params), block, 0);
+        }
+        let nb = row_len.div_ceil(block);
+        if row_len >= PAR_ELEMS {
+            // Long rows: one after the other, each split across the threads.
+            for (r, (s, d)) in src.chunks(row_len).zip(dst.chunks_mut(row_len)).enumerate() {
+                let p = keep.then(|| &mut params[r * nb..(r + 1) * nb]);
+                self.sequence(s, d, p, block, (r * row_len) as u64)?;
+            }
+            return Ok(());
+        }
+        let rows_per = (PAR_ELEMS / row_len).max(1);
+        let body = |r: usize, s: &[f32], d: &mut [T], p: Option<&mut [Param]>| {
+            self.segment(s, d, p, block, (r * row_len) as u64)
+        };
+        if keep {
+            src.par_chunks(row_len)
+                .zip(dst.par_chunks_mut(row_len))
+                .zip(params.par_chunks_mut(nb))
+                .enumerate()
+                .with_min_len(rows_per)
+                .try_for_each(|(r, ((s, d), p))| body(r, s, d, Some(p)))
+        } else {
+            src.par_chunks(row_len)
+                .zip(dst.par_chunks_mut(row_len))
+                .enumerate()
+                .with_min_len(rows_per)
+                .try_for_each(|(r, (s, d))| body(r, s, d, None))
+        }
+    }
+}
+
+/// An output of the streaming kernels: fake-quant values (`f32`), codes (`u8`) or nothing.
+trait Sink: Copy + Default + Send + Sync {
+    /// Outputs of consecutive blocks (last may be shorter) with their parameters.
+    fn blocks(
+        k: &Kern,
+        s: &[f32],
+        d: &mut [Self],
+        p: &[Param],
+        block: usize,
+        first: u64,
+    ) -> Result<()>;
+    /// Outputs of one big block, with threads inside.
+    fn big(k: &Kern, s: &[f32], d: &mut [Self], p: Param, first: u64) -> Result<()>;
+}
+
+impl Sink for f32 {
+    fn blocks(
+        k: &Kern,
+        s: &[f32],
+        d: &mut [f32],
+        p: &[Param],
+        block: usize,
+        first: u64,
+    ) -> Result<()> {
+        if k.asym {
+            for (j, ((sb, db), &pj)) in s.chunks(block).zip(d.chunks_mut(block)).zip(p).enumerate()
+            {
+                affine_fake_block(&k.spec, sb, db, pj, first + (j * block) as u64);
+            }
+            return Ok(());
+        }
+        // One fused call over the whole step; the rare special blocks (NaN scale, 2^64
+        // prescale) get a neutral scale there and are redone by the reference path.
+        let mut effs = [0.0f32; STEP_BLOCKS];
+        let effs = &mut effs[..p.len()];
+        let mut special = false;
+        for (e, &pj) in effs.iter_mut().zip(p) {
+            let eff = k.effective(pj);
+            let sp = is_special(eff);
+            special |= sp;
+            *e = if sp { 1.0 } else { eff };
+        }
+        k.codec.quantize_blocks_scaled(s, d, block, effs, first)?;
+        if special {
+            for (j, ((sb, db), &pj)) in s.chunks(block).zip(d.chunks_mut(block)).zip(p).enumerate()
+            {
+                let eff = k.effective(pj);
+                if is_special(eff) {
+                    fake_block(&k.codec, sb, db, eff, first + (j * block) as u64)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn big(k: &Kern, s: &[f32], d: &mut [f32], p: Param, first: u64) -> Result<()> {
+        if k.asym {
+            d.par_chunks_mut(REDUCE_CHUNK)
+                .zip(s.par_chunks(REDUCE_CHUNK))
+                .enumerate()
+                .for_each(|(c, (d, s))| {
+                    affine_fake_block(&k.spec, s, d, p, first + (c * REDUCE_CHUNK) as u64)
+                });
+            return Ok(());
+        }
+        fake_block(&k.pcodec, s, d, k.effective(p), first)
+    }
+}
+
+impl Sink for u8 {
+    fn blocks(
+        k: &Kern,
+        s: &[f32],
+        d: &mut [u8],
+        p: &[Param],
+        block: usize,
+        first: u64,
+    ) -> Result<()> {
+        for (j, ((sb, db), &pj)) in s.chunks(block).zip(d.chunks_mut(block)).zip(p).enumerate() {
+            let at = first + (j * block) as u64;
+            if k.asym {
+                affine_encode_block(&k.spec, sb, db, pj, at);
+            } else {
+                encode_block(&k.codec, sb, db, k.effective(pj), at)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn big(k: &Kern, s: &[f32], d: &mut [u8], p: Param, first: u64) -> Result<()> {
+        if k.asym {
+            d.par_chunks_mut(REDUCE_CHUNK)
+                .zip(s.par_chunks(REDUCE_CHUNK))
+                .enumerate()
+                .for_each(|(c, (d, s))| {
+                    affine_encode_block(&k.spec, s, d, p, first + (c * REDUCE_CHUNK) as u64)
+                });
+            return Ok(());
+        }
+        encode_block(&k.pcodec, s, d, k.effective(p), first)
+    }
+}
+
+impl Sink for () {
+    fn blocks(_: &Kern, _: &[f32], _: &mut [()], _: &[Param], _: usize, _: u64) -> Result<()> {
+        Ok(())
+    }
+    fn big(_: &Kern, _: &[f32], _: &mut [()], _: Param, _: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The one driver behind every entry point: checks, lays out, runs the blocks, returns the
+/// scales (`None` when `keep_scales` is false and the spec is dynamic: fake-quant only).
 pub(crate) fn run(
     spec: &QuantSpec,
     src: &[f32],
@@ -470,7 +818,8 @@ pub(crate) fn run(
     frozen: Option<&Scales>,
     out: Out<'_>,
     op: &'static str,
-) -> Result<Scales> {
+    keep_scales: bool,
+) -> Result<Option<Scales>> {
     let plan = Plan::new(spec, shape)?;
     if src.len() != plan.n {
         return Err(QuantError::LengthMismatch {
@@ -499,24 +848,29 @@ pub(crate) fn run(
         return Err(QuantError::StaticNeedsScales { op });
     }
     let nvfp4 = matches!(spec.scale(), ScaleKind::Nvfp4 { .. });
-    // Group parameters in work order, and the NVFP4 tensor scale.
+    let keep = keep_scales || frozen.is_some();
+    // Group parameters in work order (empty when not kept), and the NVFP4 tensor scale.
     let (mut params, tensor_scale) = match frozen {
         Some(sc) => {
             check_scales(spec, &plan, sc, op)?;
-            let zeros = sc
-                .zero_points
-                .clone()
-                .unwrap_or_else(|| vec![0.0; sc.values.len()]);
-            let p: Vec<Param> = sc
-                .values
-                .iter()
-                .zip(&zeros)
-                .map(|(&scale, &zero)| Param { scale, zero })
-                .collect();
-            (
-                plan.params_to_work_order(&p),
-                sc.tensor_scale.unwrap_or(1.0),
-            )
+            let p: Vec<Param> = match &sc.zero_points {
+                Some(z) => sc
+                    .values
+                    .iter()
+                    .zip(z)
+                    .map(|(&scale, &zero)| Param { scale, zero })
+                    .collect(),
+                None => sc
+                    .values
+                    .iter()
+                    .map(|&scale| Param { scale, zero: 0.0 })
+                    .collect(),
+            };
+            let p = match plan.work {
+                Work::SwapInner => plan.params_to_work_order(&p),
+                _ => p,
+            };
+            (p, sc.tensor_scale.unwrap_or(1.0))
         }
         None => {
             let ts = if nvfp4 {
@@ -524,217 +878,61 @@ pub(crate) fn run(
             } else {
                 1.0
             };
-            (vec![Param::default(); plan.n_groups], ts)
+            let p = if keep {
+                vec![Param::default(); plan.n_groups]
+            } else {
+                Vec::new()
+            };
+            (p, ts)
         }
     };
-    let dynamic = frozen.is_none();
     let codec = Codec::new(spec.format(), spec.conversion()).with_parallel(false);
-    let asym = spec.is_asymmetric();
-
-    if plan.per_tensor {
-        if dynamic {
-            params[0] = if asym {
-                let (lo, hi) = par_min_max(src);
-                affine_from_minmax(spec, lo, hi)
-            } else {
-                Param {
-                    scale: scale_from_amax(spec, par_amax(src), tensor_scale),
-                    zero: 0.0,
-                }
-            };
-        }
-        let p = params[0];
-        let eff = effective(spec, p.scale, tensor_scale);
-        let pcodec = codec.clone().with_parallel(true);
-        match out {
-            Out::Fake(dst) if asym => dst
-                .par_chunks_mut(REDUCE_CHUNK)
-                .zip(src.par_chunks(REDUCE_CHUNK))
-                .enumerate()
-                .for_each(|(k, (d, s))| {
-                    affine_fake_block(spec, s, d, p, (k * REDUCE_CHUNK) as u64)
-                }),
-            Out::Codes(dst) if asym => dst
-                .par_chunks_mut(REDUCE_CHUNK)
-                .zip(src.par_chunks(REDUCE_CHUNK))
-                .enumerate()
-                .for_each(|(k, (d, s))| {
-                    affine_encode_block(spec, s, d, p, (k * REDUCE_CHUNK) as u64)
-                }),
-            Out::Fake(dst) => fake_block(&pcodec, src, dst, eff, 0)?,
-            Out::Codes(dst) => encode_block(&pcodec, src, dst, eff, 0)?,
-            Out::None => {}
-        }
-        return Ok(make_scales(spec, &plan, &params, tensor_scale));
-    }
-
-    let work_src = plan.to_work(src);
-    let stats = |s: &[f32], p: &mut Param| {
-        if dynamic {
-            *p = if asym {
-                let (lo, hi) = min_max(s);
-                affine_from_minmax(spec, lo, hi)
-            } else {
-                Param {
-                    scale: scale_from_amax(spec, amax(s), tensor_scale),
-                    zero: 0.0,
-                }
-            };
-        }
+    let kern = Kern {
+        spec: *spec,
+        pcodec: codec.clone().with_parallel(true),
+        codec,
+        tensor_scale,
+        dynamic: frozen.is_none(),
+        asym: spec.is_asymmetric(),
     };
-    let (row_len, block) = (plan.row_len, plan.block);
+    let (row_len, block) = if plan.per_tensor {
+        (plan.n, plan.n)
+    } else {
+        (plan.row_len, plan.block)
+    };
+    let work_src = plan.to_work(src);
     match out {
-        Out::Fake(dst) if !asym && plan.work == Work::Direct => {
-            fake_direct_symmetric(
-                spec,
-                &codec,
-                src,
-                dst,
-                &mut params,
-                &plan,
-                dynamic,
-                tensor_scale,
-            )?;
-        }
         Out::Fake(dst) => {
-            let f = |s: &[f32], d: &mut [f32], p: &mut Param, first: u64| -> Result<()> {
-                stats(s, p);
-                if asym {
-                    affine_fake_block(spec, s, d, *p, first);
-                    Ok(())
-                } else {
-                    fake_block(&codec, s, d, effective(spec, p.scale, tensor_scale), first)
-                }
-            };
             if plan.work == Work::Direct {
-                for_each_block(&work_src, dst, &mut params, row_len, block, &f)?;
+                kern.drive(&work_src, dst, &mut params, row_len, block)?;
             } else {
                 let mut tmp = vec![0.0f32; plan.n];
-                for_each_block(&work_src, &mut tmp, &mut params, row_len, block, &f)?;
+                kern.drive(&work_src, &mut tmp, &mut params, row_len, block)?;
                 plan.scatter_work(&tmp, dst);
             }
         }
         Out::Codes(dst) => {
-            let f = |s: &[f32], d: &mut [u8], p: &mut Param, first: u64| -> Result<()> {
-                stats(s, p);
-                if asym {
-                    affine_encode_block(spec, s, d, *p, first);
-                    Ok(())
-                } else {
-                    encode_block(&codec, s, d, effective(spec, p.scale, tensor_scale), first)
-                }
-            };
             if plan.work == Work::Direct {
-                for_each_block(&work_src, dst, &mut params, row_len, block, &f)?;
+                kern.drive(&work_src, dst, &mut params, row_len, block)?;
             } else {
                 let mut tmp = vec![0u8; plan.n];
-                for_each_block(&work_src, &mut tmp, &mut params, row_len, block, &f)?;
+                kern.drive(&work_src, &mut tmp, &mut params, row_len, block)?;
                 plan.scatter_work(&tmp, dst);
             }
         }
         Out::None => {
             let mut none = vec![(); plan.n];
-            let f = |s: &[f32], _: &mut [()], p: &mut Param, _: u64| -> Result<()> {
-                stats(s, p);
-                Ok(())
-            };
-            for_each_block(&work_src, &mut none, &mut params, row_len, block, &f)?;
+            kern.drive(&work_src, &mut none, &mut params, row_len, block)?;
         }
     }
-    Ok(make_scales(spec, &plan, &params, tensor_scale))
+    Ok(keep.then(|| make_scales(spec, &plan, &params, tensor_scale)))
 }
 
-/// The symmetric fake-quant of a tensor whose groups are consecutive runs of `plan.block`
-/// elements within rows of `plan.row_len` (per channel with the channel axis first, blocks
-/// along the last axis), as a few streaming passes per cache-sized chunk: the blocks' amax
-/// (SIMD, `lowbit_formats::abs_max_blocks`), their scales (scalar, one per block), then one
-/// fused SIMD call that fake-quantizes every block of the chunk with its own scale
-/// (`Codec::quantize_blocks_scaled`). Chunks are whole rows (or whole blocks when rows are
-/// multiples of the block), processed in parallel, so results never depend on the thread
-/// count. Blocks whose scale is NaN or needs the 2^64 prescale take the per-block path.
-#[allow(clippy::too_many_arguments)]
-fn fake_direct_symmetric(
-    spec: &QuantSpec,
-    codec: &Codec,
-    src: &[f32],
-    dst: &mut [f32],
-    params: &mut [Param],
-    plan: &Plan,
-    dynamic: bool,
-    tensor_scale: f32,
-) -> Result<()> {
-    let (row_len, block) = (plan.row_len, plan.block);
-    if src.is_empty() || block == 0 {
-        return Ok(());
-    }
-    let per_row = row_len.div_ceil(block);
-    // Elements and groups per work item: whole blocks when they tile the rows, else whole rows.
-    let (chunk, groups) = if row_len.is_multiple_of(block) {
-        let m = (PAR_ELEMS / block).max(1);
-        (m * block, m)
-    } else {
-        let r = (PAR_ELEMS / row_len).max(1);
-        (r * row_len, r * per_row)
-    };
-    src.par_chunks(chunk)
-        .zip(dst.par_chunks_mut(chunk))
-        .zip(params.par_chunks_mut(groups))
-        .enumerate()
-        .try_for_each(|(k, ((s, d), p))| -> Result<()> {
-            let first = (k * chunk) as u64;
-            let mut effs = Vec::with_capacity(p.len());
-            let mut amaxes = vec![0f32; p.len()];
-            if dynamic {
-                if row_len.is_multiple_of(block) {
-                    lowbit_formats::abs_max_blocks(s, block, &mut amaxes)?;
-                } else {
-                    for (r, am) in s.chunks(row_len).zip(amaxes.chunks_mut(per_row)) {
-                        lowbit_formats::abs_max_blocks(r, block, am)?;
-                    }
-                }
-                for (pb, &a) in p.iter_mut().zip(&amaxes) {
-                    *pb = Param {
-                        scale: scale_from_amax(spec, a, tensor_scale),
-                        zero: 0.0,
-                    };
-                }
-            }
-            let mut slow = false;
-            for pb in p.iter() {
-                let eff = effective(spec, pb.scale, tensor_scale);
-                slow |= eff.is_nan() || needs_prescale(eff);
-                effs.push(eff);
-            }
-            let rows: Vec<(usize, usize)> = if row_len.is_multiple_of(block) {
-                vec![(0, s.len())]
-            } else {
-                (0..s.len().div_ceil(row_len))
-                    .map(|r| (r * row_len, ((r + 1) * row_len).min(s.len())))
-                    .collect()
-            };
-            for (r, &(a, b)) in rows.iter().enumerate() {
-                let g0 = if row_len.is_multiple_of(block) {
-                    0
-                } else {
-                    r * per_row
-                };
-                let nb = (b - a).div_ceil(block);
-                let (sr, dr, er) = (&s[a..b], &mut d[a..b], &effs[g0..g0 + nb]);
-                if slow {
-                    for (j, ((sb, db), &eff)) in sr
-                        .chunks(block)
-                        .zip(dr.chunks_mut(block))
-                        .zip(er)
-                        .enumerate()
-                    {
-                        fake_block(codec, sb, db, eff, first + (a + j * block) as u64)?;
-                    }
-                } else {
-                    codec.quantize_blocks_scaled(sr, dr, block, er, first + a as u64)?;
-                }
-            }
-            Ok(())
-        })
+/// The scales a run that keeps them returned.
+fn scales_of(s: Option<Scales>) -> Result<Scales> {
+    s.ok_or(QuantError::Calibration {
+        reason: "internal: the scales were not kept".into(),
+    })
 }
 
 pub(crate) fn make_scales(
@@ -786,7 +984,16 @@ impl QuantSpec {
     /// Errors when the shape does not match the lengths, the axis is out of range, or the spec
     /// is static.
     pub fn fake_quantize(&self, src: &[f32], shape: &[usize], dst: &mut [f32]) -> Result<()> {
-        run(self, src, shape, None, Out::Fake(dst), "fake_quantize").map(|_| ())
+        run(
+            self,
+            src,
+            shape,
+            None,
+            Out::Fake(dst),
+            "fake_quantize",
+            false,
+        )
+        .map(|_| ())
     }
 
     /// Like [`fake_quantize`](Self::fake_quantize), also returning the scales it used.
@@ -796,7 +1003,15 @@ impl QuantSpec {
         shape: &[usize],
         dst: &mut [f32],
     ) -> Result<Scales> {
-        run(self, src, shape, None, Out::Fake(dst), "fake_quantize")
+        scales_of(run(
+            self,
+            src,
+            shape,
+            None,
+            Out::Fake(dst),
+            "fake_quantize",
+            true,
+        )?)
     }
 
     /// Fake-quantizes with frozen `scales` (from [`compute_scales`](Self::compute_scales) or a
@@ -815,6 +1030,7 @@ impl QuantSpec {
             Some(scales),
             Out::Fake(dst),
             "fake_quantize_with_scales",
+            false,
         )
         .map(|_| ())
     }
@@ -822,7 +1038,15 @@ impl QuantSpec {
     /// The scales a dynamic quantization of `src` would use.
     pub fn compute_scales(&self, src: &[f32], shape: &[usize]) -> Result<Scales> {
         let dynamic = self.to_builder().mode(ScaleMode::Dynamic).build()?;
-        run(&dynamic, src, shape, None, Out::None, "compute_scales")
+        scales_of(run(
+            &dynamic,
+            src,
+            shape,
+            None,
+            Out::None,
+            "compute_scales",
+            true,
+        )?)
     }
 
     /// One code per element (in the low bits of a byte), unpacked, with dynamic scales.
@@ -833,7 +1057,282 @@ impl QuantSpec {
         frozen: Option<&Scales>,
     ) -> Result<(Vec<u8>, Scales)> {
         let mut codes = vec![0u8; src.len()];
-        let scales = run(self, src, shape, frozen, Out::Codes(&mut codes), "quantize")?;
-        Ok((codes, scales))
+        let scales = run(
+            self,
+            src,
+            shape,
+            frozen,
+            Out::Codes(&mut codes),
+            "quantize",
+            true,
+        )?;
+        Ok((codes, scales_of(scales)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The streaming kernels against the per-block reference they replaced (one scalar amax,
+    //! one scale and one codec call per block, in work order): scales, fake-quant and codes
+    //! bit for bit, dynamic and frozen, on every layout path (uniform blocks, partial blocks
+    //! in short and long rows, big blocks with threads inside, per tensor, per channel on
+    //! either axis) with NaN/inf/zero blocks and tiny/huge blocks that take the 2^64 prescale.
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use lowbit_formats::{Overflow, Rounding};
+
+    use super::*;
+    use crate::spec::{E4m3Rounding, E8m0Rounding};
+
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut z = seed;
+        let mut x: Vec<f32> = (0..n)
+            .map(|_| {
+                z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut v = z;
+                v = (v ^ (v >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                v = (v ^ (v >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                v ^= v >> 31;
+                let u = (v >> 40) as f32 / (1u64 << 24) as f32;
+                let e = ((v >> 8) % 16) as i32 - 8;
+                (u * 2.0 - 1.0) * 2f32.powi(e)
+            })
+            .collect();
+        // Specials every few thousand elements, at offsets that land in different blocks.
+        let mut at = 37usize;
+        let mut k = 0;
+        while at + 200 < n {
+            match k % 7 {
+                0 => x[at] = f32::NAN,
+                1 => x[at] = f32::NEG_INFINITY,
+                2 => x[at..at + 160].fill(0.0),
+                // Scales below f32's normal range (the 2^64 prescale), huge, tiny but normal.
+                3 => x[at..at + 160].iter_mut().for_each(|v| *v *= 1e-38),
+                4 => x[at..at + 160].iter_mut().for_each(|v| *v *= 1e36),
+                5 => x[at..at + 160].iter_mut().for_each(|v| *v *= 1e-30),
+                _ => x[at] = -0.0,
+            }
+            at += 2111 + 97 * k;
+            k += 1;
+        }
+        x
+    }
+
+    /// The pre-streaming driver: serial, one block at a time.
+    fn reference(spec: &QuantSpec, src: &[f32], shape: &[usize]) -> (Vec<f32>, Vec<u8>, Scales) {
+        let plan = Plan::new(spec, shape).unwrap();
+        let ts = if matches!(spec.scale(), ScaleKind::Nvfp4 { .. }) {
+            nvfp4_tensor_scale(spec, amax(src))
+        } else {
+            1.0
+        };
+        let codec = Codec::new(spec.format(), spec.conversion()).with_parallel(false);
+        let (row_len, block) = if plan.per_tensor {
+            (plan.n, plan.n)
+        } else {
+            (plan.row_len, plan.block)
+        };
+        let work = plan.to_work(src);
+        let nb = row_len.div_ceil(block);
+        let mut params = vec![Param::default(); plan.n_groups];
+        let mut fake = vec![0.0f32; plan.n];
+        let mut codes = vec![0u8; plan.n];
+        let wide = spec.format().bits() > 8;
+        for r in 0..plan.n / row_len {
+            for j in 0..nb {
+                let a = r * row_len + j * block;
+                let b = (a + block).min((r + 1) * row_len);
+                let s = &work[a..b];
+                let p = if spec.is_asymmetric() {
+                    let (lo, hi) = min_max(s);
+                    affine_from_minmax(spec, lo, hi)
+                } else {
+                    Param {
+                        scale: scale_from_amax(spec, amax(s), ts),
+                        zero: 0.0,
+                    }
+                };
+                params[r * nb + j] = p;
+                if spec.is_asymmetric() {
+                    affine_fake_block(spec, s, &mut fake[a..b], p, a as u64);
+                    affine_encode_block(spec, s, &mut codes[a..b], p, a as u64);
+                } else {
+                    let eff = effective(spec, p.scale, ts);
+                    fake_block(&codec, s, &mut fake[a..b], eff, a as u64).unwrap();
+                    if !wide {
+                        encode_block(&codec, s, &mut codes[a..b], eff, a as u64).unwrap();
+                    }
+                }
+            }
+        }
+        let mut f = vec![0.0f32; plan.n];
+        plan.scatter_work(&fake, &mut f);
+        let mut c = vec![0u8; plan.n];
+        plan.scatter_work(&codes, &mut c);
+        (f, c, make_scales(spec, &plan, &params, ts))
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Equal scales, NaN included (bit patterns).
+    fn same_scales(a: &Scales, b: &Scales, ctx: &str) {
+        assert_eq!(a.shape, b.shape, "{ctx}");
+        assert_eq!(bits(&a.values), bits(&b.values), "{ctx}: scales");
+        let z = |s: &Scales| s.zero_points.as_deref().map(bits);
+        assert_eq!(z(a), z(b), "{ctx}: zero points");
+        let t = |s: &Scales| s.tensor_scale.map(f32::to_bits);
+        assert_eq!(t(a), t(b), "{ctx}: tensor scale");
+    }
+
+    /// [`check_on`] with the planted NaN/inf, then with them replaced (a per-tensor scale or
+    /// an NVFP4 tensor scale would otherwise be NaN everywhere).
+    fn check(spec: &QuantSpec, shape: &[usize], seed: u64) {
+        let n: usize = shape.iter().product();
+        let mut x = data(n, seed);
+        check_on(spec, shape, &x);
+        x.iter_mut()
+            .filter(|v| !v.is_finite())
+            .for_each(|v| *v = 0.75);
+        check_on(spec, shape, &x);
+    }
+
+    fn check_on(spec: &QuantSpec, shape: &[usize], x: &[f32]) {
+        let n = x.len();
+        let (want, want_codes, want_scales) = reference(spec, x, shape);
+        let specials = (0..want_scales.values.len())
+            .map(|i| want_scales.effective(spec, i).unwrap())
+            .filter(|&e| !e.is_nan() && is_special(e))
+            .count();
+        SPECIAL.fetch_add(specials, std::sync::atomic::Ordering::Relaxed);
+        let mut got = vec![0.0f32; n];
+        let scales = spec
+            .fake_quantize_returning_scales(x, shape, &mut got)
+            .unwrap();
+        let ctx = format!("{spec} {shape:?}");
+        same_scales(&scales, &want_scales, &ctx);
+        assert_eq!(bits(&got), bits(&want), "{ctx}: fake-quant");
+        let mut plain = vec![0.0f32; n];
+        spec.fake_quantize(x, shape, &mut plain).unwrap();
+        assert_eq!(bits(&plain), bits(&want), "{ctx}: without scales");
+        let mut frozen = vec![0.0f32; n];
+        spec.fake_quantize_with_scales(x, shape, &want_scales, &mut frozen)
+            .unwrap();
+        assert_eq!(bits(&frozen), bits(&want), "{ctx}: frozen");
+        same_scales(&spec.compute_scales(x, shape).unwrap(), &want_scales, &ctx);
+        if spec.format().bits() <= 8 {
+            let (codes, sc) = spec.encode_codes(x, shape, None).unwrap();
+            assert_eq!(codes, want_codes, "{ctx}: codes");
+            same_scales(&sc, &want_scales, &ctx);
+        }
+    }
+
+    /// Blocks the tests sent down the 2^64 prescale path.
+    static SPECIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn specs() -> Vec<QuantSpec> {
+        let mut v: Vec<QuantSpec> = QuantSpec::presets().map(|(_, s)| s).collect();
+        let p = |s: &str| s.parse::<QuantSpec>().unwrap().to_builder();
+        v.push(
+            p("int8")
+                .asymmetric(true)
+                .narrow_range(false)
+                .build()
+                .unwrap(),
+        );
+        for r in [E8m0Rounding::Ceil, E8m0Rounding::Even, E8m0Rounding::RCeil] {
+            v.push(
+                p("mxfp8_e4m3")
+                    .scale(ScaleKind::E8M0 { rounding: r })
+                    .build()
+                    .unwrap(),
+            );
+        }
+        v.push(
+            p("nvfp4")
+                .scale(ScaleKind::Nvfp4 {
+                    block_rounding: E4m3Rounding::Up,
+                })
+                .build()
+                .unwrap(),
+        );
+        v.push(
+            p("mxfp4")
+                .rounding(Rounding::Stochastic { seed: 7 })
+                .overflow(Overflow::Saturate)
+                .build()
+                .unwrap(),
+        );
+        v
+    }
+
+    #[test]
+    fn streaming_kernels_equal_the_per_block_reference() {
+        for spec in specs() {
+            // Uniform blocks, partial blocks in short rows, partial blocks in long rows
+            // (row ≥ PAR_ELEMS), a 3-D tensor.
+            for shape in [
+                vec![64usize, 256],
+                vec![37, 100],
+                vec![2, 20_000],
+                vec![3, 5, 70],
+            ] {
+                check(&spec, &shape, shape.iter().product::<usize>() as u64);
+            }
+        }
+        assert!(SPECIAL.load(std::sync::atomic::Ordering::Relaxed) > 100);
+    }
+
+    #[test]
+    fn streaming_kernels_on_other_axes_and_big_blocks() {
+        let p = |s: &str| s.parse::<QuantSpec>().unwrap().to_builder();
+        let mut cases: Vec<(QuantSpec, Vec<usize>)> = vec![
+            // Per tensor: one big block (threads inside) and one small block.
+            (p("fp8_e4m3").build().unwrap(), vec![BIG_BLOCK + 77]),
+            (p("fp8_e4m3").build().unwrap(), vec![33, 3]),
+            // Per channel along the first axis with big channels, and along other axes.
+            (p("int8").build().unwrap(), vec![2, BIG_BLOCK + 5]),
+            (p("int8").per_channel(1).build().unwrap(), vec![7, 3, 50]),
+            (p("int8").per_channel(-1).build().unwrap(), vec![40, 6]),
+            // Blocks along a non-last axis (SwapInner), a big block size.
+            (
+                p("mxfp8_e4m3").per_block(0, 32).build().unwrap(),
+                vec![100, 6],
+            ),
+            (
+                p("fp8_e4m3").per_block(-1, BIG_BLOCK).build().unwrap(),
+                vec![2, BIG_BLOCK + 9],
+            ),
+        ];
+        cases.push((
+            p("int8")
+                .asymmetric(true)
+                .narrow_range(false)
+                .rounding(Rounding::Stochastic { seed: 3 })
+                .build()
+                .unwrap(),
+            vec![BIG_BLOCK + 11],
+        ));
+        for (spec, shape) in cases {
+            check(&spec, &shape, 99);
+        }
+    }
+
+    #[test]
+    fn per_tensor_amax_matches_the_scalar_order() {
+        let mut x = data(300_000, 5);
+        x.iter_mut().for_each(|v| {
+            if !v.is_finite() {
+                *v = 1.0
+            }
+        });
+        assert_eq!(par_amax(&x).to_bits(), amax(&x).to_bits());
+        x[250_000] = f32::INFINITY;
+        assert_eq!(par_amax(&x), f32::INFINITY);
+        x[3] = f32::NAN;
+        assert!(par_amax(&x).is_nan());
+        assert_eq!(par_amax(&[]), 0.0);
+        assert_eq!(simd_amax(&[-0.0, 0.0]).to_bits(), 0);
     }
 }
