@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{QuantError, Result};
-use crate::scale::{Param, affine_from_minmax, effective, nvfp4_tensor_scale, scale_from_amax};
+use crate::scale::{Param, ScaleRule, affine_from_minmax, effective, nvfp4_tensor_scale};
 use crate::spec::{Granularity, QuantSpec, ScaleKind, ScaleMode};
 
 /// Elements per parallel work item (a multiple of every block size up to it).
@@ -518,6 +518,8 @@ const BIG_BLOCK: usize = 1 << 17;
 /// Everything the streaming kernels need, shared by the threads.
 struct Kern {
     spec: QuantSpec,
+    /// The spec's scale rule, constants prepared.
+    rule: ScaleRule,
     /// Single-threaded codec (the threads run over chunks of blocks).
     codec: Codec,
     /// Threaded codec (big blocks).
@@ -541,9 +543,10 @@ impl Kern {
             let mut am = [0.0f32; STEP_BLOCKS];
             let am = &mut am[..p.len()];
             abs_max_blocks(s, block, am)?;
+            let (rule, ts) = (self.rule, self.tensor_scale);
             for (pj, &a) in p.iter_mut().zip(am.iter()) {
                 *pj = Param {
-                    scale: scale_from_amax(spec, a, self.tensor_scale),
+                    scale: rule.scale(a, ts),
                     zero: 0.0,
                 };
             }
@@ -558,14 +561,15 @@ impl Kern {
             affine_from_minmax(&self.spec, lo, hi)
         } else {
             Param {
-                scale: scale_from_amax(&self.spec, par_amax(s), self.tensor_scale),
+                scale: self.rule.scale(par_amax(s), self.tensor_scale),
                 zero: 0.0,
             }
         }
     }
 
+    #[inline]
     fn effective(&self, p: Param) -> f32 {
-        effective(&self.spec, p.scale, self.tensor_scale)
+        self.rule.effective(p.scale, self.tensor_scale)
     }
 
     /// One thread's share: consecutive blocks of `block` elements (the last may be shorter)
@@ -889,6 +893,7 @@ pub(crate) fn run(
     let codec = Codec::new(spec.format(), spec.conversion()).with_parallel(false);
     let kern = Kern {
         spec: *spec,
+        rule: ScaleRule::new(spec),
         pcodec: codec.clone().with_parallel(true),
         codec,
         tensor_scale,
@@ -1082,6 +1087,7 @@ mod tests {
     use lowbit_formats::{Overflow, Rounding};
 
     use super::*;
+    use crate::scale::scale_from_amax;
     use crate::spec::{E4m3Rounding, E8m0Rounding};
 
     fn data(n: usize, seed: u64) -> Vec<f32> {

@@ -48,66 +48,105 @@ fn clamp_po2(k: i32) -> f32 {
 ///
 /// `tensor_scale` is NVFP4's first level (ignored by the other kinds).
 pub(crate) fn scale_from_amax(spec: &QuantSpec, amax: f32, tensor_scale: f32) -> f32 {
-    if !amax.is_finite() {
-        return f32::NAN;
-    }
-    let max = spec.element_max();
-    match spec.scale() {
-        ScaleKind::F32 => {
-            if amax == 0.0 {
-                return 1.0;
-            }
-            let s = amax / max;
-            if s == 0.0 { f32::from_bits(1) } else { s }
-        }
-        ScaleKind::PowerOfTwo { rounding } => {
-            if amax == 0.0 {
-                return 1.0;
-            }
-            clamp_po2(po2_exponent(amax as f64 / max as f64, rounding))
-        }
-        ScaleKind::E8M0 { rounding } => e8m0_scale(spec, amax, rounding),
-        ScaleKind::Nvfp4 { block_rounding } => {
-            nvfp4_block_scale(amax, max, tensor_scale, block_rounding)
-        }
-    }
+    ScaleRule::new(spec).scale(amax, tensor_scale)
 }
 
-/// OCP MX v1.0 §6.3 and its variants: `X = 2^e`, `e` clamped below at −127 (the smallest E8M0
-/// value); an exponent above 127 gives NaN, as does a non-finite amax. An all-zero group gets
-/// `2^−127` (E8M0 code 0x00), so its elements stay zero.
-pub(crate) fn e8m0_scale(spec: &QuantSpec, amax: f32, rounding: E8m0Rounding) -> f32 {
-    if !amax.is_finite() {
-        return f32::NAN;
-    }
-    if amax == 0.0 {
-        return pow2(-127);
-    }
-    let emax = spec.element_emax();
-    let a = amax.abs();
-    let e = match rounding {
-        E8m0Rounding::Floor => exponent_of(a) - emax,
-        E8m0Rounding::Ceil => {
-            let pow = a.to_bits() & 0x007F_FFFF == 0
-                || (a.to_bits() >> 23 == 0 && a.to_bits().is_power_of_two());
-            exponent_of(a) + (!pow) as i32 - emax
+/// A spec's symmetric scale rule with its element constants worked out once (the format's
+/// largest value, emax, mantissa width, implied unit), for kernels that apply it per block.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScaleRule {
+    kind: ScaleKind,
+    /// Largest element value (times the implied unit).
+    max: f32,
+    emax: i32,
+    man_bits: u32,
+    unit: f32,
+}
+
+impl ScaleRule {
+    pub(crate) fn new(spec: &QuantSpec) -> ScaleRule {
+        ScaleRule {
+            kind: spec.scale(),
+            max: spec.element_max(),
+            emax: spec.element_emax(),
+            man_bits: spec.element_man_bits(),
+            unit: spec.element_unit(),
         }
-        E8m0Rounding::Even => {
-            // Round the mantissa to the element's width, ties up (torchao EVEN: add half an ulp
-            // of the element, then keep the exponent bits). A carry moves to the next binade.
-            let m = spec.element_man_bits().min(22);
-            let rounded = (a.to_bits() + (1u32 << (22 - m))) & 0x7F80_0000;
-            if rounded == 0 {
-                exponent_of(a) - emax
-            } else {
-                exponent_of(f32::from_bits(rounded)) - emax
+    }
+
+    /// The stored scale of a group with absolute maximum `amax` ([`scale_from_amax`]).
+    #[inline(always)]
+    pub(crate) fn scale(&self, amax: f32, tensor_scale: f32) -> f32 {
+        if !amax.is_finite() {
+            return f32::NAN;
+        }
+        let max = self.max;
+        match self.kind {
+            ScaleKind::F32 => {
+                if amax == 0.0 {
+                    return 1.0;
+                }
+                let s = amax / max;
+                if s == 0.0 { f32::from_bits(1) } else { s }
+            }
+            ScaleKind::PowerOfTwo { rounding } => {
+                if amax == 0.0 {
+                    return 1.0;
+                }
+                clamp_po2(po2_exponent(amax as f64 / max as f64, rounding))
+            }
+            ScaleKind::E8M0 { rounding } => self.e8m0(amax, rounding),
+            ScaleKind::Nvfp4 { block_rounding } => {
+                nvfp4_block_scale(amax, max, tensor_scale, block_rounding)
             }
         }
-        E8m0Rounding::RCeil => {
-            po2_exponent(a as f64 / spec.element_max() as f64, Po2Rounding::Ceil)
+    }
+
+    /// The scale the elements are divided by ([`effective`]).
+    #[inline]
+    pub(crate) fn effective(&self, stored: f32, tensor_scale: f32) -> f32 {
+        match self.kind {
+            ScaleKind::Nvfp4 { .. } => tensor_scale * stored,
+            _ => stored * self.unit,
         }
-    };
-    if e > 127 { f32::NAN } else { pow2(e.max(-127)) }
+    }
+
+    /// OCP MX v1.0 §6.3 and its variants: `X = 2^e`, `e` clamped below at −127 (the smallest
+    /// E8M0 value); an exponent above 127 gives NaN, as does a non-finite amax. An all-zero
+    /// group gets `2^−127` (E8M0 code 0x00), so its elements stay zero.
+    #[inline(always)]
+    fn e8m0(&self, amax: f32, rounding: E8m0Rounding) -> f32 {
+        if !amax.is_finite() {
+            return f32::NAN;
+        }
+        if amax == 0.0 {
+            return pow2(-127);
+        }
+        let emax = self.emax;
+        let a = amax.abs();
+        let e = match rounding {
+            E8m0Rounding::Floor => exponent_of(a) - emax,
+            E8m0Rounding::Ceil => {
+                let pow = a.to_bits() & 0x007F_FFFF == 0
+                    || (a.to_bits() >> 23 == 0 && a.to_bits().is_power_of_two());
+                exponent_of(a) + (!pow) as i32 - emax
+            }
+            E8m0Rounding::Even => {
+                // Round the mantissa to the element's width, ties up (torchao EVEN: add half an
+                // ulp of the element, then keep the exponent bits). A carry moves to the next
+                // binade.
+                let m = self.man_bits.min(22);
+                let rounded = (a.to_bits() + (1u32 << (22 - m))) & 0x7F80_0000;
+                if rounded == 0 {
+                    exponent_of(a) - emax
+                } else {
+                    exponent_of(f32::from_bits(rounded)) - emax
+                }
+            }
+            E8m0Rounding::RCeil => po2_exponent(a as f64 / self.max as f64, Po2Rounding::Ceil),
+        };
+        if e > 127 { f32::NAN } else { pow2(e.max(-127)) }
+    }
 }
 
 /// NVFP4 first level: `amax / (448 · max)` in f32 (torchao `per_tensor_amax_to_scale`).
@@ -127,6 +166,7 @@ pub(crate) fn nvfp4_tensor_scale(spec: &QuantSpec, amax: f32) -> f32 {
 /// NVFP4 second level, following torchao `_nvfp4_quantize` (two-level branch):
 /// `(block_amax / max) / tensor_scale`, clamped to `[2⁻⁶, 448]`, cast to E4M3 (nearest even,
 /// or up to the next E4M3 value).
+#[inline(always)]
 pub(crate) fn nvfp4_block_scale(
     block_amax: f32,
     max: f32,
@@ -182,10 +222,7 @@ pub(crate) fn nvfp4_block_scale_reference(
 /// The scale the elements are divided by: the stored scale times the implied element unit
 /// (MXINT) or times the tensor scale (NVFP4).
 pub(crate) fn effective(spec: &QuantSpec, stored: f32, tensor_scale: f32) -> f32 {
-    match spec.scale() {
-        ScaleKind::Nvfp4 { .. } => tensor_scale * stored,
-        _ => stored * spec.element_unit(),
-    }
+    ScaleRule::new(spec).effective(stored, tensor_scale)
 }
 
 /// Scale and zero point of an asymmetric group from its min and max (PyTorch's affine
