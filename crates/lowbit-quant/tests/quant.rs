@@ -446,6 +446,65 @@ fn percentile_within_documented_bound() {
     }
 }
 
+#[test]
+fn percentile_threaded_single_read_equals_small_batches() {
+    // One batch large enough for the threaded, single-read histogram (group ≥ 2^17 values)
+    // against the same values in small batches (the serial path); the histogram merges bins
+    // exactly as its range grows, so both give the same estimates. With and without
+    // non-finite values (which the histogram skips and the max method reports as NaN).
+    let spec: QuantSpec = "fp8_e4m3".parse().unwrap();
+    let mut r = Rng(11);
+    let n = 600_000;
+    let clean: Vec<f32> = (0..n).map(|_| r.student_t(3) * 2.0).collect();
+    let mut dirty = clean.clone();
+    dirty[1234] = f32::INFINITY;
+    dirty[400_000] = f32::NEG_INFINITY;
+    for x in [clean, dirty] {
+        for p in [50.0, 99.0, 99.99, 100.0] {
+            let m = Method::Percentile {
+                percentile: p,
+                bins: 2048,
+            };
+            let mut big = Calibrator::new(spec, m);
+            big.observe(&x, &[n]).unwrap();
+            let mut small = Calibrator::new(spec, m);
+            for c in x.chunks(25_000) {
+                small.observe(c, &[c.len()]).unwrap();
+            }
+            let (a, b) = (big.freeze().unwrap(), small.freeze().unwrap());
+            assert_eq!(
+                a.scales.values[0].to_bits(),
+                b.scales.values[0].to_bits(),
+                "p {p}"
+            );
+            // Documented bound against the exact nearest rank of the finite |x|.
+            let mut all: Vec<f32> = x
+                .iter()
+                .filter(|v| v.is_finite())
+                .map(|v| v.abs())
+                .collect();
+            all.sort_by(f32::total_cmp);
+            let rank = ((p / 100.0 * n as f64).ceil() as usize).clamp(1, all.len());
+            let exact = all[rank - 1];
+            let est = a.scales.values[0] * 448.0;
+            let bound = 2.0 * all[all.len() - 1] / 2048.0;
+            assert!(
+                est >= exact * (1.0 - 1e-6) && est - exact <= bound * (1.0 + 1e-5),
+                "p {p}: est {est} exact {exact} bound {bound}"
+            );
+        }
+        let mut mx = Calibrator::new(spec, Method::Max);
+        mx.observe(&x, &[n]).unwrap();
+        let want = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let got = mx.freeze().unwrap().scales.values[0];
+        if want.is_finite() {
+            assert_eq!(got, want / 448.0);
+        } else {
+            assert!(got.is_nan());
+        }
+    }
+}
+
 fn mse(a: &[f32], b: &[f32]) -> f64 {
     a.iter()
         .zip(b)
