@@ -1,0 +1,48 @@
+//! # lowbit-models
+//!
+//! Real networks for lowbit, built through lowbit-nn's [`QBuilder`](lowbit_nn::QBuilder) so
+//! that every layer is quantizable by its checkpoint name, with their checkpoints and the
+//! data sets they are evaluated on. Everything runs offline.
+//!
+//! ```
+//! use candle_core::Device;
+//! use lowbit_models::{FashionCnn, FashionMnist, fashion};
+//! use lowbit_nn::{Mode, QuantConfig, QuantModel};
+//!
+//! // The committed Fashion-MNIST ResNet, its layers quantized per a config.
+//! let config = QuantConfig::from_yaml("defaults: { weight: fp8_e4m3, input: fp8_e4m3 }", "inline")?;
+//! let model = FashionCnn::load_default(&config, &Device::Cpu)?;
+//! let test = FashionMnist::committed_test(Some(200))?;
+//! model.layers().set_mode(Mode::Fp32);
+//! let fp32 = fashion::evaluate(&model, test.batches(100, &Device::Cpu)?)?;
+//! model.layers().set_mode(Mode::Quantize);
+//! let fp8 = fashion::evaluate(&model, test.batches(100, &Device::Cpu)?)?;
+//! assert!(fp32.accuracy > 0.85 && (fp32.accuracy - fp8.accuracy).abs() < 0.05);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Map
+//!
+//! - [`fashion`]: [`FashionCnn`], the embedded default model (a small ResNet trained on
+//!   Fashion-MNIST by this project; weights in `weights/`), its training loop
+//!   ([`fashion::train_epoch`]) and evaluation ([`fashion::evaluate`]).
+//! - [`data`]: [`FashionMnist`], the data set (test split committed in `data/`), batches.
+//! - [`idx`]: the IDX file reader ([`read_idx`]).
+//! - [`checkpoint`]: checkpoints checked against a model ([`TensorSpec`], [`load_checked`]).
+//! - [`rng`]: the seeded generator for shuffling and initialisation.
+//! - [`ModelError`] (`error.rs`).
+
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod data;
+mod error;
+pub mod fashion;
+pub mod idx;
+pub mod rng;
+
+pub use checkpoint::{TensorSpec, check_tensors, load_checked, record_specs};
+pub use data::{Batch, Batches, FashionMnist, Split};
+pub use error::{ModelError, Result};
+pub use fashion::{EpochStats, EvalStats, FashionCnn};
+pub use idx::{IdxArray, read_idx};
