@@ -228,15 +228,11 @@ impl Plan {
 
     /// Writes a work-order buffer back in the tensor's order.
     pub(crate) fn scatter_work<T: Copy + Send + Sync>(&self, work: &[T], dst: &mut [T]) {
-        let back = match self.work {
-            Work::Direct => {
-                dst.copy_from_slice(work);
-                return;
-            }
-            Work::SwapOuter => swap_first2(work, self.len, self.outer, self.inner),
-            Work::SwapInner => swap_last2(work, self.outer, self.inner, self.len),
-        };
-        dst.copy_from_slice(&back);
+        match self.work {
+            Work::Direct => dst.copy_from_slice(work),
+            Work::SwapOuter => swap_first2_into(work, dst, self.len, self.outer, self.inner),
+            Work::SwapInner => swap_last2_into(work, dst, self.outer, self.inner, self.len),
+        }
     }
 
     /// Group parameters in work order → scale layout order.
@@ -259,8 +255,15 @@ impl Plan {
 /// `(a, b, c) → (a, c, b)`.
 pub(crate) fn swap_last2<T: Copy + Send + Sync>(src: &[T], a: usize, b: usize, c: usize) -> Vec<T> {
     let mut dst = src.to_vec();
+    swap_last2_into(src, &mut dst, a, b, c);
+    dst
+}
+
+/// `(a, b, c) → (a, c, b)` into `dst` (same length as `src`).
+fn swap_last2_into<T: Copy + Send + Sync>(src: &[T], dst: &mut [T], a: usize, b: usize, c: usize) {
+    debug_assert_eq!(src.len(), a * b * c);
     if b * c == 0 {
-        return dst;
+        return;
     }
     dst.par_chunks_mut(b * c)
         .zip(src.par_chunks(b * c))
@@ -271,8 +274,6 @@ pub(crate) fn swap_last2<T: Copy + Send + Sync>(src: &[T], a: usize, b: usize, c
                 }
             }
         });
-    debug_assert_eq!(dst.len(), a * b * c);
-    dst
 }
 
 /// `(a, b, c) → (b, a, c)`.
@@ -283,15 +284,20 @@ pub(crate) fn swap_first2<T: Copy + Send + Sync>(
     c: usize,
 ) -> Vec<T> {
     let mut dst = src.to_vec();
+    swap_first2_into(src, &mut dst, a, b, c);
+    dst
+}
+
+/// `(a, b, c) → (b, a, c)` into `dst` (same length as `src`).
+fn swap_first2_into<T: Copy + Send + Sync>(src: &[T], dst: &mut [T], a: usize, b: usize, c: usize) {
     if c == 0 {
-        return dst;
+        return;
     }
     dst.par_chunks_mut(c).enumerate().for_each(|(k, d)| {
         let (j, i) = (k / a, k % a); // dst row (j, i) ← src row (i, j)
         let from = (i * b + j) * c;
         d.copy_from_slice(&src[from..from + c]);
     });
-    dst
 }
 
 /// `max |x|` with NaN propagation (on bit patterns: a NaN's magnitude is above inf's).
