@@ -1,0 +1,264 @@
+//! `lowbit`: evaluate quantized models against FP32 (accuracy, layer-wise error, compliance,
+//! compression, sensitivity), sweep configs × models, and inspect formats, configs and
+//! checkpoints. `lowbit run` with no arguments is the default sweep on the default model.
+
+mod error;
+mod models;
+mod presets;
+mod run;
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{CliError, Result};
+
+/// Bit-exact low-precision formats on real networks.
+#[derive(Parser, Debug)]
+#[command(name = "lowbit", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Options shared by `run` and `sweep`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalOpts {
+    /// Evaluate on the first N samples only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Worker threads (results do not depend on it).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed (synthetic data; recorded in reports).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also quantize one layer at a time and rank layers by the accuracy they cost.
+    #[arg(long)]
+    pub sensitivity: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Evaluate a model under FP32 and one or more configs; print the table, write reports.
+    Run {
+        /// Config file(s) (YAML); default: the built-in sweep over every format family.
+        #[arg(short, long)]
+        config: Vec<PathBuf>,
+        /// Model name (fashion_cnn, tiny_mlp).
+        #[arg(long, default_value = models::DEFAULT_MODEL)]
+        model: String,
+        /// Data location (default: the model's committed data).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Preset names to sweep instead (weights and inputs), e.g. fp8_e4m3,mxfp4.
+        #[arg(long, value_delimiter = ',')]
+        formats: Vec<String>,
+        /// Parent folder of the run directory.
+        #[arg(long, default_value = "runs")]
+        out: PathBuf,
+        #[command(flatten)]
+        opts: EvalOpts,
+    },
+    /// Every config of a folder × every model of a models file; resumable.
+    Sweep {
+        /// Folder of config files (*.yaml).
+        #[arg(long)]
+        configs: PathBuf,
+        /// YAML file: `models: [fashion_cnn, tiny_mlp]`.
+        #[arg(long)]
+        models: PathBuf,
+        /// Output folder (runs in `<out>/<model>/<config>/`, summaries at the top).
+        #[arg(long, default_value = "runs/sweep")]
+        out: PathBuf,
+        /// Stop after this many newly finished runs (to test resuming).
+        #[arg(long, hide = true)]
+        max_runs: Option<usize>,
+        #[command(flatten)]
+        opts: EvalOpts,
+    },
+    /// The table of number formats.
+    Formats,
+    /// Which spec each layer of a model gets under a config.
+    Explain {
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Model name.
+        #[arg(long, default_value = models::DEFAULT_MODEL)]
+        model: String,
+    },
+    /// Names, dtypes, shapes and parameter count of a safetensors checkpoint.
+    Inspect {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+    },
+    /// Static scales for a model and config from N batches, saved next to the config.
+    Calibrate {
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Model name.
+        #[arg(long, default_value = models::DEFAULT_MODEL)]
+        model: String,
+        /// Batches to observe.
+        #[arg(long, default_value_t = 4)]
+        batches: usize,
+        /// Samples per batch.
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        /// Data location.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Writes the default sweep's configs as YAML files into a folder.
+    #[command(hide = true)]
+    WriteDefaultConfigs {
+        /// The folder.
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Run {
+            config,
+            model,
+            data,
+            formats,
+            out,
+            opts,
+        } => run::run(&config, &model, data.as_deref(), &formats, &out, &opts),
+        Cmd::Sweep {
+            configs,
+            models,
+            out,
+            max_runs,
+            opts,
+        } => run::sweep(&configs, &models, &out, max_runs, &opts),
+        Cmd::Formats => {
+            formats_table();
+            Ok(())
+        }
+        Cmd::Explain { config, model } => {
+            let cfg = lowbit_nn::QuantConfig::from_file(&config)?;
+            let m = models::model(&model)?.build(&cfg)?;
+            print!("{}", m.layers().explain());
+            Ok(())
+        }
+        Cmd::Inspect { checkpoint } => inspect(&checkpoint),
+        Cmd::Calibrate {
+            config,
+            model,
+            batches,
+            batch_size,
+            data,
+            seed,
+        } => run::calibrate(&config, &model, batches, batch_size, data.as_deref(), seed),
+        Cmd::WriteDefaultConfigs { dir } => {
+            std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
+            for name in presets::DEFAULT_SWEEP {
+                let c = presets::config_for(name)?;
+                let text = format!(
+                    "# Default sweep entry `{name}`: weights and inputs quantized (see docs/config.md).\n{}",
+                    c.to_yaml()?
+                );
+                let p = dir.join(format!("{name}.yaml"));
+                std::fs::write(&p, text)
+                    .map_err(|e| CliError::Other(format!("{}: {e}", p.display())))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn formats_table() {
+    let fmt = |x: Option<f32>| x.map_or("-".to_string(), |v| format!("{v:e}"));
+    println!(
+        "{:12} {:>4} {:>6} {:>4} {:>4} {:>5} {:>12} {:>12} {:>12} {:>7} {:>7}",
+        "format",
+        "bits",
+        "signed",
+        "exp",
+        "man",
+        "bias",
+        "max",
+        "min normal",
+        "min subnorm",
+        "values",
+        "inf/nan"
+    );
+    for f in lowbit_formats::Format::named() {
+        let x = f.facts();
+        println!(
+            "{:12} {:>4} {:>6} {:>4} {:>4} {:>5} {:>12} {:>12} {:>12} {:>7} {:>3}/{:<3}",
+            x.name,
+            x.bits,
+            x.signed,
+            x.exp_bits.map_or("-".into(), |v| v.to_string()),
+            x.man_bits.map_or("-".into(), |v| v.to_string()),
+            x.bias.map_or("-".into(), |v| v.to_string()),
+            x.max.to_string(),
+            fmt(x.min_normal),
+            fmt(x.min_subnormal),
+            x.finite_values,
+            x.inf_codes.len(),
+            x.nan_codes.len()
+        );
+    }
+}
+
+fn inspect(path: &std::path::Path) -> Result<()> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("{}: cannot read: {e}", path.display())))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| CliError::Other(format!("{}: not a safetensors file: {e}", path.display())))?;
+    let mut names = st.names();
+    names.sort();
+    let w = names.iter().map(|n| n.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:w$}  {:6}  {:16}  {:>10}",
+        "name", "dtype", "shape", "params"
+    );
+    let mut total = 0usize;
+    for n in names {
+        let t = st
+            .tensor(n)
+            .map_err(|e| CliError::Other(format!("{n}: {e}")))?;
+        let count: usize = t.shape().iter().product();
+        total += count;
+        println!(
+            "{:w$}  {:6}  {:16}  {:>10}",
+            n,
+            format!("{:?}", t.dtype()),
+            format!("{:?}", t.shape()),
+            count
+        );
+    }
+    println!("{} tensors, {total} parameters", st.len());
+    Ok(())
+}
+
+/// Whether stdout is a terminal (progress bars) or not (plain lines).
+pub fn interactive() -> bool {
+    std::io::stdout().is_terminal()
+}

@@ -1,0 +1,204 @@
+//! The models the CLI knows by name, each with the data set it is evaluated on.
+//!
+//! - `fashion_cnn`: the Fashion-MNIST ResNet of lowbit-models on its committed 10k test split
+//!   ([`fashion_cnn`]).
+//! - `tiny_mlp`: a two-layer nearest-centroid classifier on seeded synthetic data, built in
+//!   code (no files): for tests and as a smoke model.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use lowbit_nn::{LayerTable, QBuilder, QuantConfig, QuantModel, QuantOp, Registry};
+
+use crate::error::{CliError, Result};
+
+/// A data set in memory: `items` rows of `item_shape` f32 values, and labels.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// Flattened inputs.
+    pub inputs: Vec<f32>,
+    /// Shape of one item.
+    pub item_shape: Vec<usize>,
+    /// One label per item.
+    pub labels: Vec<u32>,
+    /// What it is (for reports).
+    pub description: String,
+}
+
+impl Dataset {
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    /// The batch `[start, start + n)` as a tensor and its labels.
+    pub fn batch(&self, start: usize, n: usize) -> Result<(Tensor, &[u32])> {
+        let per: usize = self.item_shape.iter().product();
+        let end = (start + n).min(self.len());
+        let mut shape = vec![end - start];
+        shape.extend(&self.item_shape);
+        let t = Tensor::from_slice(&self.inputs[start * per..end * per], shape, &Device::Cpu)
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        Ok((t, &self.labels[start..end]))
+    }
+}
+
+/// A model the CLI can build and evaluate.
+pub trait ModelSource: Send + Sync {
+    /// Its name (`--model`).
+    fn name(&self) -> &str;
+    /// An instance built with `config`.
+    fn build(&self, config: &QuantConfig) -> Result<Box<dyn QuantModel>>;
+    /// Its evaluation data (`data` overrides the default location), at most `limit` items.
+    fn data(&self, data: Option<&Path>, limit: Option<usize>, seed: u64) -> Result<Dataset>;
+}
+
+/// The model named `name`.
+pub fn model(name: &str) -> Result<Box<dyn ModelSource>> {
+    match name {
+        "tiny_mlp" => Ok(Box::new(TinyMlp)),
+        "fashion_cnn" => fashion_cnn(),
+        _ => Err(CliError::Usage(format!(
+            "unknown model `{name}` (known: fashion_cnn, tiny_mlp)"
+        ))),
+    }
+}
+
+/// The default model of `lowbit run`.
+pub const DEFAULT_MODEL: &str = "fashion_cnn";
+
+/// The Fashion-MNIST CNN of the `lowbit-models` crate.
+///
+/// That crate has not landed in this workspace yet; until it does this says so, and
+/// `lowbit run --model tiny_mlp` runs the whole pipeline on the built-in model.
+pub fn fashion_cnn() -> Result<Box<dyn ModelSource>> {
+    Err(CliError::Usage(
+        "model `fashion_cnn` needs the lowbit-models crate, which is not part of this build yet; use --model tiny_mlp".to_string(),
+    ))
+}
+
+/// Features of `tiny_mlp`'s inputs.
+pub const TINY_FEATURES: usize = 64;
+/// Classes of `tiny_mlp`.
+pub const TINY_CLASSES: usize = 10;
+
+/// SplitMix64, for seeded synthetic data.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f32 {
+        let u1 = 1.0 - self.unit();
+        let u2 = self.unit();
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+}
+
+/// Class centroids of `tiny_mlp` (fixed, independent of the seed).
+fn centroids() -> Vec<f32> {
+    let mut r = Rng(0x0001_0B17);
+    (0..TINY_CLASSES * TINY_FEATURES)
+        .map(|_| r.normal() * 0.5)
+        .collect()
+}
+
+/// `tiny_mlp`: `fc1` (64 → 20: rows `m_c` and `−m_c`), ReLU, `fc2` (20 → 10: `[I, −I]`, bias
+/// `−|m_c|²/2`): logits `m_c·x − |m_c|²/2`, the nearest-centroid rule, with a ReLU between.
+#[derive(Debug, Clone, Copy)]
+pub struct TinyMlp;
+
+struct TinyModel {
+    fc1: std::sync::Arc<dyn QuantOp>,
+    relu: std::sync::Arc<dyn QuantOp>,
+    fc2: std::sync::Arc<dyn QuantOp>,
+    table: LayerTable,
+}
+
+impl QuantModel for TinyModel {
+    fn forward(&self, x: &Tensor) -> lowbit_nn::Result<Tensor> {
+        let h = self.relu.forward1(&self.fc1.forward1(x)?)?;
+        self.fc2.forward1(&h)
+    }
+    fn layers(&self) -> &LayerTable {
+        &self.table
+    }
+}
+
+/// Builds `tiny_mlp` with `config` (any registry: tests plant their own ops).
+pub fn tiny_model(config: &QuantConfig, registry: Registry) -> Result<Box<dyn QuantModel>> {
+    let (c, f) = (TINY_CLASSES, TINY_FEATURES);
+    let m = centroids();
+    let mut w1 = Vec::with_capacity(2 * c * f);
+    w1.extend(&m);
+    w1.extend(m.iter().map(|v| -v));
+    let mut w2 = vec![0f32; c * 2 * c];
+    for k in 0..c {
+        w2[k * 2 * c + k] = 1.0;
+        w2[k * 2 * c + c + k] = -1.0;
+    }
+    let b2: Vec<f32> = (0..c)
+        .map(|k| -0.5 * m[k * f..(k + 1) * f].iter().map(|v| v * v).sum::<f32>())
+        .collect();
+    let dev = Device::Cpu;
+    let t = |v: Vec<f32>, s: &[usize]| Tensor::from_vec(v, s, &dev);
+    let mut ts = std::collections::HashMap::new();
+    ts.insert("fc1.weight".to_string(), t(w1, &[2 * c, f])?);
+    ts.insert("fc1.bias".to_string(), t(vec![0.0; 2 * c], &[2 * c])?);
+    ts.insert("fc2.weight".to_string(), t(w2, &[c, 2 * c])?);
+    ts.insert("fc2.bias".to_string(), t(b2, &[c])?);
+    let vb = VarBuilder::from_tensors(ts, DType::F32, &dev);
+    let b = QBuilder::new(vb, config, registry)?;
+    let fc1 = b.linear("fc1", f, 2 * c)?;
+    let relu = b.activation("relu", lowbit_nn::Activation::Relu)?;
+    let fc2 = b.linear("fc2", 2 * c, c)?;
+    let table = b.finish()?;
+    Ok(Box::new(TinyModel {
+        fc1,
+        relu,
+        fc2,
+        table,
+    }))
+}
+
+impl ModelSource for TinyMlp {
+    fn name(&self) -> &str {
+        "tiny_mlp"
+    }
+    fn build(&self, config: &QuantConfig) -> Result<Box<dyn QuantModel>> {
+        tiny_model(config, Registry::default())
+    }
+    fn data(&self, data: Option<&Path>, limit: Option<usize>, seed: u64) -> Result<Dataset> {
+        if let Some(p) = data {
+            return Err(CliError::Usage(format!(
+                "tiny_mlp evaluates on synthetic data and takes no --data (got {})",
+                p.display()
+            )));
+        }
+        let n = limit.unwrap_or(2000);
+        let m = centroids();
+        let mut r = Rng(seed ^ 0xDA7A);
+        let mut inputs = Vec::with_capacity(n * TINY_FEATURES);
+        let mut labels = Vec::with_capacity(n);
+        for _ in 0..n {
+            let k = (r.next() % TINY_CLASSES as u64) as usize;
+            labels.push(k as u32);
+            for j in 0..TINY_FEATURES {
+                inputs.push(m[k * TINY_FEATURES + j] + 1.3 * r.normal());
+            }
+        }
+        Ok(Dataset {
+            inputs,
+            item_shape: vec![TINY_FEATURES],
+            labels,
+            description: format!("synthetic centroids, {n} items, seed {seed}"),
+        })
+    }
+}

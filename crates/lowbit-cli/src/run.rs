@@ -1,0 +1,443 @@
+//! `lowbit run`, `lowbit sweep` and `lowbit calibrate`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use lowbit_eval::{
+    Evaluator, RunMeta, RunReport, SummaryRow, Variant, format_table, read_finished, write_run_dir,
+    write_summary,
+};
+use lowbit_nn::{QuantConfig, StaticScales};
+
+use crate::EvalOpts;
+use crate::error::{CliError, Result};
+use crate::models::{self, Dataset, ModelSource};
+use crate::presets;
+
+/// A named config.
+pub struct NamedConfig {
+    /// Name in reports.
+    pub name: String,
+    /// The config.
+    pub config: QuantConfig,
+}
+
+fn timestamp() -> String {
+    let s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = ((s / 86_400) as i64, s % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = threads {
+        if t == 0 {
+            return Err(CliError::Usage("--threads must be at least 1".into()));
+        }
+        b = b.num_threads(t);
+    }
+    b.build().map_err(|e| CliError::Other(e.to_string()))
+}
+
+/// Config files → named configs (name: file stem).
+fn load_configs(paths: &[PathBuf]) -> Result<Vec<NamedConfig>> {
+    paths
+        .iter()
+        .map(|p| {
+            let config = QuantConfig::from_file(p)?;
+            let name = p
+                .file_stem()
+                .map_or("config".to_string(), |s| s.to_string_lossy().to_string());
+            Ok(NamedConfig { name, config })
+        })
+        .collect()
+}
+
+fn preset_configs(names: &[String]) -> Result<Vec<NamedConfig>> {
+    names
+        .iter()
+        .map(|n| {
+            let config = presets::config_for(n)
+                .map_err(|e| CliError::Usage(format!("--formats: `{n}`: {e}")))?;
+            Ok(NamedConfig {
+                name: n.clone(),
+                config,
+            })
+        })
+        .collect()
+}
+
+struct Progress {
+    bar: ProgressBar,
+    plain: bool,
+    total: u64,
+    label: String,
+}
+
+impl Progress {
+    fn new(total: u64, label: &str) -> Progress {
+        let plain = !crate::interactive();
+        let bar = if plain {
+            ProgressBar::hidden()
+        } else {
+            let b = ProgressBar::new(total);
+            if let Ok(s) = ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} batches {elapsed_precise} eta {eta}",
+            ) {
+                b.set_style(s.progress_chars("=> "));
+            }
+            b.set_message(label.to_string());
+            b
+        };
+        Progress {
+            bar,
+            plain,
+            total,
+            label: label.to_string(),
+        }
+    }
+    fn inc(&self, done: u64) {
+        self.bar.inc(1);
+        let step = (self.total / 10).max(1);
+        if self.plain && (done.is_multiple_of(step) || done == self.total) {
+            println!("{}: batch {done}/{}", self.label, self.total);
+        }
+    }
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Evaluates `configs` on one model; returns the reports (in config order).
+fn evaluate(
+    source: &dyn ModelSource,
+    data: &Dataset,
+    configs: &[NamedConfig],
+    opts: &EvalOpts,
+) -> Result<Vec<RunReport>> {
+    if opts.batch_size == 0 {
+        return Err(CliError::Usage("--batch-size must be at least 1".into()));
+    }
+    let reference = source.build(&QuantConfig::default())?;
+    let mut variants = Vec::new();
+    let mut sens_of: Vec<Vec<(String, usize)>> = Vec::new();
+    for c in configs {
+        variants.push(Variant {
+            name: c.name.clone(),
+            model: source.build(&c.config)?,
+            detail: true,
+        });
+    }
+    for c in configs {
+        let mut rows = Vec::new();
+        if opts.sensitivity {
+            let probe = source.build(&c.config)?;
+            let quantized: Vec<String> = probe
+                .layers()
+                .layers()
+                .iter()
+                .filter(|l| l.op.quant().quantizers().any(|q| q.is_enabled()))
+                .map(|l| l.name.clone())
+                .collect();
+            for layer in quantized {
+                let m = source.build(&c.config)?;
+                for l in m.layers().layers() {
+                    if l.name != layer {
+                        l.op.quant().set_enabled(false);
+                    }
+                }
+                rows.push((layer.clone(), variants.len()));
+                variants.push(Variant {
+                    name: format!("{}@{layer}", c.name),
+                    model: m,
+                    detail: false,
+                });
+            }
+        }
+        sens_of.push(rows);
+    }
+    let mut ev = Evaluator::new(reference, variants);
+    let n = data.len();
+    let batches = n.div_ceil(opts.batch_size) as u64;
+    let progress = Progress::new(
+        batches,
+        &format!("{} × {} configs", source.name(), configs.len()),
+    );
+    let mut start = 0;
+    let mut done = 0;
+    while start < n {
+        let (x, labels) = data.batch(start, opts.batch_size)?;
+        ev.add_batch(&x, labels)?;
+        start += opts.batch_size;
+        done += 1;
+        progress.inc(done);
+    }
+    progress.finish();
+    let results = ev.finish();
+    let meta = RunMeta {
+        model: source.name().to_string(),
+        data: data.description.clone(),
+        batch_size: opts.batch_size,
+        seed: opts.seed,
+    };
+    Ok(configs
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            let sens: Vec<(String, lowbit_eval::VariantResult)> = sens_of[i]
+                .iter()
+                .map(|(layer, k)| (layer.clone(), results.variants[*k].clone()))
+                .collect();
+            RunReport::new(&meta, results.fp32, &results.variants[i], &sens)
+        })
+        .collect())
+}
+
+fn shout_violations(reports: &[RunReport]) {
+    for r in reports.iter().filter(|r| !r.compliance.passed) {
+        eprintln!(
+            "\n!!! COMPLIANCE VIOLATIONS: model {} config {}: {} off-grid values and {} bad scales in layers {} !!!",
+            r.model,
+            r.config,
+            r.compliance.totals.off_grid,
+            r.compliance.totals.bad_scales,
+            r.compliance.layers_with_violations.join(", ")
+        );
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `lowbit run`.
+pub fn run(
+    config_files: &[PathBuf],
+    model: &str,
+    data: Option<&Path>,
+    formats: &[String],
+    out: &Path,
+    opts: &EvalOpts,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let configs = if !config_files.is_empty() {
+        if !formats.is_empty() {
+            return Err(CliError::Usage(
+                "give either -c/--config or --formats, not both".into(),
+            ));
+        }
+        load_configs(config_files)?
+    } else if !formats.is_empty() {
+        preset_configs(formats)?
+    } else {
+        let names: Vec<String> = presets::DEFAULT_SWEEP
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        preset_configs(&names)?
+    };
+    let source = models::model(model)?;
+    let pool = pool(opts.threads)?;
+    let dataset = source.data(data, opts.limit, opts.seed)?;
+    let reports = pool.install(|| evaluate(source.as_ref(), &dataset, &configs, opts))?;
+    let label = if configs.len() == 1 {
+        sanitize(&configs[0].name)
+    } else if config_files.is_empty() && formats.is_empty() {
+        "default".to_string()
+    } else {
+        format!("{}configs", configs.len())
+    };
+    let dir = out.join(format!("{}-{}-{label}", timestamp(), sanitize(model)));
+    let mut rows = vec![SummaryRow::fp32(model, &reports[0].fp32)];
+    for (r, c) in reports.iter().zip(&configs) {
+        let sub = sanitize(&c.name);
+        write_run_dir(&dir.join(&sub), r, &c.config.to_yaml()?)?;
+        rows.push(r.summary_row(&sub));
+    }
+    write_summary(&dir, &rows, &reports)?;
+    println!(
+        "\nmodel {model}, {} samples ({}), {:.1} s\n",
+        reports[0].fp32.samples,
+        dataset.description,
+        t0.elapsed().as_secs_f64()
+    );
+    print!("{}", format_table(&rows));
+    shout_violations(&reports);
+    println!("\nreports: {}", dir.display());
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelsFile {
+    models: Vec<ModelEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ModelEntry {
+    Name(String),
+    Full {
+        name: String,
+        #[serde(default)]
+        data: Option<PathBuf>,
+    },
+}
+
+/// `lowbit sweep`: every config × every model, skipping finished runs.
+pub fn sweep(
+    configs_dir: &Path,
+    models_file: &Path,
+    out: &Path,
+    max_runs: Option<usize>,
+    opts: &EvalOpts,
+) -> Result<()> {
+    let text = std::fs::read_to_string(models_file)
+        .map_err(|e| CliError::Usage(format!("{}: cannot read: {e}", models_file.display())))?;
+    let mf: ModelsFile = serde_yaml_ng::from_str(&text).map_err(|e| {
+        CliError::Config(format!(
+            "{}{}: {e}",
+            models_file.display(),
+            e.location()
+                .map(|l| format!(":{}", l.line()))
+                .unwrap_or_default()
+        ))
+    })?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(configs_dir)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", configs_dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{}: no *.yaml configs",
+            configs_dir.display()
+        )));
+    }
+    let configs = load_configs(&files)?;
+    let pool = pool(opts.threads)?;
+    let mut budget = max_runs.unwrap_or(usize::MAX);
+    let mut rows = Vec::new();
+    let mut reports = Vec::new();
+    let mut complete = true;
+    for entry in &mf.models {
+        let (name, data) = match entry {
+            ModelEntry::Name(n) => (n.clone(), None),
+            ModelEntry::Full { name, data } => (name.clone(), data.clone()),
+        };
+        let source = models::model(&name)?;
+        let mdir = out.join(sanitize(&name));
+        let mut todo = Vec::new();
+        let mut have = Vec::new();
+        for c in &configs {
+            let d = mdir.join(sanitize(&c.name));
+            match read_finished(&d) {
+                Some(r) => {
+                    println!("{name}/{}: finished earlier, skipped", c.name);
+                    have.push(r);
+                }
+                None if budget > 0 => {
+                    budget -= 1;
+                    todo.push(NamedConfig {
+                        name: c.name.clone(),
+                        config: c.config.clone(),
+                    });
+                }
+                None => complete = false,
+            }
+        }
+        if !todo.is_empty() {
+            let dataset = source.data(data.as_deref(), opts.limit, opts.seed)?;
+            let new = pool.install(|| evaluate(source.as_ref(), &dataset, &todo, opts))?;
+            for (r, c) in new.into_iter().zip(&todo) {
+                let d = mdir.join(sanitize(&c.name));
+                write_run_dir(&d, &r, &c.config.to_yaml()?)?;
+                // Numbers as a resumed run reads them back (JSON round trip).
+                have.push(read_finished(&d).unwrap_or(r));
+            }
+        }
+        // Config order, whatever was resumed.
+        have.sort_by_key(|r| configs.iter().position(|c| c.name == r.config));
+        if let Some(first) = have.first() {
+            rows.push(SummaryRow::fp32(&name, &first.fp32));
+        }
+        for r in &have {
+            rows.push(r.summary_row(&format!("{}/{}", sanitize(&name), sanitize(&r.config))));
+        }
+        reports.extend(have);
+    }
+    if !complete {
+        println!(
+            "stopped after {} new runs (--max-runs); run again to resume",
+            max_runs.unwrap_or(0)
+        );
+        return Ok(());
+    }
+    write_summary(out, &rows, &reports)?;
+    print!("{}", format_table(&rows));
+    shout_violations(&reports);
+    println!("\nsummary: {}", out.join("summary.md").display());
+    Ok(())
+}
+
+/// `lowbit calibrate`: observe `batches` batches, freeze, save the scales next to the config.
+pub fn calibrate(
+    config: &Path,
+    model: &str,
+    batches: usize,
+    batch_size: usize,
+    data: Option<&Path>,
+    seed: u64,
+) -> Result<()> {
+    let cfg = QuantConfig::from_file(config)?;
+    let source = models::model(model)?;
+    let m = source.build(&cfg)?;
+    let n = batches.saturating_mul(batch_size);
+    let dataset = source.data(data, Some(n), seed)?;
+    m.layers().begin_calibration(lowbit_quant::Method::Max)?;
+    let mut start = 0;
+    while start < dataset.len() {
+        let (x, _) = dataset.batch(start, batch_size)?;
+        m.forward(&x)?;
+        start += batch_size;
+    }
+    let scales = m.layers().freeze()?;
+    let path = StaticScales::path_for_config(config);
+    scales.save(&path)?;
+    println!(
+        "calibrated {} quantizers of {} layers on {} samples: {}",
+        scales.layers.values().map(|r| r.len()).sum::<usize>(),
+        scales.layers.len(),
+        dataset.len(),
+        path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! End-to-end tests of the `lowbit` binary on the built-in `tiny_mlp` model.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn lowbit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lowbit"))
+        .args(args)
+        .output()
+        .expect("run lowbit")
+}
+
+fn only_subdir(dir: &Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(v.len(), 1, "{v:?}");
+    v.remove(0)
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn default_sweep_table_on_a_subset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().to_str().unwrap();
+    let o = lowbit(&["run", "--model", "tiny_mlp", "--limit", "500", "--out", out]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for name in [
+        "fp32",
+        "fp8_e4m3",
+        "fp8_e5m2",
+        "int8",
+        "fp6_e2m3",
+        "fp4_e2m1",
+        "int4_g128",
+        "mxfp8_e4m3",
+        "mxfp6_e3m2",
+        "mxfp4",
+        "nvfp4",
+        "fp8_e4m3_chunk128_po2",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "row {name}:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    let run = only_subdir(tmp.path());
+    let summary = json(&run.join("summary.json"));
+    let rows = summary["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 12);
+    let row = |c: &str| rows.iter().find(|r| r["config"] == c).unwrap();
+    // FP32 row = the FP32 accuracy every report measured on the same 500 samples.
+    let fp32 = row("fp32")["top1"].as_f64().unwrap();
+    assert_eq!(row("fp32")["samples"], 500);
+    for r in rows.iter().skip(1) {
+        let rep = json(&run.join(r["run_dir"].as_str().unwrap()).join("report.json"));
+        assert_eq!(rep["fp32"]["top1"].as_f64().unwrap(), fp32);
+        assert_eq!(rep["compliance"]["passed"], true, "{}", r["config"]);
+        assert_eq!(r["compliance_violations"], 0);
+    }
+    // fp8 loses less than fp4 (accuracy and signal).
+    assert!(row("fp8_e4m3")["top1"].as_f64().unwrap() >= row("fp4_e2m1")["top1"].as_f64().unwrap());
+    assert!(
+        row("fp8_e4m3")["mean_sqnr_db"].as_f64().unwrap()
+            > row("fp4_e2m1")["mean_sqnr_db"].as_f64().unwrap() + 6.0
+    );
+    assert!(
+        row("mxfp8_e4m3")["mean_sqnr_db"].as_f64().unwrap()
+            > row("mxfp4")["mean_sqnr_db"].as_f64().unwrap()
+    );
+    for f in ["summary.md", "summary.csv", "report.html"] {
+        assert!(run.join(f).is_file(), "{f}");
+    }
+    for f in [
+        "config.yaml",
+        "report.json",
+        "layers.csv",
+        "comparison_report.txt",
+        "report.html",
+    ] {
+        assert!(run.join("mxfp4").join(f).is_file(), "{f}");
+    }
+}
+
+#[test]
+fn report_json_validates_and_html_is_self_contained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().to_str().unwrap();
+    let o = lowbit(&[
+        "run",
+        "--model",
+        "tiny_mlp",
+        "--limit",
+        "300",
+        "--formats",
+        "nvfp4,int8",
+        "--sensitivity",
+        "--out",
+        out,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = only_subdir(tmp.path());
+    let schema: serde_json::Value = serde_json::from_str(lowbit_eval::REPORT_SCHEMA).unwrap();
+    for c in ["nvfp4", "int8"] {
+        let doc = json(&run.join(c).join("report.json"));
+        let errs = lowbit_eval::validate_schema(&schema, &doc);
+        assert!(errs.is_empty(), "{errs:#?}");
+        assert_eq!(doc["schema_version"], 1);
+        assert_eq!(doc["sensitivity"].as_array().unwrap().len(), 2); // fc1, fc2
+        // A broken document fails.
+        let mut bad = doc.clone();
+        bad.as_object_mut().unwrap().remove("layers");
+        assert!(!lowbit_eval::validate_schema(&schema, &bad).is_empty());
+        let html = std::fs::read_to_string(run.join(c).join("report.html")).unwrap();
+        check_html(&html);
+    }
+    check_html(&std::fs::read_to_string(run.join("report.html")).unwrap());
+}
+
+fn check_html(html: &str) {
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.matches("<svg").count() >= 2, "charts");
+    assert!(html.ends_with("</html>\n"));
+    assert!(!html.contains("<script"));
+    for bad in ["src=\"http", "href=\"http", "url(http", "@import"] {
+        assert!(!html.contains(bad), "external resource {bad}");
+    }
+}
+
+#[test]
+fn same_seed_same_numbers_whatever_the_threads() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for (d, t) in [(&a, "1"), (&b, "2")] {
+        let o = lowbit(&[
+            "run",
+            "--model",
+            "tiny_mlp",
+            "--limit",
+            "400",
+            "--batch-size",
+            "64",
+            "--formats",
+            "mxfp4,fp8_e5m2",
+            "--threads",
+            t,
+            "--seed",
+            "7",
+            "--out",
+            d.path().to_str().unwrap(),
+        ]);
+        assert!(o.status.success());
+    }
+    for c in ["mxfp4", "fp8_e5m2"] {
+        let ra =
+            std::fs::read_to_string(only_subdir(a.path()).join(c).join("report.json")).unwrap();
+        let rb =
+            std::fs::read_to_string(only_subdir(b.path()).join(c).join("report.json")).unwrap();
+        assert_eq!(ra, rb);
+    }
+}
+
+#[test]
+fn interrupted_sweep_resumes_to_the_same_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("configs");
+    std::fs::create_dir(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("a_fp8.yaml"),
+        "defaults: { weight: fp8_e4m3, input: fp8_e4m3 }\n",
+    )
+    .unwrap();
+    std::fs::write(cfg.join("b_int8.yaml"), "defaults: { weight: int8 }\n").unwrap();
+    std::fs::write(
+        cfg.join("c_mxfp4.yaml"),
+        "defaults: { weight: mxfp4, input: mxfp4 }\n",
+    )
+    .unwrap();
+    let models = tmp.path().join("models.yaml");
+    std::fs::write(&models, "models: [tiny_mlp]\n").unwrap();
+    let (c, m) = (cfg.to_str().unwrap(), models.to_str().unwrap());
+    let resumed = tmp.path().join("resumed");
+    let whole = tmp.path().join("whole");
+    let r = resumed.to_str().unwrap();
+    let o = lowbit(&[
+        "sweep",
+        "--configs",
+        c,
+        "--models",
+        m,
+        "--out",
+        r,
+        "--limit",
+        "300",
+        "--max-runs",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(resumed.join("tiny_mlp/a_fp8/report.json").is_file());
+    assert!(!resumed.join("tiny_mlp/b_int8").exists());
+    assert!(!resumed.join("summary.json").exists());
+    let o = lowbit(&[
+        "sweep",
+        "--configs",
+        c,
+        "--models",
+        m,
+        "--out",
+        r,
+        "--limit",
+        "300",
+    ]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("a_fp8: finished earlier, skipped"));
+    let o = lowbit(&[
+        "sweep",
+        "--configs",
+        c,
+        "--models",
+        m,
+        "--out",
+        whole.to_str().unwrap(),
+        "--limit",
+        "300",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(
+        json(&resumed.join("summary.json")),
+        json(&whole.join("summary.json"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(resumed.join("summary.csv")).unwrap(),
+        std::fs::read_to_string(whole.join("summary.csv")).unwrap()
+    );
+}
+
+#[test]
+fn every_bad_config_class_names_file_line_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "unknown_key.yaml",
+            "defaults:\n  weight: int8\n  wieght: int8\n",
+            &[":3", "wieght"],
+        ),
+        (
+            "bad_value.yaml",
+            "defaults:\n  weight: fp7_e9\n",
+            &[":2", "fp7_e9"],
+        ),
+        (
+            "bad_type.yaml",
+            "quantize_first_layer: maybe\n",
+            &[":1", "quantize_first_layer"],
+        ),
+        (
+            "unknown_op.yaml",
+            "defaults: { weight: int8 }\nops:\n  conv9d: { weight: int4_g128 }\n",
+            &[":3", "ops.conv9d"],
+        ),
+        (
+            "no_layer.yaml",
+            "defaults: { weight: int8 }\nlayers:\n  - pattern: \"encoder.*\"\n    weight: null\n",
+            &[":3", "layers[0].pattern"],
+        ),
+        ("bad_glob.yaml", "skip: [\"fc[\"]\n", &[":1", "skip[0]"]),
+        (
+            "syntax.yaml",
+            "defaults: { weight: int8\n",
+            &["syntax.yaml"],
+        ),
+        (
+            "bad_spec.yaml",
+            "defaults:\n  weight: { format: e2m1, conversion: { rounding: { mode: nearest_even }, overflow: saturate }, granularity: { kind: per_tensor }, scale: { kind: f32 }, asymmetric: true }\n",
+            &[":2", "defaults"],
+        ),
+    ];
+    for (file, text, needles) in cases {
+        let p = tmp.path().join(file);
+        std::fs::write(&p, text).unwrap();
+        for args in [
+            vec![
+                "run",
+                "--model",
+                "tiny_mlp",
+                "--limit",
+                "10",
+                "-c",
+                p.to_str().unwrap(),
+                "--out",
+                tmp.path().to_str().unwrap(),
+            ],
+            vec!["explain", "--model", "tiny_mlp", "-c", p.to_str().unwrap()],
+        ] {
+            let o = lowbit(&args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{file}: {err}");
+            assert!(err.starts_with("error: "), "{file}: {err}");
+            assert!(err.contains(*file), "{file}: {err}");
+            for n in *needles {
+                assert!(err.contains(n), "{file}: `{n}` not in {err}");
+            }
+            assert!(
+                !err.contains("panicked") && !err.contains("backtrace"),
+                "{err}"
+            );
+        }
+    }
+    let o = lowbit(&["run", "--model", "tiny_mlp", "-c", "/nonexistent/x.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/x.yaml"));
+    let o = lowbit(&["run", "--model", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn formats_explain_inspect_calibrate() {
+    let o = lowbit(&["formats"]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && s.contains("e4m3") && s.contains("448"),
+        "{s}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("static.yaml");
+    std::fs::write(&cfg, "defaults:\n  weight: int8\n  input: { format: e4m3fn, conversion: { rounding: { mode: nearest_even }, overflow: saturate }, granularity: { kind: per_tensor }, scale: { kind: f32 }, mode: static }\n").unwrap();
+    let o = lowbit(&[
+        "explain",
+        "--model",
+        "tiny_mlp",
+        "-c",
+        cfg.to_str().unwrap(),
+    ]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && s.contains("fc1") && s.contains("fc2"),
+        "{s}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = lowbit(&[
+        "calibrate",
+        "--model",
+        "tiny_mlp",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--batches",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(tmp.path().join("static.scales.json").is_file());
+    // A checkpoint.
+    let ck = tmp.path().join("w.safetensors");
+    let data: Vec<u8> = (0..24u8).collect();
+    let views = vec![(
+        "a.weight",
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 3], &data).unwrap(),
+    )];
+    safetensors::serialize_to_file(views, None, &ck).unwrap();
+    let o = lowbit(&["inspect", ck.to_str().unwrap()]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success()
+            && s.contains("a.weight")
+            && s.contains("[2, 3]")
+            && s.contains("6 parameters"),
+        "{s}"
+    );
+}
+
+#[test]
+fn committed_configs_are_the_default_sweep() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let tmp = tempfile::tempdir().unwrap();
+    let o = lowbit(&["write-default-configs", tmp.path().to_str().unwrap()]);
+    assert!(o.status.success());
+    let mut n = 0;
+    for e in std::fs::read_dir(tmp.path()).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            std::fs::read_to_string(dir.join(name)).unwrap(),
+            "configs/{name:?} is stale: lowbit write-default-configs configs"
+        );
+        n += 1;
+    }
+    assert_eq!(n, 11);
+}

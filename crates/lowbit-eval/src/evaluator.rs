@@ -1,0 +1,531 @@
+//! [`Evaluator`]: one FP32 reference model and N quantized variants, fed batch by batch.
+//!
+//! Per batch the reference runs once (in [`Mode::Fp32`], taps on) and every variant runs once
+//! (in [`Mode::Quantize`], taps on): 1 + N forward passes for N configs. Each variant is its
+//! own model instance, so variants share nothing mutable and run in parallel on the current
+//! rayon pool; each variant sums its statistics in a fixed order, so results do not depend on
+//! the thread count.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Tensor};
+use lowbit_nn::{LayerEntry, Mode, QuantModel, Quantizer, TapRecord};
+use lowbit_quant::{QuantSpec, ScaleKind, Scales, check_compliance};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EvalError, Result};
+use crate::metrics::{TaskAccumulator, TaskMetrics};
+use crate::stats::{ErrorAccumulator, ErrorStats};
+
+/// One quantized model to evaluate against the reference.
+pub struct Variant {
+    /// Its name in reports (the config name, or `config@layer` in sensitivity runs).
+    pub name: String,
+    /// The model instance (built with the variant's config; not shared with other variants).
+    pub model: Box<dyn QuantModel>,
+    /// Whether to compute layer-wise comparison, compliance and compression (off for the
+    /// one-layer-at-a-time variants of a sensitivity run, which only need task metrics).
+    pub detail: bool,
+}
+
+impl std::fmt::Debug for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Variant")
+            .field("name", &self.name)
+            .field("detail", &self.detail)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compliance counts of one tensor role, summed over batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoleCompliance {
+    /// Elements checked.
+    pub elements: u64,
+    /// Elements off the format's grid.
+    pub off_grid: u64,
+    /// Scales checked.
+    pub scales: u64,
+    /// Scales that break their constraint.
+    pub bad_scales: u64,
+}
+
+impl RoleCompliance {
+    /// Violations of either kind.
+    pub fn violations(&self) -> u64 {
+        self.off_grid + self.bad_scales
+    }
+    /// Off-grid elements in percent of the checked elements.
+    pub fn off_grid_percent(&self) -> f64 {
+        100.0 * self.off_grid as f64 / self.elements.max(1) as f64
+    }
+    fn add(&mut self, o: &RoleCompliance) {
+        self.elements += o.elements;
+        self.off_grid += o.off_grid;
+        self.scales += o.scales;
+        self.bad_scales += o.bad_scales;
+    }
+}
+
+/// A value per tensor role.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerRole<T> {
+    /// The weight.
+    pub weight: Option<T>,
+    /// The inputs (all inputs of the layer together).
+    pub input: Option<T>,
+    /// The output.
+    pub output: Option<T>,
+}
+
+/// Everything measured for one layer of one variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerResult {
+    /// Full layer name.
+    pub name: String,
+    /// Op kind.
+    pub kind: String,
+    /// Whether any quantizer of the layer is on.
+    pub quantized: bool,
+    /// The specs in force (`Display` of the spec), per role.
+    pub specs: PerRole<String>,
+    /// Propagated error: the quantized run's tensors against the FP32 run's (weight: the
+    /// quantized weight; input: the input after the layer's input quantizer; output: the
+    /// layer's output).
+    pub propagated: PerRole<ErrorStats>,
+    /// Isolated error of the output: the layer fed the FP32 run's inputs, quantized, against
+    /// the FP32 output (only the layer's own quantization). Absent for unquantized layers.
+    pub isolated_output: Option<ErrorStats>,
+    /// Compliance of the quantized tensors, per role (absent where the role is not quantized).
+    pub compliance: PerRole<RoleCompliance>,
+    /// Weight elements (0 for layers without weights).
+    pub weight_elements: u64,
+    /// Stored bits per weight element, scales included (32 when the weight stays FP32).
+    pub weight_bits_per_element: Option<f64>,
+    /// Stored bits per input element, scales included (absent when inputs stay FP32).
+    pub input_bits_per_element: Option<f64>,
+}
+
+/// The result of one variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VariantResult {
+    /// The variant's name.
+    pub name: String,
+    /// Task metrics.
+    pub task: TaskMetrics,
+    /// The model output (logits) against the FP32 output.
+    pub logits: ErrorStats,
+    /// Per layer, in build order (empty for variants without detail).
+    pub layers: Vec<LayerResult>,
+}
+
+/// What [`Evaluator::finish`] returns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalResults {
+    /// The FP32 reference's task metrics.
+    pub fp32: TaskMetrics,
+    /// One per variant, in the order given.
+    pub variants: Vec<VariantResult>,
+    /// Batches evaluated.
+    pub batches: u64,
+}
+
+#[derive(Default)]
+struct LayerAcc {
+    weight: ErrorAccumulator,
+    input: ErrorAccumulator,
+    output: ErrorAccumulator,
+    isolated: ErrorAccumulator,
+    c_weight: Option<RoleCompliance>,
+    c_input: Option<RoleCompliance>,
+    c_output: Option<RoleCompliance>,
+    weight_elements: u64,
+    weight_bits: Option<f64>,
+    input_bits: (f64, f64),
+}
+
+struct VariantState {
+    v: Variant,
+    task: TaskAccumulator,
+    logits: ErrorAccumulator,
+    layers: Vec<LayerAcc>,
+    batches: u64,
+}
+
+/// Evaluates a reference model and its quantized variants batch by batch.
+///
+/// ```
+/// # use lowbit_eval::{Evaluator, Variant};
+/// # fn demo(fp32: Box<dyn lowbit_nn::QuantModel>, q: Box<dyn lowbit_nn::QuantModel>,
+/// #         x: &candle_core::Tensor, labels: &[u32]) -> lowbit_eval::Result<()> {
+/// let mut ev = Evaluator::new(fp32, vec![Variant { name: "fp8".into(), model: q, detail: true }]);
+/// ev.add_batch(x, labels)?; // 1 FP32 pass + 1 pass per variant
+/// let results = ev.finish();
+/// println!("{} {}", results.fp32.top1, results.variants[0].task.top1);
+/// # Ok(()) }
+/// ```
+pub struct Evaluator {
+    reference: Box<dyn QuantModel>,
+    fp32: TaskAccumulator,
+    variants: Vec<VariantState>,
+    batches: u64,
+}
+
+impl std::fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("variants", &self.variants.len())
+            .field("batches", &self.batches)
+            .finish_non_exhaustive()
+    }
+}
+
+/// f32 contents of a tensor.
+pub fn to_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+}
+
+/// The reference model's output and taps on one batch.
+#[derive(Debug)]
+pub struct Reference {
+    /// Logits, flattened.
+    pub logits: Vec<f32>,
+    /// Classes per row.
+    pub classes: usize,
+    /// Layer name → record.
+    pub taps: BTreeMap<String, TapRecord>,
+}
+
+impl Reference {
+    /// Runs `model` in FP32 with taps on.
+    pub fn run(model: &dyn QuantModel, input: &Tensor) -> Result<Reference> {
+        let table = model.layers();
+        table.set_mode(Mode::Fp32);
+        table.context().set_taps(true);
+        let out = model.forward(input);
+        let taps = table.context().take_taps();
+        table.context().set_taps(false);
+        let out = out?;
+        let classes = out.dims().last().copied().unwrap_or(1);
+        Ok(Reference {
+            logits: to_f32(&out)?,
+            classes,
+            taps,
+        })
+    }
+}
+
+fn enabled(q: &Option<Quantizer>) -> Option<&Quantizer> {
+    q.as_ref().filter(|q| q.is_enabled())
+}
+
+/// Bits per element of `n` elements stored under `spec` with `scales` (elements, one scale per
+/// group, zero points, NVFP4's tensor scale), as [`lowbit_quant::QuantizedTensor::bits_per_element`].
+pub fn bits_per_element(spec: &QuantSpec, n: usize, scales: &Scales) -> f64 {
+    let eb = f64::from(spec.format().bits());
+    let sb = match spec.scale() {
+        ScaleKind::F32 => 32.0,
+        ScaleKind::PowerOfTwo { .. } | ScaleKind::E8M0 { .. } | ScaleKind::Nvfp4 { .. } => 8.0,
+    };
+    let zb = if spec.is_asymmetric() { eb } else { 0.0 };
+    let ts = if scales.tensor_scale.is_some() {
+        32.0
+    } else {
+        0.0
+    };
+    eb + (scales.values.len() as f64 * (sb + zb) + ts) / n.max(1) as f64
+}
+
+/// Checks one quantized tensor: `quantized` must lie on `spec`'s grid under `scales` (the
+/// quantizer's frozen scales, or those computed from `source`, the tensor before quantization).
+pub fn check_tensor(
+    spec: &QuantSpec,
+    frozen: Option<&Scales>,
+    source: &Tensor,
+    quantized: &Tensor,
+) -> Result<RoleCompliance> {
+    let dims = quantized.dims().to_vec();
+    let q = to_f32(quantized)?;
+    let computed;
+    let scales = match frozen {
+        Some(s) => s,
+        None => {
+            computed = spec.compute_scales(&to_f32(source)?, source.dims())?;
+            &computed
+        }
+    };
+    let r = check_compliance(spec, &q, &dims, scales)?;
+    Ok(RoleCompliance {
+        elements: r.elements as u64,
+        off_grid: r.off_grid as u64,
+        scales: r.scales as u64,
+        bad_scales: r.bad_scales as u64,
+    })
+}
+
+fn add_compliance(slot: &mut Option<RoleCompliance>, c: RoleCompliance) {
+    slot.get_or_insert_with(RoleCompliance::default).add(&c);
+}
+
+impl VariantState {
+    fn observe(&mut self, input: &Tensor, labels: &[u32], r: &Reference) -> Result<()> {
+        let table = self.v.model.layers();
+        table.set_mode(Mode::Quantize);
+        table.context().set_taps(self.v.detail);
+        let out = self.v.model.forward(input);
+        let taps = table.context().take_taps();
+        table.context().set_taps(false);
+        let out = to_f32(&out?)?;
+        if out.len() != r.logits.len() {
+            return Err(EvalError::mismatch(
+                &self.v.name,
+                format!(
+                    "output has {} values, the FP32 reference {}",
+                    out.len(),
+                    r.logits.len()
+                ),
+            ));
+        }
+        self.task.add(&out, r.classes, labels);
+        self.logits.add(&r.logits, &out);
+        if self.v.detail {
+            self.observe_layers(r, &taps)?;
+        }
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// Layer-wise comparison and compliance of one batch's taps against the reference taps.
+    fn observe_layers(&mut self, r: &Reference, taps: &BTreeMap<String, TapRecord>) -> Result<()> {
+        let first = self.batches == 0;
+        let entries: Vec<LayerEntry> = self.v.model.layers().layers().to_vec();
+        for (entry, acc) in entries.iter().zip(self.layers.iter_mut()) {
+            let (Some(fp), Some(q)) = (r.taps.get(&entry.name), taps.get(&entry.name)) else {
+                continue;
+            };
+            observe_layer(entry, acc, fp, q, first)?;
+        }
+        Ok(())
+    }
+}
+
+fn observe_layer(
+    entry: &LayerEntry,
+    acc: &mut LayerAcc,
+    fp: &TapRecord,
+    q: &TapRecord,
+    first: bool,
+) -> Result<()> {
+    let lq = entry.op.quant();
+    let name = &entry.name;
+    // Weight (constant over batches: compared and checked once).
+    if first && let (Some(fw), Some(qw)) = (&fp.weight, &q.weight) {
+        let (fwv, qwv) = (to_f32(fw)?, to_f32(qw)?);
+        acc.weight.add(&fwv, &qwv);
+        acc.weight_elements = fwv.len() as u64;
+        acc.weight_bits = Some(32.0);
+        if let Some(wq) = enabled(&lq.weight) {
+            let spec = wq.spec();
+            let scales = spec.compute_scales(&fwv, fw.dims())?;
+            acc.weight_bits = Some(bits_per_element(&spec, fwv.len(), &scales));
+            let r = check_compliance(&spec, &qwv, qw.dims(), &scales)?;
+            add_compliance(
+                &mut acc.c_weight,
+                RoleCompliance {
+                    elements: r.elements as u64,
+                    off_grid: r.off_grid as u64,
+                    scales: r.scales as u64,
+                    bad_scales: r.bad_scales as u64,
+                },
+            );
+        }
+    }
+    if fp.inputs.len() != q.inputs.len() {
+        return Err(EvalError::mismatch(
+            name,
+            "the quantized run recorded a different number of inputs than the FP32 run",
+        ));
+    }
+    // Inputs: the tensor the layer computes on (after its input quantizer) against FP32.
+    let mut qins = Vec::with_capacity(q.inputs.len());
+    for (fx, qx) in fp.inputs.iter().zip(&q.inputs) {
+        let qin = lq.quantize_input(qx)?;
+        acc.input.add(&to_f32(fx)?, &to_f32(&qin)?);
+        if let Some(iq) = enabled(&lq.input) {
+            let spec = iq.spec();
+            let frozen = iq.frozen();
+            let c = check_tensor(&spec, frozen.as_deref(), qx, &qin)?;
+            add_compliance(&mut acc.c_input, c);
+            let n = qx.elem_count();
+            let scales = match frozen {
+                Some(s) => (*s).clone(),
+                None => spec.compute_scales(&to_f32(qx)?, qx.dims())?,
+            };
+            acc.input_bits.0 += bits_per_element(&spec, n, &scales) * n as f64;
+            acc.input_bits.1 += n as f64;
+        }
+        qins.push(qin);
+    }
+    acc.output.add(&to_f32(&fp.output)?, &to_f32(&q.output)?);
+    if let Some(oq) = enabled(&lq.output) {
+        // The output before its quantizer, recomputed from the quantized inputs.
+        let raw = entry.op.compute(&qins)?;
+        let frozen = oq.frozen();
+        let c = check_tensor(&oq.spec(), frozen.as_deref(), &raw, &q.output)?;
+        add_compliance(&mut acc.c_output, c);
+    }
+    // Isolated: this layer alone, fed the FP32 inputs.
+    if lq.quantizers().any(|q| q.is_enabled()) {
+        let refs: Vec<&Tensor> = fp.inputs.iter().collect();
+        let y = entry.op.forward(&refs)?;
+        acc.isolated.add(&to_f32(&fp.output)?, &to_f32(&y)?);
+    }
+    Ok(())
+}
+
+impl Evaluator {
+    /// An evaluator of `variants` against `reference` (built without quantizers or with any:
+    /// it always runs in [`Mode::Fp32`]).
+    pub fn new(reference: Box<dyn QuantModel>, variants: Vec<Variant>) -> Evaluator {
+        let variants = variants
+            .into_iter()
+            .map(|v| {
+                let n = v.model.layers().layers().len();
+                VariantState {
+                    v,
+                    task: TaskAccumulator::default(),
+                    logits: ErrorAccumulator::default(),
+                    layers: (0..n).map(|_| LayerAcc::default()).collect(),
+                    batches: 0,
+                }
+            })
+            .collect();
+        Evaluator {
+            reference,
+            fp32: TaskAccumulator::default(),
+            variants,
+            batches: 0,
+        }
+    }
+
+    /// The variants' names.
+    pub fn variant_names(&self) -> Vec<&str> {
+        self.variants.iter().map(|v| v.v.name.as_str()).collect()
+    }
+
+    /// Evaluates one batch: the reference once, then every variant (in parallel on the
+    /// current rayon pool).
+    pub fn add_batch(&mut self, input: &Tensor, labels: &[u32]) -> Result<()> {
+        let r = Reference::run(self.reference.as_ref(), input)?;
+        if r.logits.len() != labels.len() * r.classes {
+            return Err(EvalError::mismatch(
+                "batch",
+                format!(
+                    "{} labels for an output of {} values in rows of {}",
+                    labels.len(),
+                    r.logits.len(),
+                    r.classes
+                ),
+            ));
+        }
+        self.fp32.add(&r.logits, r.classes, labels);
+        self.add_reference_batch(input, labels, &r)?;
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// Feeds every variant one batch against an already computed reference (lets tests plant
+    /// values in the reference taps).
+    pub fn add_reference_batch(
+        &mut self,
+        input: &Tensor,
+        labels: &[u32],
+        r: &Reference,
+    ) -> Result<()> {
+        self.variants
+            .par_iter_mut()
+            .map(|v| v.observe(input, labels, r))
+            .collect::<Result<Vec<()>>>()?;
+        Ok(())
+    }
+
+    /// Compares one variant's recorded taps against reference taps (the layer-wise part of
+    /// [`add_batch`](Self::add_batch), exposed for checking planted values).
+    pub fn observe_taps(
+        &mut self,
+        variant: usize,
+        r: &Reference,
+        taps: &BTreeMap<String, TapRecord>,
+    ) -> Result<()> {
+        let v = self
+            .variants
+            .get_mut(variant)
+            .ok_or_else(|| EvalError::mismatch("variant", format!("no variant {variant}")))?;
+        v.observe_layers(r, taps)?;
+        v.batches += 1;
+        Ok(())
+    }
+
+    /// The results.
+    pub fn finish(self) -> EvalResults {
+        let variants = self
+            .variants
+            .into_iter()
+            .map(|s| {
+                let layers = if s.v.detail {
+                    s.v.model
+                        .layers()
+                        .layers()
+                        .iter()
+                        .zip(&s.layers)
+                        .map(|(e, a)| layer_result(e, a))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                VariantResult {
+                    name: s.v.name,
+                    task: s.task.finish(),
+                    logits: s.logits.finish(),
+                    layers,
+                }
+            })
+            .collect();
+        EvalResults {
+            fp32: self.fp32.finish(),
+            variants,
+            batches: self.batches,
+        }
+    }
+}
+
+fn layer_result(e: &LayerEntry, a: &LayerAcc) -> LayerResult {
+    let lq = e.op.quant();
+    let spec = |q: &Option<Quantizer>| enabled(q).map(|q| q.spec().to_string());
+    let stats = |acc: &ErrorAccumulator| (!acc.is_empty()).then(|| acc.finish());
+    LayerResult {
+        name: e.name.clone(),
+        kind: e.kind.clone(),
+        quantized: lq.quantizers().any(|q| q.is_enabled()),
+        specs: PerRole {
+            weight: spec(&lq.weight),
+            input: spec(&lq.input),
+            output: spec(&lq.output),
+        },
+        propagated: PerRole {
+            weight: stats(&a.weight),
+            input: stats(&a.input),
+            output: stats(&a.output),
+        },
+        isolated_output: stats(&a.isolated),
+        compliance: PerRole {
+            weight: a.c_weight,
+            input: a.c_input,
+            output: a.c_output,
+        },
+        weight_elements: a.weight_elements,
+        weight_bits_per_element: a.weight_bits,
+        input_bits_per_element: (a.input_bits.1 > 0.0).then(|| a.input_bits.0 / a.input_bits.1),
+    }
+}

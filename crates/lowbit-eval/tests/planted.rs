@@ -1,0 +1,103 @@
+//! A planted off-grid value in a quantized tensor is reported; clean runs pass.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use lowbit_eval::{Evaluator, Reference, RunMeta, RunReport, Variant};
+use lowbit_nn::{LayerTable, Mode, QBuilder, QuantConfig, QuantModel, QuantOp, Registry};
+use std::sync::Arc;
+
+struct Net {
+    fc: Arc<dyn QuantOp>,
+    table: LayerTable,
+}
+impl QuantModel for Net {
+    fn forward(&self, x: &Tensor) -> lowbit_nn::Result<Tensor> {
+        self.fc.forward1(x)
+    }
+    fn layers(&self) -> &LayerTable {
+        &self.table
+    }
+}
+
+fn net(vm: &VarMap, yaml: &str) -> Box<dyn QuantModel> {
+    let cfg = QuantConfig::from_yaml(yaml, "test.yaml").unwrap();
+    let vb = VarBuilder::from_varmap(vm, DType::F32, &Device::Cpu);
+    let b = QBuilder::new(vb, &cfg, Registry::default()).unwrap();
+    let fc = b.linear("fc", 64, 10).unwrap();
+    Box::new(Net {
+        fc,
+        table: b.finish().unwrap(),
+    })
+}
+
+fn meta() -> RunMeta {
+    RunMeta {
+        model: "net".into(),
+        data: "random".into(),
+        batch_size: 8,
+        seed: 0,
+    }
+}
+
+#[test]
+fn planted_value_is_reported_and_clean_run_passes() {
+    let vm = VarMap::new();
+    let cfg = "defaults: { weight: mxfp4, input: fp8_e4m3 }";
+    let fp32 = net(&vm, "{}");
+    let x = Tensor::randn(0f32, 1.0, (8, 64), &Device::Cpu).unwrap();
+    let labels: Vec<u32> = (0..8).collect();
+
+    // Clean.
+    let mut ev = Evaluator::new(
+        net(&vm, "{}"),
+        vec![Variant {
+            name: "mxfp4".into(),
+            model: net(&vm, cfg),
+            detail: true,
+        }],
+    );
+    ev.add_batch(&x, &labels).unwrap();
+    let res = ev.finish();
+    let rep = RunReport::new(&meta(), res.fp32, &res.variants[0], &[]);
+    assert!(rep.compliance.passed, "{:?}", rep.compliance);
+    let fc = &rep.layers[0];
+    assert_eq!(fc.compliance.weight.unwrap().elements, 640);
+    assert_eq!(fc.compliance.input.unwrap().elements, 512);
+    assert_eq!(fc.weight_bits_per_element, Some(4.25));
+    assert!(fc.propagated.output.unwrap().sqnr_db.0 > 5.0);
+    assert!(fc.isolated_output.is_some());
+
+    // Planted: one weight nudged off the E2M1 grid in the quantized run's taps.
+    let q = net(&vm, cfg);
+    let r = Reference::run(fp32.as_ref(), &x).unwrap();
+    q.layers().set_mode(Mode::Quantize);
+    q.layers().context().set_taps(true);
+    q.forward(&x).unwrap();
+    let mut taps = q.layers().context().take_taps();
+    let rec = taps.get_mut("fc").unwrap();
+    let w = rec.weight.as_ref().unwrap();
+    let mut v = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v[5] = v[5] * 1.1 + 1e-3;
+    rec.weight = Some(Tensor::from_vec(v, w.dims(), &Device::Cpu).unwrap());
+    let mut ev = Evaluator::new(
+        net(&vm, "{}"),
+        vec![Variant {
+            name: "mxfp4".into(),
+            model: q,
+            detail: true,
+        }],
+    );
+    ev.observe_taps(0, &r, &taps).unwrap();
+    let res = ev.finish();
+    let rep = RunReport::new(&meta(), res.fp32, &res.variants[0], &[]);
+    assert!(!rep.compliance.passed);
+    assert_eq!(rep.compliance.totals.off_grid, 1);
+    assert_eq!(rep.compliance.layers_with_violations, ["fc"]);
+    assert!(lowbit_eval::format_comparison(&rep).contains("compliance: FAIL"));
+    assert!(
+        lowbit_eval::html::run_html(&rep)
+            .unwrap()
+            .contains("COMPLIANCE VIOLATIONS")
+    );
+}
