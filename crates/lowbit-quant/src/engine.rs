@@ -936,6 +936,10 @@ pub(crate) fn run(
             kern.drive(&work_src, &mut none, &mut params, row_len, block)?;
         }
     }
+    if plan.per_tensor && plan.n == 0 && kern.dynamic && keep {
+        // An empty tensor still gets the scale of an all-zero group.
+        params[0] = kern.big_param(src);
+    }
     Ok(keep.then(|| make_scales(spec, &plan, &params, tensor_scale)))
 }
 
@@ -1345,6 +1349,14 @@ mod tests {
         x[3] = f32::NAN;
         assert!(par_amax(&x).is_nan());
         assert_eq!(par_amax(&[]), 0.0);
+        // An empty per-tensor input keeps the all-zero scale rule.
+        let spec: QuantSpec = "fp8_e4m3".parse().unwrap();
+        assert_eq!(spec.compute_scales(&[], &[0]).unwrap().values, [1.0]);
+        let mut none: [f32; 0] = [];
+        let sc = spec
+            .fake_quantize_returning_scales(&[], &[0, 4], &mut none)
+            .unwrap();
+        assert_eq!(sc.values, [1.0]);
         assert_eq!(simd_amax(&[-0.0, 0.0]).to_bits(), 0);
     }
 }
