@@ -67,14 +67,60 @@ pub fn model(name: &str) -> Result<Box<dyn ModelSource>> {
 /// The default model of `lowbit run`.
 pub const DEFAULT_MODEL: &str = "fashion_cnn";
 
-/// The Fashion-MNIST CNN of the `lowbit-models` crate.
-///
-/// That crate has not landed in this workspace yet; until it does this says so, and
-/// `lowbit run --model tiny_mlp` runs the whole pipeline on the built-in model.
+/// The Fashion-MNIST CNN of the `lowbit-models` crate (committed weights, committed 10k test
+/// split).
 pub fn fashion_cnn() -> Result<Box<dyn ModelSource>> {
-    Err(CliError::Usage(
-        "model `fashion_cnn` needs the lowbit-models crate, which is not part of this build yet; use --model tiny_mlp".to_string(),
-    ))
+    Ok(Box::new(FashionSource))
+}
+
+/// `fashion_cnn`.
+#[derive(Debug, Clone, Copy)]
+pub struct FashionSource;
+
+fn model_err(e: lowbit_models::ModelError) -> CliError {
+    match e {
+        lowbit_models::ModelError::Nn(e) => e.into(),
+        e => CliError::Other(e.to_string()),
+    }
+}
+
+impl ModelSource for FashionSource {
+    fn name(&self) -> &str {
+        "fashion_cnn"
+    }
+    fn build(&self, config: &QuantConfig) -> Result<Box<dyn QuantModel>> {
+        let m = lowbit_models::FashionCnn::load_default(config, &Device::Cpu).map_err(model_err)?;
+        Ok(Box::new(m))
+    }
+    fn data(&self, data: Option<&Path>, limit: Option<usize>, _seed: u64) -> Result<Dataset> {
+        use lowbit_models::{FashionMnist, Split, data::IMAGE_SIDE};
+        let (set, desc) = match data {
+            Some(d) => (
+                FashionMnist::load(d, Split::Test, limit).map_err(model_err)?,
+                format!("Fashion-MNIST test split from {}", d.display()),
+            ),
+            None => (
+                FashionMnist::committed_test(limit).map_err(model_err)?,
+                "Fashion-MNIST test split (committed)".to_string(),
+            ),
+        };
+        let n = set.len();
+        let mut inputs = Vec::with_capacity(n * IMAGE_SIDE * IMAGE_SIDE);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let (Some(img), Some(l)) = (set.image(i), set.label(i)) else {
+                return Err(CliError::Other(format!("image {i} missing")));
+            };
+            inputs.extend(img.iter().map(|&p| f32::from(p) / 255.0));
+            labels.push(u32::from(l));
+        }
+        Ok(Dataset {
+            inputs,
+            item_shape: vec![1, IMAGE_SIDE, IMAGE_SIDE],
+            labels,
+            description: format!("{desc}, {n} images"),
+        })
+    }
 }
 
 /// Features of `tiny_mlp`'s inputs.
