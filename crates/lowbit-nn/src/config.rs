@@ -58,20 +58,39 @@ impl Setting {
 }
 
 impl<'de> Deserialize<'de> for Setting {
+    /// `null` → off; a string → a preset (or format) name; a mapping → a full spec, whose own
+    /// validation error (naming the bad field) is reported as is.
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Setting, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Name(String),
-            Full(QuantSpec),
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Setting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a preset name (e.g. mxfp4), a spec mapping, or null")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Setting, E> {
+                Ok(Setting::Off)
+            }
+            fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Setting, E> {
+                Ok(Setting::Off)
+            }
+            fn visit_some<D2: Deserializer<'de>>(
+                self,
+                d: D2,
+            ) -> std::result::Result<Setting, D2::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Setting, E> {
+                QuantSpec::from_str(s).map(Setting::Spec).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Setting, A::Error> {
+                QuantSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Setting::Spec)
+            }
         }
-        match Option::<Raw>::deserialize(d)? {
-            None => Ok(Setting::Off),
-            Some(Raw::Name(n)) => QuantSpec::from_str(&n)
-                .map(Setting::Spec)
-                .map_err(serde::de::Error::custom),
-            Some(Raw::Full(s)) => Ok(Setting::Spec(s)),
-        }
+        d.deserialize_any(V)
     }
 }
 

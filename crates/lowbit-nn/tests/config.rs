@@ -211,3 +211,20 @@ fn config_round_trips_through_yaml() {
     assert_eq!(back.layers, c.layers);
     assert!(!back.quantize_last_layer);
 }
+
+#[test]
+fn a_bad_spec_mapping_names_its_field() {
+    // A full spec mapping (the serialized form of a preset) with one bad value.
+    let mut c = QuantConfig::default();
+    c.defaults.input = lowbit_nn::Setting::Spec("fp8_e4m3".parse().unwrap());
+    let yaml = c.to_yaml().unwrap();
+    assert!(yaml.contains("asymmetric: false"), "{yaml}");
+    let e = err(&yaml.replace("asymmetric: false", "asymmetric: true"));
+    assert!(
+        e.starts_with("toy.yaml:") && e.to_lowercase().contains("asymmetric"),
+        "{e}"
+    );
+    // A missing field and an unknown one are named too.
+    let e = err("defaults:\n  weight:\n    format: e4m3fn\n");
+    assert!(e.contains("missing field"), "{e}");
+}
