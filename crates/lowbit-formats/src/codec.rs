@@ -42,6 +42,7 @@ pub struct Codec {
     conv: Conversion,
     isa: Isa,
     parallel: bool,
+    streaming: bool,
     lane: Option<Lane>,
     lut: Option<Box<[f32; 256]>>,
 }
@@ -76,6 +77,7 @@ impl Codec {
             conv,
             isa: Isa::detect(),
             parallel: true,
+            streaming: false,
             lane: Lane::new(&format, conv),
             lut,
         }
@@ -85,6 +87,15 @@ impl Codec {
     pub fn with_isa(mut self, isa: Isa) -> Result<Codec> {
         self.isa = isa.require()?;
         Ok(self)
+    }
+
+    /// Writes the outputs of [`quantize_blocks_scaled`](Self::quantize_blocks_scaled) with
+    /// non-temporal stores (AVX-512), bypassing the caches: for callers that process a large
+    /// tensor chunk by chunk and will not read the result soon. (`quantize_slice` and
+    /// `quantize_scaled_slice` stream on their own from 16 MiB of output.) Off by default.
+    pub fn with_streaming(mut self, streaming: bool) -> Codec {
+        self.streaming = streaming;
+        self
     }
 
     /// Allows (`true`, the default) or forbids splitting large slices across rayon's threads.
@@ -303,16 +314,33 @@ impl Codec {
             #[cfg(target_arch = "x86_64")]
             (Some(Lane::Float(p)), Isa::Avx512) => match p.rounding {
                 RNE => unsafe {
-                    crate::kernels::avx512::quantize_float_blocks::<RNE>(p, src, dst, block, scales)
+                    crate::kernels::avx512::quantize_float_blocks::<RNE>(
+                        p,
+                        src,
+                        dst,
+                        block,
+                        scales,
+                        self.streaming,
+                    )
                 },
                 AWAY => unsafe {
                     crate::kernels::avx512::quantize_float_blocks::<AWAY>(
-                        p, src, dst, block, scales,
+                        p,
+                        src,
+                        dst,
+                        block,
+                        scales,
+                        self.streaming,
                     )
                 },
                 _ => unsafe {
                     crate::kernels::avx512::quantize_float_blocks::<ZERO>(
-                        p, src, dst, block, scales,
+                        p,
+                        src,
+                        dst,
+                        block,
+                        scales,
+                        self.streaming,
                     )
                 },
             },

@@ -123,3 +123,14 @@ fn stochastic_rounding_is_thread_count_independent() {
     assert_eq!(one, run(2));
     assert_eq!(one, run(3));
 }
+
+#[test]
+fn large_tensors_stream_their_output_bit_exactly() {
+    // ≥ 4 Mi elements: the block kernels write with non-temporal stores.
+    for name in ["mxfp4", "nvfp4"] {
+        let spec: QuantSpec = name.parse().unwrap();
+        let (rows, cols) = (2048usize, 2056usize); // 2056 = 64·32 + 8: a partial block per row
+        let x = data(rows * cols, 77);
+        check(&spec, rows, cols, &x);
+    }
+}

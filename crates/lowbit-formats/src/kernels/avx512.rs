@@ -288,7 +288,7 @@ fn map_f32(src: &[f32], dst: &mut [f32], stream: bool, op: impl Fn(__m512) -> __
         let x = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i)) };
         unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, op(x)) };
     };
-    if stream && n >= 64 {
+    if stream && n >= 16 {
         let misalign = (dst.as_ptr() as usize % 64) / 4;
         if misalign != 0 {
             let k = (16 - misalign).min(n);
@@ -323,10 +323,14 @@ pub(crate) fn quantize_float_blocks<const ROUND: u8>(
     dst: &mut [f32],
     block: usize,
     scales: &[f32],
+    stream: bool,
 ) {
     let (c, f) = (consts(p), fast_consts(p));
     for ((s, d), &scale) in src.chunks(block).zip(dst.chunks_mut(block)).zip(scales) {
-        quantize_run::<ROUND, true>(p, &c, &f, s, d, 1.0 / scale, scale, false);
+        quantize_run::<ROUND, true>(p, &c, &f, s, d, 1.0 / scale, scale, stream);
+    }
+    if stream {
+        _mm_sfence();
     }
 }
 
