@@ -8,6 +8,8 @@
 
 // A bench is programmer code: a failing setup should stop it loudly.
 #![allow(clippy::expect_used)]
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lowbit::quant::{Calibrator, Method, QuantSpec};
