@@ -52,6 +52,9 @@ struct Args {
     /// Use only the first N training images.
     #[arg(long)]
     limit: Option<usize>,
+    /// Start from these weights (a file this example saved) instead of a fresh initialisation.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Where to save the weights (after every epoch).
     #[arg(long, default_value_os_t = lowbit::models::fashion::weights_path())]
     out: PathBuf,
@@ -70,7 +73,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         candle_core::utils::get_num_threads()
     );
 
-    let (model, vm) = FashionCnn::new_trainable(&QuantConfig::default(), args.seed, &dev)?;
+    let (model, mut vm) = FashionCnn::new_trainable(&QuantConfig::default(), args.seed, &dev)?;
+    if let Some(init) = &args.init {
+        vm.load(init)?;
+        println!("starting from {}", init.display());
+    }
     let params: usize = FashionCnn::tensor_specs()?
         .iter()
         .map(|s| s.shape.iter().product::<usize>())

