@@ -5,8 +5,8 @@ use candle_core::{D, Device};
 use lowbit_models::{FashionCnn, FashionMnist, fashion};
 use lowbit_nn::{Mode, QuantConfig, QuantModel};
 
-/// The top-1 measured when the weights were committed (see docs/models.md).
-const MEASURED: f64 = 0.0;
+/// The top-1 measured when the weights were committed (9106 / 10000; see docs/models.md).
+const MEASURED: f64 = 0.9106;
 
 #[test]
 fn committed_weights_reach_091_on_the_test_split() {
