@@ -101,7 +101,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let lr = |step: usize| {
             let t = (offset + step) as f64;
             let cos = 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos());
-            args.lr * cos * (t / warmup).min(1.0).max(0.05)
+            args.lr * cos * (t / warmup).clamp(0.05, 1.0)
         };
         let batches = train.shuffled_batches(args.batch_size, args.seed + epoch as u64, &dev)?;
         let st = fashion::train_epoch(&model, &mut opt, batches, &lr)?;
