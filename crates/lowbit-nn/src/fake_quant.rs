@@ -153,10 +153,17 @@ impl CustomOp1 for FakeQuant {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
-        _storage: &candle_core::CudaStorage,
-        _layout: &Layout,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        candle_core::bail!("lowbit fake-quant has no CUDA kernel yet: run on the CPU device")
+        let job = crate::cuda::Job::Spec {
+            spec: &self.spec,
+            frozen: self.scales.as_deref(),
+            output: crate::cuda::Output::Fake,
+        };
+        let out = crate::cuda::run(&job, storage, layout)
+            .map_err(|e| candle_core::Error::Msg(format!("fake-quant {}: {e}", self.spec)))?;
+        Ok((out, layout.shape().clone()))
     }
 
     fn bwd(
@@ -200,5 +207,79 @@ impl CustomOp1 for ClipMask {
         let x = cpu_f32(storage, layout)?;
         let m = self.0.mask(&x, layout.dims())?;
         Ok((to_storage(m, storage.dtype()), layout.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let job = crate::cuda::Job::Spec {
+            spec: &self.0.spec,
+            frozen: self.0.scales.as_deref(),
+            output: crate::cuda::Output::Mask,
+        };
+        let out = crate::cuda::run(&job, storage, layout).map_err(|e| {
+            candle_core::Error::Msg(format!("clipped STE mask {}: {e}", self.0.spec))
+        })?;
+        Ok((out, layout.shape().clone()))
+    }
+}
+
+/// Candle op: the bare element cast `decode(encode(x))` of any [`Format`] under a
+/// [`Conversion`], with no scale (ml_dtypes' `x.astype(fmt).astype(float32)`, or the
+/// saturating/stochastic variants). Stochastic rounding numbers the elements from 0 in
+/// row-major order. No gradient (use [`FakeQuant`] for training).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use lowbit_formats::{Conversion, Format};
+/// use lowbit_nn::ElementQuant;
+/// let x = Tensor::new(&[0.3f32, 500.0, -1e-9], &Device::Cpu)?;
+/// let op = ElementQuant { format: Format::E4M3FN, conversion: Conversion::SATURATE };
+/// let q = x.apply_op1_no_bwd(&op)?.to_vec1::<f32>()?;
+/// assert_eq!(q, vec![0.3125, 448.0, -0.0]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElementQuant {
+    /// The element format (any width).
+    pub format: lowbit_formats::Format,
+    /// Rounding and overflow.
+    pub conversion: lowbit_formats::Conversion,
+}
+
+impl CustomOp1 for ElementQuant {
+    fn name(&self) -> &'static str {
+        "lowbit-element-quant"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(storage, layout)?;
+        let mut out = vec![0f32; x.len()];
+        lowbit_formats::Codec::new(self.format, self.conversion)
+            .quantize_slice(&x, &mut out)
+            .map_err(|e| candle_core::Error::Msg(format!("element cast {}: {e}", self.format)))?;
+        Ok((to_storage(out, storage.dtype()), layout.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let job = crate::cuda::Job::Element {
+            format: self.format,
+            conv: self.conversion,
+        };
+        let out = crate::cuda::run(&job, storage, layout)
+            .map_err(|e| candle_core::Error::Msg(format!("element cast {}: {e}", self.format)))?;
+        Ok((out, layout.shape().clone()))
     }
 }

@@ -26,7 +26,10 @@
 //!
 //! ## Map
 //!
-//! - [`FakeQuant`], [`Ste`] (`fake_quant.rs`): the Candle op and its straight-through backward.
+//! - [`FakeQuant`], [`Ste`], [`ElementQuant`] (`fake_quant.rs`): the Candle ops and the
+//!   straight-through backward.
+//! - `cuda.rs` + `kernels/*.cu` (feature `cuda`): the same ops on the GPU, bit for bit
+//!   (docs/cuda.md).
 //! - [`Quantizer`], [`Role`] (`quantizer.rs`): one role of one layer: spec, calibration, mode.
 //! - [`QuantOp`], [`LayerQuant`] (`op.rs`): the trait every quantized op implements.
 //! - [`Registry`], [`OpFactory`], [`OpParams`] (`registry.rs`): op kind → implementation.
@@ -43,6 +46,8 @@ mod builder;
 mod calibration;
 mod config;
 mod context;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod error;
 mod fake_quant;
 pub mod layers;
@@ -57,7 +62,7 @@ pub use config::{
 };
 pub use context::{Mode, ModelContext, TapRecord};
 pub use error::{NnError, Result};
-pub use fake_quant::{FakeQuant, FrozenScales, Ste};
+pub use fake_quant::{ElementQuant, FakeQuant, FrozenScales, Ste};
 pub use op::{LayerQuant, QuantOp};
 pub use quantizer::{Quantizer, Role};
 pub use registry::{Activation, OpFactory, OpParams, Registry};

@@ -1,0 +1,407 @@
+// lowbit fake-quant kernels: statistics, scales and element fake-quant on the GPU, bit for bit
+// the CPU engine of lowbit-quant (the device codec in codec.cuh mirrors the Rust references).
+//
+// Kernels (instantiated for f32 / f16 / bf16 inputs and 32- / 64-bit indices):
+//   lb_stats_init      fills the statistics buffer with the neutral elements
+//   lb_reduce_*        per-group abs-max (symmetric) or min/max/NaN (asymmetric), warp-reduced,
+//                      flushed with atomics on ordered integer keys
+//   lb_scales          one thread per group: the stored scale (and zero point) from its statistics
+//   lb_apply_*         every element: q(x · (1/s)) · s with its group's scale, the affine
+//                      (round(x/s + z) − z) · s, the raw element cast, or the clipped-STE mask
+//   lb_fused_block_*   dynamic blocks of 4..128 contiguous elements (MX, NVFP4, int4 groups):
+//                      one pass computes the block's amax, its scale and its outputs
+//
+// Element order: groups and stochastic-rounding indices follow the CPU engine's work layout
+// (per channel: (len, outer, inner); per block along an axis: (outer, inner, len)).
+#include <cuda_fp16.h>
+#include "codec.cuh"
+
+// Mirrors the Rust `#[repr(C)] struct DevGroups` in src/cuda.rs.
+struct LbGroups {
+    i64 n;
+    i64 outer;
+    i64 len;
+    i64 inner;
+    i64 size;     // block size (per block)
+    i64 nb;       // blocks along the axis
+    i64 n_groups;
+    int gran;     // 0 per tensor, 1 per channel, 2 per block / whole axis
+    int pad;
+};
+
+enum { MODE_FAKE = 0, MODE_MASK = 1 };
+
+#define FULL 0xFFFFFFFFu
+
+template <typename T> struct Io;
+template <> struct Io<float> {
+    static LB_D float load(const float* p, i64 i) { return p[i]; }
+    static LB_D void store(float* p, i64 i, float v) { p[i] = v; }
+};
+struct F16 { unsigned short b; };
+struct BF16 { unsigned short b; };
+template <> struct Io<F16> {
+    static LB_D float load(const F16* p, i64 i) { return f16_to_f32(p[i].b); }
+    static LB_D void store(F16* p, i64 i, float v) { p[i].b = f32_to_f16(v); }
+};
+template <> struct Io<BF16> {
+    static LB_D float load(const BF16* p, i64 i) { return bf16_to_f32(p[i].b); }
+    static LB_D void store(BF16* p, i64 i, float v) { p[i].b = f32_to_bf16(v); }
+};
+
+template <typename T> struct Vec4;
+template <> struct Vec4<float> {
+    static LB_D void load(const float* p, i64 i, float v[4]) {
+        float4 q = *reinterpret_cast<const float4*>(p + i);
+        v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+    }
+    static LB_D void store(float* p, i64 i, const float v[4]) {
+        *reinterpret_cast<float4*>(p + i) = make_float4(v[0], v[1], v[2], v[3]);
+    }
+};
+template <typename H> struct Vec4Half {
+    static LB_D void load(const H* p, i64 i, float v[4]) {
+        uint2 q = *reinterpret_cast<const uint2*>(p + i);
+        H a[4];
+        a[0].b = (unsigned short)(q.x & 0xFFFFu); a[1].b = (unsigned short)(q.x >> 16);
+        a[2].b = (unsigned short)(q.y & 0xFFFFu); a[3].b = (unsigned short)(q.y >> 16);
+        for (int j = 0; j < 4; j++) v[j] = Io<H>::load(a, j);
+    }
+    static LB_D void store(H* p, i64 i, const float v[4]) {
+        H a[4];
+        for (int j = 0; j < 4; j++) Io<H>::store(a, j, v[j]);
+        uint2 q;
+        q.x = (u32)a[0].b | ((u32)a[1].b << 16);
+        q.y = (u32)a[2].b | ((u32)a[3].b << 16);
+        *reinterpret_cast<uint2*>(p + i) = q;
+    }
+};
+template <> struct Vec4<F16> : Vec4Half<F16> {};
+template <> struct Vec4<BF16> : Vec4Half<BF16> {};
+
+// Group (in scale order) and work-layout index of element `idx` (row-major in the tensor).
+template <typename I>
+LB_D void locate(const LbGroups& G, I idx, I* g, I* w) {
+    if (G.gran == 0) {
+        *g = 0;
+        *w = idx;
+        return;
+    }
+    I inner = (I)G.inner, len = (I)G.len;
+    I i = idx % inner;
+    I t = idx / inner;
+    I l = t % len;
+    I o = t / len;
+    if (G.gran == 1) {
+        *g = l;
+        *w = (l * (I)G.outer + o) * inner + i;
+    } else {
+        I b = l / (I)G.size;
+        *g = (o * (I)G.nb + b) * inner + i;
+        *w = (o * inner + i) * len + l;
+    }
+}
+
+// Ordered keys: unsigned comparison of keys is float comparison of values.
+LB_D u32 key_of(float v) {
+    u32 b = f_bits(v);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+LB_D float value_of(u32 k) { return (k & 0x80000000u) ? bits_f(k & 0x7FFFFFFFu) : bits_f(~k); }
+
+extern "C" __global__ void lb_stats_init(u32* st, i64 count, int asym) {
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i < count; i += (i64)gridDim.x * blockDim.x)
+        st[i] = (asym && (i % 3) == 1) ? 0xFFFFFFFFu : 0u;
+}
+
+// Each warp owns `per_warp` consecutive elements (a multiple of 32). A step where every lane
+// sees the same group is reduced in registers; lane 0 keeps a running value per group and
+// flushes it with one atomic when the group changes. Mixed steps go straight to atomics.
+//
+// With `quad` set (host: every aligned run of 4 elements lies in one group, and x is 4-element
+// aligned), each lane takes 4 consecutive elements per step, with one vector load and one
+// group lookup; `per_warp` is then a multiple of 128.
+template <typename T, typename I>
+LB_D void reduce_impl(const T* x, const LbGroups& G, u32* st, int asym, i64 per_warp, int quad) {
+    i64 warp = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    i64 w0 = warp * per_warp;
+    i64 w1 = w0 + per_warp < G.n ? w0 + per_warp : G.n;
+    i64 accg = -1;
+    u32 acc_max = 0u, acc_min = 0xFFFFFFFFu, acc_nan = 0u;
+    int width = quad ? 4 : 1;
+    for (i64 base = w0; base < w1; base += 32 * width) {
+        i64 idx = base + (i64)lane * width;
+        bool valid = idx < w1;
+        I g = 0, w = 0;
+        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (valid) {
+            locate<I>(G, (I)idx, &g, &w);
+            if (quad) {
+                Vec4<T>::load(x, idx, v);
+            } else {
+                v[0] = Io<T>::load(x, idx);
+            }
+        }
+        i64 gg = valid ? (i64)g : -1;
+        u32 kmax = 0u, kmin = 0xFFFFFFFFu, nan = 0u;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (j > 0 && !quad) break;
+            if (!valid) break;
+            if (asym) {
+                if (is_nan(v[j])) {
+                    nan = 1u;
+                } else {
+                    kmax = max(kmax, key_of(v[j]));
+                    kmin = min(kmin, key_of(v[j]));
+                }
+            } else {
+                kmax = max(kmax, f_bits(v[j]) & 0x7FFFFFFFu);
+            }
+        }
+        i64 g0 = __shfl_sync(FULL, gg, 0);
+        bool uniform = __all_sync(FULL, gg == g0 || gg == -1);
+        if (uniform) {
+            kmax = __reduce_max_sync(FULL, kmax);
+            if (asym) {
+                kmin = __reduce_min_sync(FULL, kmin);
+                nan = __reduce_or_sync(FULL, nan);
+            }
+            if (lane == 0) {
+                if (g0 != accg) {
+                    if (accg >= 0) {
+                        if (asym) {
+                            atomicMax(&st[3 * accg], acc_max);
+                            atomicMin(&st[3 * accg + 1], acc_min);
+                            if (acc_nan) atomicOr(&st[3 * accg + 2], 1u);
+                        } else {
+                            atomicMax(&st[accg], acc_max);
+                        }
+                    }
+                    accg = g0;
+                    acc_max = 0u;
+                    acc_min = 0xFFFFFFFFu;
+                    acc_nan = 0u;
+                }
+                acc_max = max(acc_max, kmax);
+                acc_min = min(acc_min, kmin);
+                acc_nan |= nan;
+            }
+        } else if (valid) {
+            if (asym) {
+                atomicMax(&st[3 * gg], kmax);
+                atomicMin(&st[3 * gg + 1], kmin);
+                if (nan) atomicOr(&st[3 * gg + 2], 1u);
+            } else {
+                atomicMax(&st[gg], kmax);
+            }
+        }
+    }
+    if (lane == 0 && accg >= 0) {
+        if (asym) {
+            atomicMax(&st[3 * accg], acc_max);
+            atomicMin(&st[3 * accg + 1], acc_min);
+            if (acc_nan) atomicOr(&st[3 * accg + 2], 1u);
+        } else {
+            atomicMax(&st[accg], acc_max);
+        }
+    }
+}
+
+extern "C" __global__ void lb_scales(const u32* st, LbGroups G, LbFormat F, LbScale S,
+                                     const u32* tensor_amax, float* scales, float* zeros,
+                                     float* ts_out) {
+    float ts = S.kind == SK_NVFP4 ? nvfp4_tensor_scale(S, bits_f(tensor_amax[0])) : 1.0f;
+    i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g == 0) ts_out[0] = ts;
+    for (; g < G.n_groups; g += (i64)gridDim.x * blockDim.x) {
+        if (S.asym) {
+            float mn, mx;
+            if (st[3 * g + 2]) {
+                mn = bits_f(0x7FC00000u);
+                mx = mn;
+            } else {
+                mx = value_of(st[3 * g]);
+                mn = value_of(st[3 * g + 1]);
+            }
+            float sc, z;
+            affine_from_minmax(S, F, mn, mx, &sc, &z);
+            scales[g] = sc;
+            zeros[g] = z;
+        } else {
+            scales[g] = scale_from_amax(S, bits_f(st[g]), ts);
+        }
+    }
+}
+
+// Every element: its group's scale (cached while consecutive elements share a group), then
+// the fake-quant, the affine fake-quant, the bare cast or the clipped-STE mask. Each thread
+// takes 4 consecutive elements per step (vector loads when `vec`: x is 4-element aligned).
+// The state of the group an element belongs to, kept while consecutive elements share it.
+struct GroupState {
+    i64 g;
+    float sc, z;
+    LbApply p;
+};
+
+template <typename I>
+LB_D float apply_one(const LbGroups& G, const LbFormat& F, const LbScale& S, const float* scales,
+                     const float* zeros, float ts, int mode, GroupState& st, float v, I g, I w) {
+    if ((i64)g != st.g) {
+        st.g = (i64)g;
+        st.sc = scales[g];
+        st.z = S.asym ? zeros[g] : 0.0f;
+        if (!S.asym) st.p = prepare_sym(effective_scale(S, st.sc, ts));
+    }
+    if (mode == MODE_MASK) {
+        // The clipped-STE mask: 1 inside [q(-MAX), q(+MAX)] of the group (F saturates).
+        float hi, lo;
+        if (S.asym) {
+            hi = fake_affine(F, 3.4028234663852886e38f, st.sc, st.z, (u64)w);
+            lo = fake_affine(F, -3.4028234663852886e38f, st.sc, st.z, (u64)w);
+        } else {
+            hi = apply_sym(F, st.p, 3.4028234663852886e38f, (u64)w);
+            lo = apply_sym(F, st.p, -3.4028234663852886e38f, (u64)w);
+        }
+        return (v >= lo && v <= hi) ? 1.0f : 0.0f;
+    }
+    if (S.asym) return fake_affine(F, v, st.sc, st.z, (u64)w);
+    return apply_sym(F, st.p, v, (u64)w);
+}
+
+// Every element: the bare cast (SK_UNIT), or its group's fake-quant / affine fake-quant /
+// clipped-STE mask. Threads take 4 consecutive elements per step. With `quad` set (host: x is
+// 4-element aligned and every aligned run of 4 elements lies in one group, whose work indices
+// are then consecutive) a step is one vector load, one group lookup, one vector store.
+template <typename T, typename I>
+LB_D void apply_impl(const T* x, T* y, const LbGroups& G, const LbFormat& F, const LbScale& S,
+                     const float* scales, const float* zeros, const float* ts_p, int mode,
+                     int quad) {
+    float ts = ts_p[0];
+    I n = (I)G.n;
+    I stride = (I)gridDim.x * blockDim.x;
+    I t = (I)blockIdx.x * blockDim.x + threadIdx.x;
+    GroupState st;
+    st.g = -1;
+    st.sc = 0.0f;
+    st.z = 0.0f;
+    st.p = prepare_sym(1.0f);
+    if (quad) {
+        for (I q = t; q < n / 4; q += stride) {
+            I base = 4 * q;
+            float v[4], o[4];
+            Vec4<T>::load(x, base, v);
+            if (S.kind == SK_UNIT) {
+#pragma unroll
+                for (int j = 0; j < 4; j++) o[j] = quantize_elem(F, v[j], (u64)(base + j));
+            } else {
+                I g, w;
+                locate<I>(G, base, &g, &w);
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    o[j] = apply_one<I>(G, F, S, scales, zeros, ts, mode, st, v[j], g, w + j);
+            }
+            Vec4<T>::store(y, base, o);
+        }
+    }
+    for (I idx = (quad ? (n / 4) * 4 : 0) + t; idx < n; idx += stride) {
+        float v = Io<T>::load(x, idx), o;
+        if (S.kind == SK_UNIT) {
+            o = quantize_elem(F, v, (u64)idx);
+        } else {
+            I g, w;
+            locate<I>(G, idx, &g, &w);
+            o = apply_one<I>(G, F, S, scales, zeros, ts, mode, st, v, g, w);
+        }
+        Io<T>::store(y, idx, o);
+    }
+}
+
+// max |x| of the whole tensor (NaN > inf > numbers on the bit patterns), into st[0].
+template <typename T>
+LB_D void amax_impl(const T* x, i64 n, u32* st, int vec) {
+    u32 a = 0u;
+    i64 stride = (i64)gridDim.x * blockDim.x;
+    i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (vec) {
+        for (i64 q = t; 4 * q + 3 < n; q += stride) {
+            float v[4];
+            Vec4<T>::load(x, 4 * q, v);
+            for (int j = 0; j < 4; j++) a = max(a, f_bits(v[j]) & 0x7FFFFFFFu);
+        }
+        for (i64 i = (n / 4) * 4 + t; i < n; i += stride)
+            a = max(a, f_bits(Io<T>::load(x, i)) & 0x7FFFFFFFu);
+    } else {
+        for (i64 i = t; i < n; i += stride) a = max(a, f_bits(Io<T>::load(x, i)) & 0x7FFFFFFFu);
+    }
+    a = __reduce_max_sync(FULL, a);
+    if ((threadIdx.x & 31) == 0) atomicMax(st, a);
+}
+
+// Dynamic symmetric blocks of `size` = 4·L contiguous elements (L = 1..32 lanes, a power of
+// two), blocks along the last axis, n a multiple of `size`: each thread holds 4 elements, the
+// L lanes of a block reduce their amax with shuffles, every lane derives the block's scale
+// (the same rule as lb_scales) and writes its 4 outputs. One read, one write.
+// Warps step through the tensor together (a warp-uniform loop, so the shuffles see all lanes).
+template <typename T>
+LB_D void fused_block_impl(const T* x, T* y, i64 n, int lanes, LbFormat F, LbScale S,
+                           const u32* tensor_amax) {
+    float ts = S.kind == SK_NVFP4 ? nvfp4_tensor_scale(S, bits_f(tensor_amax[0])) : 1.0f;
+    i64 nq = n / 4;
+    i64 stride = (i64)gridDim.x * blockDim.x;
+    i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    i64 lane = threadIdx.x & 31;
+    for (i64 wb = t - lane; wb < nq; wb += stride) {
+        i64 q = wb + lane;
+        bool ok = q < nq;
+        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (ok) Vec4<T>::load(x, 4 * q, v);
+        u32 a = 0u;
+#pragma unroll
+        for (int j = 0; j < 4; j++) a = max(a, f_bits(v[j]) & 0x7FFFFFFFu);
+        for (int off = lanes >> 1; off > 0; off >>= 1) a = max(a, __shfl_xor_sync(FULL, a, off));
+        if (ok) {
+            LbApply p = prepare_sym(effective_scale(S, scale_from_amax(S, bits_f(a), ts), ts));
+            float o[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++) o[j] = apply_sym(F, p, v[j], (u64)(4 * q + j));
+            Vec4<T>::store(y, 4 * q, o);
+        }
+    }
+}
+
+#define LB_INSTANTIATE(T, SUF)                                                                  \
+    extern "C" __global__ void lb_reduce_##SUF##_u32(const T* x, LbGroups G, u32* st, int asym,   \
+                                                     i64 per_warp, int quad) {                  \
+        reduce_impl<T, u32>(x, G, st, asym, per_warp, quad);                                    \
+    }                                                                                           \
+    extern "C" __global__ void lb_reduce_##SUF##_u64(const T* x, LbGroups G, u32* st, int asym,   \
+                                                     i64 per_warp, int quad) {                  \
+        reduce_impl<T, u64>(x, G, st, asym, per_warp, quad);                                    \
+    }                                                                                           \
+    extern "C" __global__ void lb_apply_##SUF##_u32(const T* x, T* y, LbGroups G, LbFormat F,    \
+                                                    LbScale S, const float* scales,             \
+                                                    const float* zeros, const float* ts,        \
+                                                    int mode, int quad) {                       \
+        apply_impl<T, u32>(x, y, G, F, S, scales, zeros, ts, mode, quad);                        \
+    }                                                                                           \
+    extern "C" __global__ void lb_apply_##SUF##_u64(const T* x, T* y, LbGroups G, LbFormat F,    \
+                                                    LbScale S, const float* scales,             \
+                                                    const float* zeros, const float* ts,        \
+                                                    int mode, int quad) {                       \
+        apply_impl<T, u64>(x, y, G, F, S, scales, zeros, ts, mode, quad);                        \
+    }                                                                                           \
+    extern "C" __global__ void lb_amax_##SUF(const T* x, i64 n, u32* st, int vec) {              \
+        amax_impl<T>(x, n, st, vec);                                                            \
+    }                                                                                           \
+    extern "C" __global__ void lb_fused_block_##SUF(const T* x, T* y, i64 n, int lanes,          \
+                                                    LbFormat F, LbScale S,                      \
+                                                    const u32* tensor_amax) {                   \
+        fused_block_impl<T>(x, y, n, lanes, F, S, tensor_amax);                                 \
+    }
+
+LB_INSTANTIATE(float, f32)
+LB_INSTANTIATE(F16, f16)
+LB_INSTANTIATE(BF16, bf16)
