@@ -41,6 +41,9 @@ pub struct EvalOpts {
     /// Also quantize one layer at a time and rank layers by the accuracy they cost.
     #[arg(long)]
     pub sensitivity: bool,
+    /// Where the model runs: `cpu`, `cuda` (GPU 0) or `cuda:N` (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -161,7 +164,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         }
         Cmd::Explain { config, model } => {
             let cfg = lowbit_nn::QuantConfig::from_file(&config)?;
-            let m = models::model(&model)?.build(&cfg)?;
+            let m = models::model(&model)?.build(&cfg, &candle_core::Device::Cpu)?;
             print!("{}", m.layers().explain());
             Ok(())
         }

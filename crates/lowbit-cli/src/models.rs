@@ -31,13 +31,13 @@ impl Dataset {
     pub fn len(&self) -> usize {
         self.labels.len()
     }
-    /// The batch `[start, start + n)` as a tensor and its labels.
-    pub fn batch(&self, start: usize, n: usize) -> Result<(Tensor, &[u32])> {
+    /// The batch `[start, start + n)` as a tensor on `device` and its labels.
+    pub fn batch(&self, start: usize, n: usize, device: &Device) -> Result<(Tensor, &[u32])> {
         let per: usize = self.item_shape.iter().product();
         let end = (start + n).min(self.len());
         let mut shape = vec![end - start];
         shape.extend(&self.item_shape);
-        let t = Tensor::from_slice(&self.inputs[start * per..end * per], shape, &Device::Cpu)
+        let t = Tensor::from_slice(&self.inputs[start * per..end * per], shape, device)
             .map_err(|e| CliError::Other(e.to_string()))?;
         Ok((t, &self.labels[start..end]))
     }
@@ -47,8 +47,8 @@ impl Dataset {
 pub trait ModelSource: Send + Sync {
     /// Its name (`--model`).
     fn name(&self) -> &str;
-    /// An instance built with `config`.
-    fn build(&self, config: &QuantConfig) -> Result<Box<dyn QuantModel>>;
+    /// An instance built with `config`, its parameters on `device`.
+    fn build(&self, config: &QuantConfig, device: &Device) -> Result<Box<dyn QuantModel>>;
     /// Its evaluation data (`data` overrides the default location), at most `limit` items.
     fn data(&self, data: Option<&Path>, limit: Option<usize>, seed: u64) -> Result<Dataset>;
 }
@@ -60,6 +60,30 @@ pub fn model(name: &str) -> Result<Box<dyn ModelSource>> {
         "fashion_cnn" => fashion_cnn(),
         _ => Err(CliError::Usage(format!(
             "unknown model `{name}` (known: fashion_cnn, tiny_mlp)"
+        ))),
+    }
+}
+
+/// The device named by `--device`: `cpu`, `cuda` (GPU 0) or `cuda:N`.
+pub fn device(name: &str) -> Result<Device> {
+    let name = name.trim();
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = match s.strip_prefix("cuda:") {
+                Some(n) => n.parse::<usize>().map_err(|_| {
+                    CliError::Usage(format!("--device {s}: expected cuda:N with N a GPU number"))
+                })?,
+                None => 0,
+            };
+            Device::new_cuda(ordinal).map_err(|e| {
+                CliError::Usage(format!(
+                    "--device {s}: {e} (the GPU path needs a build with `--features cuda` and a CUDA driver; see docs/cuda.md)"
+                ))
+            })
+        }
+        other => Err(CliError::Usage(format!(
+            "--device {other}: expected cpu, cuda or cuda:N"
         ))),
     }
 }
@@ -88,8 +112,8 @@ impl ModelSource for FashionSource {
     fn name(&self) -> &str {
         "fashion_cnn"
     }
-    fn build(&self, config: &QuantConfig) -> Result<Box<dyn QuantModel>> {
-        let m = lowbit_models::FashionCnn::load_default(config, &Device::Cpu).map_err(model_err)?;
+    fn build(&self, config: &QuantConfig, device: &Device) -> Result<Box<dyn QuantModel>> {
+        let m = lowbit_models::FashionCnn::load_default(config, device).map_err(model_err)?;
         Ok(Box::new(m))
     }
     fn data(&self, data: Option<&Path>, limit: Option<usize>, _seed: u64) -> Result<Dataset> {
@@ -178,8 +202,12 @@ impl QuantModel for TinyModel {
     }
 }
 
-/// Builds `tiny_mlp` with `config` (any registry: tests plant their own ops).
-pub fn tiny_model(config: &QuantConfig, registry: Registry) -> Result<Box<dyn QuantModel>> {
+/// Builds `tiny_mlp` with `config` (any registry) on `dev`.
+pub fn tiny_model(
+    config: &QuantConfig,
+    registry: Registry,
+    dev: &Device,
+) -> Result<Box<dyn QuantModel>> {
     let (c, f) = (TINY_CLASSES, TINY_FEATURES);
     let m = centroids();
     let mut w1 = Vec::with_capacity(2 * c * f);
@@ -193,14 +221,13 @@ pub fn tiny_model(config: &QuantConfig, registry: Registry) -> Result<Box<dyn Qu
     let b2: Vec<f32> = (0..c)
         .map(|k| -0.5 * m[k * f..(k + 1) * f].iter().map(|v| v * v).sum::<f32>())
         .collect();
-    let dev = Device::Cpu;
-    let t = |v: Vec<f32>, s: &[usize]| Tensor::from_vec(v, s, &dev);
+    let t = |v: Vec<f32>, s: &[usize]| Tensor::from_vec(v, s, dev);
     let mut ts = std::collections::HashMap::new();
     ts.insert("fc1.weight".to_string(), t(w1, &[2 * c, f])?);
     ts.insert("fc1.bias".to_string(), t(vec![0.0; 2 * c], &[2 * c])?);
     ts.insert("fc2.weight".to_string(), t(w2, &[c, 2 * c])?);
     ts.insert("fc2.bias".to_string(), t(b2, &[c])?);
-    let vb = VarBuilder::from_tensors(ts, DType::F32, &dev);
+    let vb = VarBuilder::from_tensors(ts, DType::F32, dev);
     let b = QBuilder::new(vb, config, registry)?;
     let fc1 = b.linear("fc1", f, 2 * c)?;
     let relu = b.activation("relu", lowbit_nn::Activation::Relu)?;
@@ -218,8 +245,8 @@ impl ModelSource for TinyMlp {
     fn name(&self) -> &str {
         "tiny_mlp"
     }
-    fn build(&self, config: &QuantConfig) -> Result<Box<dyn QuantModel>> {
-        tiny_model(config, Registry::default())
+    fn build(&self, config: &QuantConfig, device: &Device) -> Result<Box<dyn QuantModel>> {
+        tiny_model(config, Registry::default(), device)
     }
     fn data(&self, data: Option<&Path>, limit: Option<usize>, seed: u64) -> Result<Dataset> {
         if let Some(p) = data {

@@ -137,20 +137,21 @@ fn evaluate(
     if opts.batch_size == 0 {
         return Err(CliError::Usage("--batch-size must be at least 1".into()));
     }
-    let reference = source.build(&QuantConfig::default())?;
+    let dev = models::device(&opts.device)?;
+    let reference = source.build(&QuantConfig::default(), &dev)?;
     let mut variants = Vec::new();
     let mut sens_of: Vec<Vec<(String, usize)>> = Vec::new();
     for c in configs {
         variants.push(Variant {
             name: c.name.clone(),
-            model: source.build(&c.config)?,
+            model: source.build(&c.config, &dev)?,
             detail: true,
         });
     }
     for c in configs {
         let mut rows = Vec::new();
         if opts.sensitivity {
-            let probe = source.build(&c.config)?;
+            let probe = source.build(&c.config, &dev)?;
             let quantized: Vec<String> = probe
                 .layers()
                 .layers()
@@ -159,7 +160,7 @@ fn evaluate(
                 .map(|l| l.name.clone())
                 .collect();
             for layer in quantized {
-                let m = source.build(&c.config)?;
+                let m = source.build(&c.config, &dev)?;
                 for l in m.layers().layers() {
                     if l.name != layer {
                         l.op.quant().set_enabled(false);
@@ -185,7 +186,7 @@ fn evaluate(
     let mut start = 0;
     let mut done = 0;
     while start < n {
-        let (x, labels) = data.batch(start, opts.batch_size)?;
+        let (x, labels) = data.batch(start, opts.batch_size, &dev)?;
         ev.add_batch(&x, labels)?;
         start += opts.batch_size;
         done += 1;
@@ -419,13 +420,13 @@ pub fn calibrate(
 ) -> Result<()> {
     let cfg = QuantConfig::from_file(config)?;
     let source = models::model(model)?;
-    let m = source.build(&cfg)?;
+    let m = source.build(&cfg, &candle_core::Device::Cpu)?;
     let n = batches.saturating_mul(batch_size);
     let dataset = source.data(data, Some(n), seed)?;
     m.layers().begin_calibration(lowbit_quant::Method::Max)?;
     let mut start = 0;
     while start < dataset.len() {
-        let (x, _) = dataset.batch(start, batch_size)?;
+        let (x, _) = dataset.batch(start, batch_size, &candle_core::Device::Cpu)?;
         m.forward(&x)?;
         start += batch_size;
     }
