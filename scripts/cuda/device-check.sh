@@ -1,0 +1,18 @@
+#!/bin/bash
+# Runs on the GPU machine, from the repository root (the `device` tool: carry `.devrun`):
+# the CUDA tests, the GPU bench, the CLI on the GPU. Logs go to $OUT (or ./devrun-out).
+set -o pipefail
+OUT=${OUT:-$PWD/devrun-out}; mkdir -p "$OUT"
+ROOT=$PWD
+# The binaries find the repository's data through the path they were built at.
+[ -e /work/main ] || { mkdir -p /work && ln -s "$ROOT" /work/main; }
+LIBS=$(find / -xdev \( -name 'libcublas.so.13' -o -name 'libcurand.so.10' -o -name 'libcudart.so.13' \
+    -o -name 'libcublasLt.so.13' -o -name 'libnvrtc.so.13' \) 2>/dev/null | xargs -r -n1 dirname | sort -u | tr '\n' ':')
+export LD_LIBRARY_PATH=$LIBS$LD_LIBRARY_PATH
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv | tee "$OUT/gpu.txt"
+mkdir -p /tmp/b && for f in .devrun/*.xz; do b=/tmp/b/$(basename "$f" .xz); xz -dc "$f" > "$b"; chmod +x "$b"; done
+cd /work/main/crates/lowbit-nn
+timeout 200 /tmp/b/cuda_test 2>&1 | tee "$OUT/test.log" | tail -40
+cd /work/main
+timeout 150 /tmp/b/cuda_bench --bench --warm-up-time 1 --measurement-time 2 2>&1 | grep -v '^Warning\|^$' | tee "$OUT/bench.log"
+timeout 60 /tmp/b/lowbit run --device cuda --limit 500 -c configs/mxfp8_e4m3.yaml --out /tmp/runs 2>&1 | tail -12 | tee "$OUT/cli.log"
