@@ -41,6 +41,11 @@ pub struct EvalOpts {
     /// Also quantize one layer at a time and rank layers by the accuracy they cost.
     #[arg(long)]
     pub sensitivity: bool,
+    /// Per-layer statistics (SQNR, isolated error, activation compliance) on the first N batches
+    /// only; 0 = every batch. Top-1/top-5, certainty and the output comparison always cover
+    /// every sample; weights are checked once.
+    #[arg(long, default_value_t = 1)]
+    pub layer_batches: usize,
     /// Where the model runs: `cpu`, `cuda` (GPU 0) or `cuda:N` (a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,

@@ -177,6 +177,10 @@ fn evaluate(
         sens_of.push(rows);
     }
     let mut ev = Evaluator::new(reference, variants);
+    ev.set_layer_batches(match opts.layer_batches {
+        0 => None,
+        n => Some(n as u64),
+    });
     let n = data.len();
     let batches = n.div_ceil(opts.batch_size) as u64;
     let progress = Progress::new(
@@ -284,10 +288,11 @@ pub fn run(
     }
     write_summary(&dir, &rows, &reports)?;
     println!(
-        "\nmodel {model}, {} samples ({}), {:.1} s\n",
+        "\nmodel {model}, {} samples ({}), {:.1} s; per-layer SQNR and activation compliance on the first {} samples (--layer-batches)\n",
         reports[0].fp32.samples,
         dataset.description,
-        t0.elapsed().as_secs_f64()
+        t0.elapsed().as_secs_f64(),
+        reports[0].layer_samples
     );
     print!("{}", format_table(&rows));
     shout_violations(&reports);

@@ -5,6 +5,11 @@
 //! own model instance, so variants share nothing mutable and run in parallel on the current
 //! rayon pool; each variant sums its statistics in a fixed order, so results do not depend on
 //! the thread count.
+//!
+//! The layer-wise part (taps, propagated and isolated errors, activation compliance) costs
+//! several times a forward pass per variant. [`Evaluator::set_layer_batches`] limits it to the
+//! first batches (the task metrics still cover every batch); each result says on how many
+//! samples its layer statistics were taken.
 
 use std::collections::BTreeMap;
 
@@ -118,6 +123,10 @@ pub struct VariantResult {
     pub logits: ErrorStats,
     /// Per layer, in build order (empty for variants without detail).
     pub layers: Vec<LayerResult>,
+    /// Samples the layer statistics and activation compliance were computed on (all samples
+    /// unless [`Evaluator::set_layer_batches`] limited them; 0 without detail).
+    #[serde(default)]
+    pub layer_samples: u64,
 }
 
 /// What [`Evaluator::finish`] returns.
@@ -151,6 +160,7 @@ struct VariantState {
     logits: ErrorAccumulator,
     layers: Vec<LayerAcc>,
     batches: u64,
+    layer_samples: u64,
 }
 
 /// Evaluates a reference model and its quantized variants batch by batch.
@@ -170,6 +180,7 @@ pub struct Evaluator {
     fp32: TaskAccumulator,
     variants: Vec<VariantState>,
     batches: u64,
+    layer_batches: Option<u64>,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -186,6 +197,27 @@ pub fn to_f32(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 
+/// Calls `f` with the f32 contents of `t`: borrowed from the storage when `t` is a contiguous
+/// f32 CPU tensor (no copy: activations of a 500-image batch are tens of MB), copied otherwise.
+pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if t.dtype() == DType::F32 {
+        let (storage, layout) = t.storage_and_layout();
+        if let candle_core::Storage::Cpu(cpu) = &*storage
+            && let (Ok(v), Some((a, b))) = (cpu.as_slice::<f32>(), layout.contiguous_offsets())
+            && let Some(slice) = v.get(a..b)
+        {
+            return Ok(f(slice));
+        }
+    }
+    let v = to_f32(t)?;
+    Ok(f(&v))
+}
+
+/// `acc.add(x, q)` on two tensors without copying them where possible.
+fn add_pair(acc: &mut ErrorAccumulator, x: &Tensor, q: &Tensor) -> Result<()> {
+    with_f32(x, |a| with_f32(q, |b| acc.add(a, b)))?
+}
+
 /// The reference model's output and taps on one batch.
 #[derive(Debug)]
 pub struct Reference {
@@ -200,9 +232,14 @@ pub struct Reference {
 impl Reference {
     /// Runs `model` in FP32 with taps on.
     pub fn run(model: &dyn QuantModel, input: &Tensor) -> Result<Reference> {
+        Reference::run_with_taps(model, input, true)
+    }
+
+    /// Runs `model` in FP32, recording taps if `taps`.
+    pub fn run_with_taps(model: &dyn QuantModel, input: &Tensor, taps: bool) -> Result<Reference> {
         let table = model.layers();
         table.set_mode(Mode::Fp32);
-        table.context().set_taps(true);
+        table.context().set_taps(taps);
         let out = model.forward(input);
         let taps = table.context().take_taps();
         table.context().set_taps(false);
@@ -245,17 +282,26 @@ pub fn check_tensor(
     source: &Tensor,
     quantized: &Tensor,
 ) -> Result<RoleCompliance> {
-    let dims = quantized.dims().to_vec();
-    let q = to_f32(quantized)?;
     let computed;
     let scales = match frozen {
         Some(s) => s,
         None => {
-            computed = spec.compute_scales(&to_f32(source)?, source.dims())?;
+            computed = with_f32(source, |v| spec.compute_scales(v, source.dims()))??;
             &computed
         }
     };
-    let r = check_compliance(spec, &q, &dims, scales)?;
+    check_with_scales(spec, scales, quantized)
+}
+
+/// Compliance of `quantized` under known scales.
+fn check_with_scales(
+    spec: &QuantSpec,
+    scales: &Scales,
+    quantized: &Tensor,
+) -> Result<RoleCompliance> {
+    let r = with_f32(quantized, |q| {
+        check_compliance(spec, q, quantized.dims(), scales)
+    })??;
     Ok(RoleCompliance {
         elements: r.elements as u64,
         off_grid: r.off_grid as u64,
@@ -269,10 +315,17 @@ fn add_compliance(slot: &mut Option<RoleCompliance>, c: RoleCompliance) {
 }
 
 impl VariantState {
-    fn observe(&mut self, input: &Tensor, labels: &[u32], r: &Reference) -> Result<()> {
+    fn observe(
+        &mut self,
+        input: &Tensor,
+        labels: &[u32],
+        r: &Reference,
+        layer_stats: bool,
+    ) -> Result<()> {
+        let detail = self.v.detail && layer_stats;
         let table = self.v.model.layers();
         table.set_mode(Mode::Quantize);
-        table.context().set_taps(self.v.detail);
+        table.context().set_taps(detail);
         let out = self.v.model.forward(input);
         let taps = table.context().take_taps();
         table.context().set_taps(false);
@@ -289,8 +342,9 @@ impl VariantState {
         }
         self.task.add(&out, r.classes, labels);
         self.logits.add(&r.logits, &out);
-        if self.v.detail {
+        if detail {
             self.observe_layers(r, &taps)?;
+            self.layer_samples += labels.len() as u64;
         }
         self.batches += 1;
         Ok(())
@@ -298,7 +352,7 @@ impl VariantState {
 
     /// Layer-wise comparison and compliance of one batch's taps against the reference taps.
     fn observe_layers(&mut self, r: &Reference, taps: &BTreeMap<String, TapRecord>) -> Result<()> {
-        let first = self.batches == 0;
+        let first = self.layer_samples == 0;
         let entries: Vec<LayerEntry> = self.v.model.layers().layers().to_vec();
         for (entry, acc) in entries.iter().zip(self.layers.iter_mut()) {
             let (Some(fp), Some(q)) = (r.taps.get(&entry.name), taps.get(&entry.name)) else {
@@ -351,23 +405,22 @@ fn observe_layer(
     let mut qins = Vec::with_capacity(q.inputs.len());
     for (fx, qx) in fp.inputs.iter().zip(&q.inputs) {
         let qin = lq.quantize_input(qx)?;
-        acc.input.add(&to_f32(fx)?, &to_f32(&qin)?);
+        add_pair(&mut acc.input, fx, &qin)?;
         if let Some(iq) = enabled(&lq.input) {
             let spec = iq.spec();
-            let frozen = iq.frozen();
-            let c = check_tensor(&spec, frozen.as_deref(), qx, &qin)?;
+            let scales = match iq.frozen() {
+                Some(s) => (*s).clone(),
+                None => with_f32(qx, |v| spec.compute_scales(v, qx.dims()))??,
+            };
+            let c = check_with_scales(&spec, &scales, &qin)?;
             add_compliance(&mut acc.c_input, c);
             let n = qx.elem_count();
-            let scales = match frozen {
-                Some(s) => (*s).clone(),
-                None => spec.compute_scales(&to_f32(qx)?, qx.dims())?,
-            };
             acc.input_bits.0 += bits_per_element(&spec, n, &scales) * n as f64;
             acc.input_bits.1 += n as f64;
         }
         qins.push(qin);
     }
-    acc.output.add(&to_f32(&fp.output)?, &to_f32(&q.output)?);
+    add_pair(&mut acc.output, &fp.output, &q.output)?;
     if let Some(oq) = enabled(&lq.output) {
         // The output before its quantizer, recomputed from the quantized inputs.
         let raw = entry.op.compute(&qins)?;
@@ -379,7 +432,7 @@ fn observe_layer(
     if lq.quantizers().any(|q| q.is_enabled()) {
         let refs: Vec<&Tensor> = fp.inputs.iter().collect();
         let y = entry.op.forward(&refs)?;
-        acc.isolated.add(&to_f32(&fp.output)?, &to_f32(&y)?);
+        add_pair(&mut acc.isolated, &fp.output, &y)?;
     }
     Ok(())
 }
@@ -398,6 +451,7 @@ impl Evaluator {
                     logits: ErrorAccumulator::default(),
                     layers: (0..n).map(|_| LayerAcc::default()).collect(),
                     batches: 0,
+                    layer_samples: 0,
                 }
             })
             .collect();
@@ -406,7 +460,16 @@ impl Evaluator {
             fp32: TaskAccumulator::default(),
             variants,
             batches: 0,
+            layer_batches: None,
         }
+    }
+
+    /// Computes the layer-wise statistics (taps, propagated and isolated errors, activation
+    /// compliance) on the first `n` batches only (`None`: on every batch, the default). Task
+    /// metrics and the output comparison always cover every batch; weights are compared and
+    /// checked once either way.
+    pub fn set_layer_batches(&mut self, n: Option<u64>) {
+        self.layer_batches = n;
     }
 
     /// The variants' names.
@@ -417,7 +480,9 @@ impl Evaluator {
     /// Evaluates one batch: the reference once, then every variant (in parallel on the
     /// current rayon pool).
     pub fn add_batch(&mut self, input: &Tensor, labels: &[u32]) -> Result<()> {
-        let r = Reference::run(self.reference.as_ref(), input)?;
+        let layer_stats = self.layer_stats_now();
+        let taps = layer_stats && self.variants.iter().any(|v| v.v.detail);
+        let r = Reference::run_with_taps(self.reference.as_ref(), input, taps)?;
         if r.logits.len() != labels.len() * r.classes {
             return Err(EvalError::mismatch(
                 "batch",
@@ -443,11 +508,17 @@ impl Evaluator {
         labels: &[u32],
         r: &Reference,
     ) -> Result<()> {
+        let layer_stats = self.layer_stats_now();
         self.variants
             .par_iter_mut()
-            .map(|v| v.observe(input, labels, r))
+            .map(|v| v.observe(input, labels, r, layer_stats))
             .collect::<Result<Vec<()>>>()?;
         Ok(())
+    }
+
+    /// Whether the current batch gets layer statistics.
+    fn layer_stats_now(&self) -> bool {
+        self.layer_batches.is_none_or(|n| self.batches < n)
     }
 
     /// Compares one variant's recorded taps against reference taps (the layer-wise part of
@@ -463,6 +534,7 @@ impl Evaluator {
             .get_mut(variant)
             .ok_or_else(|| EvalError::mismatch("variant", format!("no variant {variant}")))?;
         v.observe_layers(r, taps)?;
+        v.layer_samples += (r.logits.len() / r.classes.max(1)) as u64;
         v.batches += 1;
         Ok(())
     }
@@ -489,6 +561,7 @@ impl Evaluator {
                     task: s.task.finish(),
                     logits: s.logits.finish(),
                     layers,
+                    layer_samples: s.layer_samples,
                 }
             })
             .collect();

@@ -104,6 +104,10 @@ pub struct RunReport {
     pub compression: Compression,
     /// Per layer.
     pub layers: Vec<LayerResult>,
+    /// Samples the per-layer statistics and activation compliance were computed on (the task
+    /// metrics cover every sample).
+    #[serde(default)]
+    pub layer_samples: u64,
     /// Sensitivity ranking (with `--sensitivity`).
     pub sensitivity: Option<Vec<SensitivityRow>>,
 }
@@ -241,6 +245,7 @@ impl RunReport {
             },
             compression,
             layers: v.layers.clone(),
+            layer_samples: v.layer_samples,
             sensitivity,
         }
     }

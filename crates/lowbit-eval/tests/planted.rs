@@ -101,3 +101,42 @@ fn planted_value_is_reported_and_clean_run_passes() {
             .contains("COMPLIANCE VIOLATIONS")
     );
 }
+
+#[test]
+fn layer_statistics_limited_to_the_first_batches() {
+    // Zero weights everywhere (a fresh VarMap): the numbers are not the point; what is
+    // measured on which batches is.
+    let vm = VarMap::new();
+    let cfg = "defaults: { weight: int8, input: fp8_e4m3 }";
+    let batches: Vec<Tensor> = (0..3)
+        .map(|_| Tensor::randn(0f32, 1.0, (8, 64), &Device::Cpu).unwrap())
+        .collect();
+    let labels: Vec<u32> = (0..8).collect();
+    let run = |limit: Option<u64>, feed: usize| {
+        let mut ev = Evaluator::new(
+            net(&vm, "{}"),
+            vec![Variant {
+                name: "q".into(),
+                model: net(&vm, cfg),
+                detail: true,
+            }],
+        );
+        ev.set_layer_batches(limit);
+        for x in &batches[..feed] {
+            ev.add_batch(x, &labels).unwrap();
+        }
+        ev.finish()
+    };
+    let limited = run(Some(1), 3);
+    let first_only = run(None, 1);
+    let all = run(None, 3);
+    // Task metrics cover every batch; layer statistics only the first.
+    assert_eq!(limited.variants[0].task, all.variants[0].task);
+    assert_eq!(limited.variants[0].layer_samples, 8);
+    assert_eq!(all.variants[0].layer_samples, 24);
+    assert_eq!(limited.variants[0].layers, first_only.variants[0].layers);
+    let input = limited.variants[0].layers[0].compliance.input.unwrap();
+    assert_eq!(input.elements, 8 * 64);
+    let rep = RunReport::new(&meta(), limited.fp32, &limited.variants[0], &[]);
+    assert_eq!(rep.layer_samples, 8);
+}

@@ -55,8 +55,15 @@ pub fn scale_is_valid(kind: ScaleKind, s: f32) -> bool {
         ScaleKind::E8M0 { .. } => {
             s.is_nan() || (is_pow2(s) && (-127..=127).contains(&crate::spec::exponent_of(s)))
         }
-        ScaleKind::Nvfp4 { .. } => s > 0.0 && Format::E4M3FN.value_table().contains(s),
+        ScaleKind::Nvfp4 { .. } => s > 0.0 && e4m3_table().contains(s),
     }
+}
+
+/// The E4M3 (FN) value table, built once (NVFP4 block scales are checked against it, one
+/// lookup per block).
+fn e4m3_table() -> &'static lowbit_formats::ValueTable {
+    static TABLE: std::sync::OnceLock<lowbit_formats::ValueTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| Format::E4M3FN.value_table())
 }
 
 /// Checks `values` (a dequantized tensor of `shape`) against `scales` under `spec`.
@@ -114,6 +121,11 @@ pub fn check_compliance(
     // Group index of every element, in tensor order.
     let group_of = group_index(&plan);
     let ts = scales.tensor_scale.unwrap_or(1.0);
+    // Quantized tensors repeat few values (at most 2^bits per scale, and block scales take few
+    // distinct values): remember the (value, scale, zero point) triples already found on the
+    // grid in a small direct-mapped table. A hit skips the search; the verdict is the search's.
+    const MEMO: usize = 4096;
+    let mut memo = vec![(u32::MAX, u32::MAX, u32::MAX); MEMO];
     for (idx, &v) in values.iter().enumerate() {
         let g = group_of(idx);
         let stored = scales.values[g];
@@ -125,7 +137,19 @@ pub fn check_compliance(
                 ScaleKind::Nvfp4 { .. } => ts * stored,
                 _ => stored * unit,
             };
-            on_grid(&table, v, s, zero)
+            let id = (v.to_bits(), s.to_bits(), zero.to_bits());
+            let h = (u64::from(id.0) ^ (u64::from(id.1) << 32) ^ u64::from(id.2).rotate_left(17))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let key = (h >> 52) as usize; // the top 12 bits: MEMO = 2^12 slots
+            if memo[key] == id {
+                true
+            } else {
+                let ok = on_grid(&table, v, s, zero);
+                if ok {
+                    memo[key] = id;
+                }
+                ok
+            }
         };
         if !ok {
             rep.off_grid += 1;

@@ -639,6 +639,23 @@ fn compliance_catches_every_planted_violation() {
             );
         }
     }
+    // Repeated values (the checker remembers values it found on the grid): a violation that
+    // repeats is counted every time, and a value on the grid of one scale but not another is
+    // judged per scale.
+    let spec: QuantSpec = "int8".parse().unwrap();
+    let sc = lowbit_quant::Scales {
+        shape: vec![2],
+        values: vec![0.5, 0.75],
+        zero_points: None,
+        tensor_scale: None,
+    };
+    // Row 0 (scale 0.5): 1.5 is on the grid (3 · 0.5). Row 1 (scale 0.75): 1.5 is 2 · 0.75, on
+    // the grid too, but 1.0 is not (4/3).
+    let mut q = vec![1.5f32; 8];
+    q.extend([1.5, 1.0, 1.5, 1.0, 1.0, 1.5, 1.5, 1.5]);
+    let rep = check_compliance(&spec, &q, &[2, 8], &sc).unwrap();
+    assert_eq!(rep.off_grid, 3);
+    assert_eq!(rep.off_grid_indices, vec![9, 11, 12]);
     // F32 scales: negative, zero, inf and NaN break the constraint.
     assert!(!scale_is_valid(ScaleKind::F32, -1.0));
     assert!(!scale_is_valid(ScaleKind::F32, 0.0));
