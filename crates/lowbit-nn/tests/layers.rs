@@ -616,3 +616,44 @@ fn batch_norm_folds_into_the_conv() {
         .unwrap();
     assert!(diff < 1e-5, "folded conv differs by {diff}");
 }
+
+#[test]
+fn fresh_varmap_parameters_get_candle_initialisations() {
+    // A builder on an empty VarMap creates the parameters: Kaiming-normal weights, fan-in
+    // uniform biases (candle_nn's rules), BN/LayerNorm ones and zeros; not all-zero tensors
+    // that would stop training.
+    let vm = candle_nn::VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let config = QuantConfig::from_yaml("{}", "test.yaml").unwrap();
+    let b = QBuilder::new(vb, &config, Registry::default()).unwrap();
+    b.linear("fc", 64, 8).unwrap();
+    b.op(
+        "batch_norm2d",
+        "bn",
+        OpParams::BatchNorm2d {
+            channels: 4,
+            eps: 1e-5,
+        },
+    )
+    .unwrap();
+    let vars = vm.data().lock().unwrap();
+    let get = |k: &str| {
+        vars.get(k)
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let w = get("fc.weight");
+    let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+    // Kaiming normal: std = sqrt(2 / fan_in) = 0.177 for fan_in 64 (within sampling error).
+    assert!((std - 0.177).abs() < 0.03, "weight std {std}");
+    let bias = get("fc.bias");
+    assert!(bias.iter().all(|v| v.abs() <= 0.125) && bias.iter().any(|&v| v != 0.0));
+    assert_eq!(get("bn.weight"), vec![1.0; 4]);
+    assert_eq!(get("bn.bias"), vec![0.0; 4]);
+    assert_eq!(get("bn.running_mean"), vec![0.0; 4]);
+    assert_eq!(get("bn.running_var"), vec![1.0; 4]);
+}

@@ -2,10 +2,10 @@
 //! and `ConvTranspose2d`, each computed by candle's layer.
 
 use candle_core::{Module, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, init};
 
 use crate::error::Result;
-use crate::layers::wrong_params;
+use crate::layers::{fan_in_uniform, wrong_params};
 use crate::op::{LayerQuant, QuantOp};
 use crate::registry::OpParams;
 
@@ -33,12 +33,14 @@ impl QConv1d {
         else {
             return Err(wrong_params(&quant, params));
         };
-        let weight = vb.get(
+        let weight = vb.get_with_hints(
             (out_channels, in_channels / cfg.groups.max(1), kernel),
             "weight",
+            init::DEFAULT_KAIMING_NORMAL,
         )?;
         let bias = if bias {
-            Some(vb.get(out_channels, "bias")?)
+            let fan_in = in_channels / cfg.groups.max(1) * kernel;
+            Some(vb.get_with_hints(out_channels, "bias", fan_in_uniform(fan_in))?)
         } else {
             None
         };
@@ -86,7 +88,7 @@ impl QConv2d {
         else {
             return Err(wrong_params(&quant, params));
         };
-        let weight = vb.get(
+        let weight = vb.get_with_hints(
             (
                 out_channels,
                 in_channels / cfg.groups.max(1),
@@ -94,9 +96,11 @@ impl QConv2d {
                 kernel,
             ),
             "weight",
+            init::DEFAULT_KAIMING_NORMAL,
         )?;
         let bias = if bias {
-            Some(vb.get(out_channels, "bias")?)
+            let fan_in = in_channels / cfg.groups.max(1) * kernel * kernel;
+            Some(vb.get_with_hints(out_channels, "bias", fan_in_uniform(fan_in))?)
         } else {
             None
         };
@@ -153,9 +157,14 @@ impl QConvTranspose2d {
         else {
             return Err(wrong_params(&quant, params));
         };
-        let weight = vb.get((in_channels, out_channels, kernel, kernel), "weight")?;
+        let weight = vb.get_with_hints(
+            (in_channels, out_channels, kernel, kernel),
+            "weight",
+            init::DEFAULT_KAIMING_NORMAL,
+        )?;
         let bias = if bias {
-            Some(vb.get(out_channels, "bias")?)
+            let fan_in = in_channels * kernel * kernel;
+            Some(vb.get_with_hints(out_channels, "bias", fan_in_uniform(fan_in))?)
         } else {
             None
         };

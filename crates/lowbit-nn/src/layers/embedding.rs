@@ -1,7 +1,7 @@
 //! Quantized `Embedding`.
 
 use candle_core::{Module, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, init};
 
 use crate::error::Result;
 use crate::layers::wrong_params;
@@ -25,7 +25,14 @@ impl QEmbedding {
             return Err(wrong_params(&quant, params));
         };
         Ok(QEmbedding {
-            weight: vb.get((vocab, dim), "weight")?,
+            weight: vb.get_with_hints(
+                (vocab, dim),
+                "weight",
+                init::Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            )?,
             dim,
             quant,
         })

@@ -1,10 +1,10 @@
 //! Quantized `Linear`.
 
 use candle_core::{Module, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, init};
 
 use crate::error::Result;
-use crate::layers::wrong_params;
+use crate::layers::{fan_in_uniform, wrong_params};
 use crate::op::{LayerQuant, QuantOp};
 use crate::registry::OpParams;
 
@@ -30,9 +30,12 @@ impl QLinear {
         else {
             return Err(wrong_params(&quant, params));
         };
-        let weight = vb.get((out_dim, in_dim), "weight")?;
+        // candle_nn::linear's initialisation where the builder creates the parameters (a
+        // VarMap); loading backends ignore the hints.
+        let weight =
+            vb.get_with_hints((out_dim, in_dim), "weight", init::DEFAULT_KAIMING_NORMAL)?;
         let bias = if bias {
-            Some(vb.get(out_dim, "bias")?)
+            Some(vb.get_with_hints(out_dim, "bias", fan_in_uniform(in_dim))?)
         } else {
             None
         };

@@ -23,6 +23,16 @@ use crate::error::NnError;
 use crate::op::LayerQuant;
 use crate::registry::{OpParams, Registry};
 
+/// candle_nn's bias initialisation: uniform in `±1/√fan_in` (used only where the builder
+/// creates the parameter, e.g. on a fresh `VarMap`; loading backends ignore it).
+pub(crate) fn fan_in_uniform(fan_in: usize) -> candle_nn::Init {
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    candle_nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
 /// The error for params of the wrong variant.
 pub(crate) fn wrong_params(q: &LayerQuant, params: &OpParams) -> NnError {
     NnError::layer(

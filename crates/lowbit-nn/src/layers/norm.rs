@@ -1,7 +1,7 @@
 //! Quantized normalisation layers.
 
 use candle_core::{D, Module, ModuleT, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, init};
 
 use crate::error::Result;
 use crate::layers::wrong_params;
@@ -37,10 +37,10 @@ impl QBatchNorm2d {
             return Err(wrong_params(&quant, params));
         };
         Ok(QBatchNorm2d {
-            weight: vb.get(channels, "weight")?,
-            bias: vb.get(channels, "bias")?,
-            running_mean: vb.get(channels, "running_mean")?,
-            running_var: vb.get(channels, "running_var")?,
+            weight: vb.get_with_hints(channels, "weight", init::ONE)?,
+            bias: vb.get_with_hints(channels, "bias", init::ZERO)?,
+            running_mean: vb.get_with_hints(channels, "running_mean", init::ZERO)?,
+            running_var: vb.get_with_hints(channels, "running_var", init::ONE)?,
             eps,
             quant,
         })
@@ -112,8 +112,8 @@ impl QLayerNorm {
             return Err(wrong_params(&quant, params));
         };
         Ok(QLayerNorm {
-            weight: vb.get(dim, "weight")?,
-            bias: vb.get(dim, "bias")?,
+            weight: vb.get_with_hints(dim, "weight", init::ONE)?,
+            bias: vb.get_with_hints(dim, "bias", init::ZERO)?,
             eps,
             quant,
         })
