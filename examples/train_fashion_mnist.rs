@@ -9,6 +9,17 @@
 //! cargo run --release --example train_fashion_mnist -- --epochs 1 --limit 5000 --out /tmp/w.safetensors
 //! ```
 //!
+//! With `--config FILE` (a lowbit QuantConfig) the quantizers are in the loop: the forward
+//! pass fake-quantizes as configured and gradients pass through the straight-through
+//! estimator — quantization-aware training from `--init` weights; the test accuracy of the
+//! quantized model is printed before the first epoch (post-training quantization) and after
+//! every epoch:
+//!
+//! ```text
+//! cargo run --release --example train_fashion_mnist -- --config configs/qat/w4a8_int4.yaml \
+//!     --init crates/lowbit-models/weights/fashion_cnn.safetensors --epochs 1 --lr 5e-4 --out /tmp/qat.safetensors
+//! ```
+//!
 //! The training split is shuffled by `--seed` every epoch (seed + epoch) and the weights are
 //! initialised from it, so a run is reproducible up to floating-point summation order. The
 //! learning rate follows a cosine from `--lr` down to 0 over all steps, after a one-epoch-tenth
@@ -55,6 +66,9 @@ struct Args {
     /// Start from these weights (a file this example saved) instead of a fresh initialisation.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// A quantization config: train with its quantizers in the loop (QAT).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Where to save the weights (after every epoch).
     #[arg(long, default_value_os_t = lowbit::models::fashion::weights_path())]
     out: PathBuf,
@@ -73,10 +87,22 @@ fn main() -> Result<(), Box<dyn Error>> {
         candle_core::utils::get_num_threads()
     );
 
-    let (model, mut vm) = FashionCnn::new_trainable(&QuantConfig::default(), args.seed, &dev)?;
+    let config = match &args.config {
+        Some(p) => QuantConfig::from_file(p)?,
+        None => QuantConfig::default(),
+    };
+    let (model, mut vm) = FashionCnn::new_trainable(&config, args.seed, &dev)?;
     if let Some(init) = &args.init {
         vm.load(init)?;
         println!("starting from {}", init.display());
+    }
+    if let Some(p) = &args.config {
+        let ev = fashion::evaluate(&model, test.batches(500, &dev)?)?;
+        println!(
+            "quantization-aware training with {}: before training (PTQ) test top-1 {:.4}",
+            p.display(),
+            ev.accuracy
+        );
     }
     let params: usize = FashionCnn::tensor_specs()?
         .iter()
