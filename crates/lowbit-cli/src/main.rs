@@ -5,6 +5,7 @@
 mod error;
 mod models;
 mod presets;
+mod qat;
 mod run;
 
 use std::io::IsTerminal as _;
@@ -127,6 +128,28 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Quantization-aware training of fashion_cnn with a config's quantizers in the loop
+    /// (STE), from the committed FP32 weights: PTQ and per-epoch test top-1, checkpoints,
+    /// qat.json.
+    Qat {
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        #[command(flatten)]
+        opts: qat::TrainOpts,
+    },
+    /// PTQ of weights and biases → weight-only QAT → calibration of inputs and outputs, with
+    /// every step's accuracy and a hardware report (scales as 2^(-k) and `x >> k`).
+    Pipeline {
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Training batches observed to calibrate inputs and outputs (step 3).
+        #[arg(long, default_value_t = 8)]
+        calib_batches: usize,
+        #[command(flatten)]
+        opts: qat::TrainOpts,
+    },
     /// Writes the default sweep's configs as YAML files into a folder.
     #[command(hide = true)]
     WriteDefaultConfigs {
@@ -163,6 +186,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             max_runs,
             opts,
         } => run::sweep(&configs, &models, &out, max_runs, &opts),
+        Cmd::Qat { config, opts } => qat::qat(&config, &opts),
+        Cmd::Pipeline {
+            config,
+            calib_batches,
+            opts,
+        } => qat::pipeline(&config, &opts, calib_batches),
         Cmd::Formats => {
             formats_table();
             Ok(())

@@ -23,7 +23,7 @@ pub struct NamedConfig {
     pub config: QuantConfig,
 }
 
-fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     let s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

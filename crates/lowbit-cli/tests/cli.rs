@@ -398,3 +398,88 @@ fn committed_configs_are_the_default_sweep() {
     }
     assert_eq!(n, 11);
 }
+
+#[test]
+fn qat_and_the_pipeline_run_on_a_tiny_subset_and_report_exact_shifts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().to_str().unwrap();
+    let cfg = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/qat/w4a8_int4_po2.yaml"
+    );
+    let common = [
+        "--train-on-test",
+        "--limit",
+        "256",
+        "--test-limit",
+        "256",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+    ];
+    let mut args = vec!["qat", "-c", cfg];
+    args.extend(common);
+    let o = lowbit(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = only_subdir(tmp.path());
+    let q: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("qat.json")).unwrap()).unwrap();
+    assert_eq!(q["epochs"].as_array().unwrap().len(), 1);
+    for k in ["fp32_top1", "ptq_top1", "best_top1"] {
+        let v = q[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    assert!(run.join("checkpoint.safetensors").exists());
+    std::fs::remove_dir_all(&run).unwrap();
+
+    let mut args = vec!["pipeline", "-c", cfg, "--calib-batches", "1"];
+    args.extend(common);
+    let o = lowbit(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = only_subdir(tmp.path());
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("hardware_report.json")).unwrap())
+            .unwrap();
+    for k in [
+        "initial_fp32_top1",
+        "ptq_top1",
+        "best_qat_top1",
+        "final_top1",
+    ] {
+        let v = r[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    let tensors = r["tensors"].as_array().unwrap();
+    let roles: std::collections::BTreeSet<&str> = tensors
+        .iter()
+        .map(|t| t["role"].as_str().unwrap())
+        .collect();
+    assert!(
+        roles.contains("weight") && roles.contains("input"),
+        "{roles:?}"
+    );
+    let mut n = 0;
+    for t in tensors {
+        let bits = t["bit_width"].as_u64().unwrap();
+        for s in t["shifts"].as_array().expect("power-of-two scales") {
+            let k = s["k"].as_i64().unwrap() as i32;
+            let scale = s["scale"].as_f64().unwrap() as f32;
+            // 2^-k exactly, from its bit pattern.
+            assert_eq!(scale.to_bits(), ((127 - k) as u32) << 23, "{s}");
+            assert_eq!(s["power"].as_str().unwrap(), format!("2^({})", -k));
+            let shift = match k {
+                0 => "x".to_string(),
+                k if k > 0 => format!("x >> {k}"),
+                k => format!("x << {}", -k),
+            };
+            assert_eq!(s["shift"].as_str().unwrap(), shift);
+            assert_eq!(s["bit_width"].as_u64().unwrap(), bits);
+            n += 1;
+        }
+    }
+    assert!(n > 100, "{n} shifts");
+    assert!(run.join("scales.json").exists());
+}

@@ -1,0 +1,471 @@
+//! `lowbit qat` and `lowbit pipeline`: quantization-aware training of `fashion_cnn`.
+//!
+//! - `qat`: the config's quantizers in the loop (fake-quant forward, straight-through
+//!   backward), AdamW with a cosine schedule, seeded data order; the test top-1 before training
+//!   (PTQ) and after every epoch; a checkpoint after every epoch (`checkpoint.safetensors`,
+//!   `best.safetensors`; `--init` resumes); `qat.json` with the curves.
+//! - `pipeline` (the power-of-2 seed's workflow): (1) PTQ of weights and biases, (2) weight-only
+//!   QAT, (3) PTQ calibration of inputs and outputs on training batches (max, frozen), then
+//!   `hardware_report.json`: every quantized tensor's scales as the hardware applies them
+//!   (`2^(-k)`, `x >> k`, bit width) and the accuracies of every step.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use lowbit_models::data::{self, FashionMnist, Split};
+use lowbit_models::{FashionCnn, fashion};
+use lowbit_nn::{Mode, QuantConfig, QuantModel, Quantizer};
+use lowbit_quant::{ScaleKind, shift_report};
+use serde::Serialize;
+
+use crate::error::{CliError, Result};
+
+/// Training options shared by `qat` and `pipeline`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainOpts {
+    /// Epochs over the training split.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Use only the first N training images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Peak learning rate (AdamW, cosine to 0).
+    #[arg(long, default_value_t = 5e-4)]
+    pub lr: f64,
+    /// AdamW's weight decay.
+    #[arg(long, default_value_t = 1e-2)]
+    pub weight_decay: f64,
+    /// Images per training batch.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Seed of the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Start from these weights (default: the committed FP32 weights).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Directory with train-*.gz (scripts/fetch-fashion-mnist.sh).
+    #[arg(long, default_value = data::ASSETS_DIR)]
+    pub train_data: PathBuf,
+    /// Parent folder of the run directory.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// Train on the committed test split instead (tests: CI has no training split).
+    #[arg(long, hide = true)]
+    pub train_on_test: bool,
+}
+
+/// One epoch of a training curve.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochRow {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Mean test loss.
+    pub test_loss: f64,
+    /// Test top-1 of the quantized model.
+    pub test_top1: f64,
+    /// Training seconds.
+    pub seconds: f64,
+}
+
+/// `qat.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct QatReport {
+    /// Format version.
+    pub schema_version: u32,
+    /// Model name.
+    pub model: String,
+    /// Config file.
+    pub config: String,
+    /// Training images per epoch.
+    pub train_images: usize,
+    /// Test images.
+    pub test_images: usize,
+    /// FP32 test top-1 of the initial weights.
+    pub fp32_top1: f64,
+    /// Test top-1 with the quantizers on, before training.
+    pub ptq_top1: f64,
+    /// One row per epoch.
+    pub epochs: Vec<EpochRow>,
+    /// Best test top-1 over the epochs (and its epoch).
+    pub best_top1: f64,
+    /// The epoch of `best_top1` (0: no epoch beat PTQ).
+    pub best_epoch: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+fn model_err(e: lowbit_models::ModelError) -> CliError {
+    match e {
+        lowbit_models::ModelError::Nn(e) => e.into(),
+        e => CliError::Other(e.to_string()),
+    }
+}
+
+fn timestamp_dir(out: &Path, label: &str) -> PathBuf {
+    out.join(format!("{}-fashion_cnn-{label}", crate::run::timestamp()))
+}
+
+fn config_label(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "config".into())
+}
+
+struct Setup {
+    model: FashionCnn,
+    vm: candle_nn::VarMap,
+    train: FashionMnist,
+    test: FashionMnist,
+    dev: Device,
+}
+
+fn setup(config: &QuantConfig, opts: &TrainOpts) -> Result<Setup> {
+    if opts.batch_size == 0 || opts.epochs == 0 {
+        return Err(CliError::Usage(
+            "--batch-size and --epochs must be at least 1".into(),
+        ));
+    }
+    let dev = Device::Cpu;
+    let train = if opts.train_on_test {
+        FashionMnist::committed_test(opts.limit)
+    } else {
+        FashionMnist::load(&opts.train_data, Split::Train, opts.limit)
+    }
+    .map_err(|e| {
+        CliError::Usage(format!(
+            "{e} (the training split is not committed: run scripts/fetch-fashion-mnist.sh, or pass --train-data)"
+        ))
+    })?;
+    let test = FashionMnist::committed_test(opts.test_limit).map_err(model_err)?;
+    let (model, mut vm) = FashionCnn::new_trainable(config, opts.seed, &dev).map_err(model_err)?;
+    let init = opts
+        .init
+        .clone()
+        .unwrap_or_else(lowbit_models::fashion::weights_path);
+    vm.load(&init)
+        .map_err(|e| CliError::Other(format!("cannot load {}: {e}", init.display())))?;
+    Ok(Setup {
+        model,
+        vm,
+        train,
+        test,
+        dev,
+    })
+}
+
+fn evaluate(s: &Setup) -> Result<fashion::EvalStats> {
+    fashion::evaluate(&s.model, s.test.batches(500, &s.dev).map_err(model_err)?).map_err(model_err)
+}
+
+/// Trains `s.model` (in its current quantizer state) for `opts.epochs`; saves the checkpoints
+/// into `dir`; returns the curve and the best (top-1, epoch), starting from `start_top1`.
+fn train(
+    s: &mut Setup,
+    opts: &TrainOpts,
+    dir: &Path,
+    start_top1: f64,
+) -> Result<(Vec<EpochRow>, f64, usize)> {
+    let mut opt = AdamW::new(
+        FashionCnn::trainable_vars(&s.vm).map_err(model_err)?,
+        ParamsAdamW {
+            lr: opts.lr,
+            weight_decay: opts.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let steps = s.train.len().div_ceil(opts.batch_size);
+    let total = (steps * opts.epochs).max(1) as f64;
+    let (mut best, mut best_epoch) = (start_top1, 0);
+    let mut rows = Vec::new();
+    for epoch in 0..opts.epochs {
+        let offset = epoch * steps;
+        let lr = |step: usize| {
+            let t = (offset + step) as f64;
+            opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos())
+        };
+        let batches = s
+            .train
+            .shuffled_batches(opts.batch_size, opts.seed + epoch as u64, &s.dev)
+            .map_err(model_err)?;
+        let st = fashion::train_epoch(&s.model, &mut opt, batches, &lr).map_err(model_err)?;
+        let ev = evaluate(s)?;
+        let row = EpochRow {
+            epoch: epoch + 1,
+            train_loss: st.mean_loss,
+            test_loss: ev.mean_loss,
+            test_top1: ev.accuracy,
+            seconds: st.seconds,
+        };
+        println!(
+            "epoch {}: train loss {:.4}, test loss {:.4}, test top-1 {:.2} %, {:.1} s",
+            row.epoch,
+            row.train_loss,
+            row.test_loss,
+            100.0 * row.test_top1,
+            row.seconds
+        );
+        FashionCnn::save(&s.vm, dir.join("checkpoint.safetensors")).map_err(model_err)?;
+        if ev.accuracy > best {
+            best = ev.accuracy;
+            best_epoch = epoch + 1;
+            FashionCnn::save(&s.vm, dir.join("best.safetensors")).map_err(model_err)?;
+        }
+        rows.push(row);
+    }
+    Ok((rows, best, best_epoch))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Other(e.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))
+}
+
+/// `lowbit qat`.
+pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
+    let t0 = Instant::now();
+    let config = QuantConfig::from_file(config_path)?;
+    let mut s = setup(&config, opts)?;
+    let dir = timestamp_dir(&opts.out, &format!("qat-{}", config_label(config_path)));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CliError::Other(format!("cannot create {}: {e}", dir.display())))?;
+    s.model.layers().set_mode(Mode::Fp32);
+    let fp32 = evaluate(&s)?.accuracy;
+    s.model.layers().set_mode(Mode::Quantize);
+    let ptq = evaluate(&s)?.accuracy;
+    println!(
+        "fp32 top-1 {:.2} %, PTQ top-1 {:.2} %; training on {} images",
+        100.0 * fp32,
+        100.0 * ptq,
+        s.train.len()
+    );
+    let (epochs, best, best_epoch) = train(&mut s, opts, &dir, ptq)?;
+    let report = QatReport {
+        schema_version: 1,
+        model: "fashion_cnn".into(),
+        config: config_path.display().to_string(),
+        train_images: s.train.len(),
+        test_images: s.test.len(),
+        fp32_top1: fp32,
+        ptq_top1: ptq,
+        epochs,
+        best_top1: best,
+        best_epoch,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    write_json(&dir.join("qat.json"), &report)?;
+    std::fs::copy(config_path, dir.join("config.yaml"))
+        .map_err(|e| CliError::Other(format!("cannot copy the config: {e}")))?;
+    println!(
+        "best top-1 {:.2} % (epoch {best_epoch}); run: {}",
+        100.0 * best,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// One quantized tensor in `hardware_report.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct HardwareTensor {
+    /// Layer name.
+    pub layer: String,
+    /// `weight`, `bias`, `input` or `output`.
+    pub role: String,
+    /// The spec (`Display`).
+    pub spec: String,
+    /// Element bit width.
+    pub bit_width: u32,
+    /// Power-of-two scales as shifts (one per group), when the scales are powers of two.
+    pub shifts: Option<Vec<lowbit_quant::ShiftReport>>,
+    /// The effective scales when they are not all powers of two.
+    pub scales: Option<Vec<f32>>,
+}
+
+/// `hardware_report.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct HardwareReport {
+    /// Format version.
+    pub schema_version: u32,
+    /// Config file.
+    pub config: String,
+    /// FP32 top-1 of the initial weights.
+    pub initial_fp32_top1: f64,
+    /// Step 1: weights and biases quantized, before training.
+    pub ptq_top1: f64,
+    /// Step 2: best test top-1 of weight-only QAT.
+    pub best_qat_top1: f64,
+    /// Step 3: everything quantized, inputs/outputs with frozen calibrated scales.
+    pub final_top1: f64,
+    /// The weight-only QAT curve.
+    pub qat_epochs: Vec<EpochRow>,
+    /// Every quantized tensor.
+    pub tensors: Vec<HardwareTensor>,
+}
+
+fn set_roles(model: &FashionCnn, weights: bool, activations: bool) {
+    for l in model.layers().layers() {
+        let q = l.op.quant();
+        let set = |r: &Option<Quantizer>, on: bool| {
+            if let Some(r) = r {
+                r.set_enabled(on);
+            }
+        };
+        set(&q.weight, weights);
+        set(&q.bias, weights);
+        set(&q.input, activations);
+        set(&q.output, activations);
+    }
+}
+
+fn tensor_entry(
+    layer: &str,
+    role: &str,
+    q: &Quantizer,
+    scales: &lowbit_quant::Scales,
+) -> HardwareTensor {
+    let spec = q.spec();
+    let po2 = matches!(
+        spec.scale(),
+        ScaleKind::PowerOfTwo { .. } | ScaleKind::E8M0 { .. }
+    );
+    let shifts = if po2 {
+        shift_report(&spec, scales).ok()
+    } else {
+        None
+    };
+    let scales = shifts.is_none().then(|| {
+        (0..scales.values.len())
+            .map(|i| scales.effective(&spec, i).unwrap_or(f32::NAN))
+            .collect()
+    });
+    HardwareTensor {
+        layer: layer.into(),
+        role: role.into(),
+        spec: spec.to_string(),
+        bit_width: spec.format().bits(),
+        shifts,
+        scales,
+    }
+}
+
+fn hardware_tensors(s: &Setup) -> Result<Vec<HardwareTensor>> {
+    let vars =
+        s.vm.data()
+            .lock()
+            .map_err(|_| CliError::Other("the model's parameters are poisoned".into()))?
+            .clone();
+    let mut out = Vec::new();
+    for l in s.model.layers().layers() {
+        let q = l.op.quant();
+        for (role, quant) in [("weight", &q.weight), ("bias", &q.bias)] {
+            let Some(quant) = quant.as_ref().filter(|q| q.is_enabled()) else {
+                continue;
+            };
+            let Some(var) = vars.get(&format!("{}.{role}", l.name)) else {
+                continue;
+            };
+            let t = var.as_tensor();
+            let v = t.flatten_all()?.to_vec1::<f32>()?;
+            let scales = match quant.frozen() {
+                Some(f) => (*f).clone(),
+                None => quant
+                    .spec()
+                    .compute_scales(&v, t.dims())
+                    .map_err(|e| CliError::Other(format!("{} {role}: {e}", l.name)))?,
+            };
+            out.push(tensor_entry(&l.name, role, quant, &scales));
+        }
+        for (role, quant) in [("input", &q.input), ("output", &q.output)] {
+            let Some(quant) = quant.as_ref().filter(|q| q.is_enabled()) else {
+                continue;
+            };
+            if let Some(f) = quant.frozen() {
+                out.push(tensor_entry(&l.name, role, quant, &f));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `lowbit pipeline`.
+pub fn pipeline(config_path: &Path, opts: &TrainOpts, calib_batches: usize) -> Result<()> {
+    let config = QuantConfig::from_file(config_path)?;
+    let mut s = setup(&config, opts)?;
+    let dir = timestamp_dir(
+        &opts.out,
+        &format!("pipeline-{}", config_label(config_path)),
+    );
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CliError::Other(format!("cannot create {}: {e}", dir.display())))?;
+    s.model.layers().set_mode(Mode::Fp32);
+    let fp32 = evaluate(&s)?.accuracy;
+    // (1) PTQ of weights and biases.
+    s.model.layers().set_mode(Mode::Quantize);
+    set_roles(&s.model, true, false);
+    let ptq = evaluate(&s)?.accuracy;
+    println!(
+        "(1) weights and biases quantized: top-1 {:.2} % (FP32 {:.2} %)",
+        100.0 * ptq,
+        100.0 * fp32
+    );
+    // (2) Weight-only QAT; the best epoch's weights are kept.
+    let (epochs, best, best_epoch) = train(&mut s, opts, &dir, ptq)?;
+    if best_epoch > 0 {
+        s.vm.load(dir.join("best.safetensors"))
+            .map_err(|e| CliError::Other(format!("cannot reload the best weights: {e}")))?;
+    }
+    println!(
+        "(2) weight-only QAT: best top-1 {:.2} % (epoch {best_epoch})",
+        100.0 * best
+    );
+    // (3) Calibration of inputs and outputs on training batches, frozen.
+    set_roles(&s.model, true, true);
+    s.model
+        .layers()
+        .begin_calibration(lowbit_quant::Method::Max)?;
+    let mut batches = s
+        .train
+        .batches(opts.batch_size, &s.dev)
+        .map_err(model_err)?;
+    for _ in 0..calib_batches.max(1) {
+        let Some(b) = batches.next() else { break };
+        let b = b.map_err(model_err)?;
+        s.model.forward(&b.images)?;
+    }
+    drop(batches);
+    let scales = s.model.layers().freeze()?;
+    scales.save(&dir.join("scales.json"))?;
+    let last = evaluate(&s)?.accuracy;
+    println!(
+        "(3) inputs and outputs calibrated (max, {calib_batches} batches) and frozen: top-1 {:.2} %",
+        100.0 * last
+    );
+    let report = HardwareReport {
+        schema_version: 1,
+        config: config_path.display().to_string(),
+        initial_fp32_top1: fp32,
+        ptq_top1: ptq,
+        best_qat_top1: best,
+        final_top1: last,
+        qat_epochs: epochs,
+        tensors: hardware_tensors(&s)?,
+    };
+    write_json(&dir.join("hardware_report.json"), &report)?;
+    std::fs::copy(config_path, dir.join("config.yaml"))
+        .map_err(|e| CliError::Other(format!("cannot copy the config: {e}")))?;
+    println!(
+        "hardware report: {}",
+        dir.join("hardware_report.json").display()
+    );
+    Ok(())
+}
