@@ -34,12 +34,25 @@ pub struct TrainOpts {
     /// Evaluate on the first N test images only.
     #[arg(long)]
     pub test_limit: Option<usize>,
-    /// Peak learning rate (AdamW, cosine to 0).
+    /// Peak learning rate.
     #[arg(long, default_value_t = 5e-4)]
     pub lr: f64,
-    /// AdamW's weight decay.
+    /// AdamW's decoupled weight decay (AdamW only).
     #[arg(long, default_value_t = 1e-2)]
     pub weight_decay: f64,
+    /// Optimizer: `adamw` or `sgd` (plain SGD).
+    #[arg(long, default_value = "adamw")]
+    pub optimizer: String,
+    /// Learning-rate schedule: `cosine` (to 0 over all steps) or `step` (× `--gamma` every
+    /// `--step-epochs` epochs).
+    #[arg(long, default_value = "cosine")]
+    pub schedule: String,
+    /// Epochs per step of the `step` schedule.
+    #[arg(long, default_value_t = 1)]
+    pub step_epochs: usize,
+    /// Factor per step of the `step` schedule.
+    #[arg(long, default_value_t = 0.1)]
+    pub gamma: f64,
     /// Images per training batch.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
@@ -133,6 +146,18 @@ fn setup(config: &QuantConfig, opts: &TrainOpts) -> Result<Setup> {
             "--batch-size and --epochs must be at least 1".into(),
         ));
     }
+    if !matches!(opts.optimizer.as_str(), "adamw" | "sgd") {
+        return Err(CliError::Usage(format!(
+            "--optimizer {}: expected adamw or sgd",
+            opts.optimizer
+        )));
+    }
+    if !matches!(opts.schedule.as_str(), "cosine" | "step") {
+        return Err(CliError::Usage(format!(
+            "--schedule {}: expected cosine or step",
+            opts.schedule
+        )));
+    }
     let dev = Device::Cpu;
     let train = if opts.train_on_test {
         FashionMnist::committed_test(opts.limit)
@@ -173,14 +198,32 @@ fn train(
     dir: &Path,
     start_top1: f64,
 ) -> Result<(Vec<EpochRow>, f64, usize)> {
-    let mut opt = AdamW::new(
-        FashionCnn::trainable_vars(&s.vm).map_err(model_err)?,
-        ParamsAdamW {
-            lr: opts.lr,
-            weight_decay: opts.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let vars = FashionCnn::trainable_vars(&s.vm).map_err(model_err)?;
+    let mut opt = match opts.optimizer.as_str() {
+        "adamw" => Opt::AdamW(AdamW::new(
+            vars,
+            ParamsAdamW {
+                lr: opts.lr,
+                weight_decay: opts.weight_decay,
+                ..Default::default()
+            },
+        )?),
+        "sgd" => Opt::Sgd(candle_nn::SGD::new(vars, opts.lr)?),
+        other => {
+            return Err(CliError::Usage(format!(
+                "--optimizer {other}: expected adamw or sgd"
+            )));
+        }
+    };
+    let step_schedule = match opts.schedule.as_str() {
+        "cosine" => false,
+        "step" => true,
+        other => {
+            return Err(CliError::Usage(format!(
+                "--schedule {other}: expected cosine or step"
+            )));
+        }
+    };
     let steps = s.train.len().div_ceil(opts.batch_size);
     let total = (steps * opts.epochs).max(1) as f64;
     let (mut best, mut best_epoch) = (start_top1, 0);
@@ -188,14 +231,22 @@ fn train(
     for epoch in 0..opts.epochs {
         let offset = epoch * steps;
         let lr = |step: usize| {
-            let t = (offset + step) as f64;
-            opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos())
+            if step_schedule {
+                opts.lr * opts.gamma.powi((epoch / opts.step_epochs.max(1)) as i32)
+            } else {
+                let t = (offset + step) as f64;
+                opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos())
+            }
         };
         let batches = s
             .train
             .shuffled_batches(opts.batch_size, opts.seed + epoch as u64, &s.dev)
             .map_err(model_err)?;
-        let st = fashion::train_epoch(&s.model, &mut opt, batches, &lr).map_err(model_err)?;
+        let st = match &mut opt {
+            Opt::AdamW(o) => fashion::train_epoch(&s.model, o, batches, &lr),
+            Opt::Sgd(o) => fashion::train_epoch(&s.model, o, batches, &lr),
+        }
+        .map_err(model_err)?;
         let ev = evaluate(s)?;
         let row = EpochRow {
             epoch: epoch + 1,
@@ -221,6 +272,70 @@ fn train(
         rows.push(row);
     }
     Ok((rows, best, best_epoch))
+}
+
+/// The optimizer of a run.
+enum Opt {
+    AdamW(AdamW),
+    Sgd(candle_nn::SGD),
+}
+
+/// `report.html` of a training run: test top-1 per epoch (epoch 0 = before training) and the
+/// losses, as inline SVG.
+fn write_curves_html(
+    path: &Path,
+    title: &str,
+    start_top1: f64,
+    rows: &[EpochRow],
+    notes: &str,
+) -> Result<()> {
+    use lowbit_eval::html::{escape, line_chart, page};
+    let mut labels = vec!["0".to_string()];
+    labels.extend(rows.iter().map(|r| r.epoch.to_string()));
+    let mut top1 = vec![100.0 * start_top1];
+    top1.extend(rows.iter().map(|r| 100.0 * r.test_top1));
+    let acc = line_chart(
+        "test top-1 per epoch (epoch 0: before training)",
+        &labels,
+        &[("test top-1".into(), top1)],
+        "top-1 %",
+    )?;
+    let loss = line_chart(
+        "loss per epoch",
+        &labels[1..],
+        &[
+            (
+                "train loss".into(),
+                rows.iter().map(|r| r.train_loss).collect(),
+            ),
+            (
+                "test loss".into(),
+                rows.iter().map(|r| r.test_loss).collect(),
+            ),
+        ],
+        "cross-entropy",
+    )?;
+    let mut table = String::from(
+        "<table><tr><th>epoch</th><th>train loss</th><th>test loss</th><th>test top-1 %</th><th>seconds</th></tr>",
+    );
+    for r in rows {
+        table.push_str(&format!(
+            "<tr><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.2}</td><td>{:.1}</td></tr>",
+            r.epoch,
+            r.train_loss,
+            r.test_loss,
+            100.0 * r.test_top1,
+            r.seconds
+        ));
+    }
+    table.push_str("</table>");
+    let body = format!(
+        "<h1>{}</h1><p>{}</p>{acc}{loss}{table}",
+        escape(title),
+        escape(notes)
+    );
+    std::fs::write(path, page(title, &body))
+        .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
@@ -264,6 +379,19 @@ pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
         seconds: t0.elapsed().as_secs_f64(),
     };
     write_json(&dir.join("qat.json"), &report)?;
+    write_curves_html(
+        &dir.join("report.html"),
+        &format!("QAT of fashion_cnn with {}", config_path.display()),
+        ptq,
+        &report.epochs,
+        &format!(
+            "FP32 top-1 {:.2} %, PTQ {:.2} %, best {:.2} % (epoch {best_epoch}); {} training images per epoch",
+            100.0 * fp32,
+            100.0 * ptq,
+            100.0 * best,
+            report.train_images
+        ),
+    )?;
     std::fs::copy(config_path, dir.join("config.yaml"))
         .map_err(|e| CliError::Other(format!("cannot copy the config: {e}")))?;
     println!(
@@ -461,6 +589,22 @@ pub fn pipeline(config_path: &Path, opts: &TrainOpts, calib_batches: usize) -> R
         tensors: hardware_tensors(&s)?,
     };
     write_json(&dir.join("hardware_report.json"), &report)?;
+    write_curves_html(
+        &dir.join("report.html"),
+        &format!(
+            "PTQ → QAT → PTQ pipeline of fashion_cnn with {}",
+            config_path.display()
+        ),
+        ptq,
+        &report.qat_epochs,
+        &format!(
+            "FP32 {:.2} %; (1) weights quantized {:.2} %; (2) weight-only QAT best {:.2} %; (3) inputs and outputs calibrated {:.2} %",
+            100.0 * fp32,
+            100.0 * ptq,
+            100.0 * best,
+            100.0 * last
+        ),
+    )?;
     std::fs::copy(config_path, dir.join("config.yaml"))
         .map_err(|e| CliError::Other(format!("cannot copy the config: {e}")))?;
     println!(

@@ -433,9 +433,31 @@ fn qat_and_the_pipeline_run_on_a_tiny_subset_and_report_exact_shifts() {
         assert!((0.0..=1.0).contains(&v), "{k} = {v}");
     }
     assert!(run.join("checkpoint.safetensors").exists());
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("test top-1 per epoch"));
     std::fs::remove_dir_all(&run).unwrap();
+    // Bad training options are usage errors (exit code 2) before any work.
+    for bad in [["--optimizer", "rmsprop"], ["--schedule", "linear"]] {
+        let mut args = vec!["qat", "-c", cfg];
+        args.extend(bad);
+        let o = lowbit(&args);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(bad[1]));
+    }
 
-    let mut args = vec!["pipeline", "-c", cfg, "--calib-batches", "1"];
+    let mut args = vec![
+        "pipeline",
+        "-c",
+        cfg,
+        "--calib-batches",
+        "1",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.01",
+        "--schedule",
+        "step",
+    ];
     args.extend(common);
     let o = lowbit(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -179,7 +179,8 @@ td:first-child,th:first-child{text-align:left}\
 .fail{color:#b00;font-weight:bold}.pass{color:#070;font-weight:bold}\
 svg{display:block;margin:12px 0}";
 
-fn page(title: &str, body: &str) -> String {
+/// A self-contained HTML page with the reports' style.
+pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n{body}</body></html>\n",
         escape(title)

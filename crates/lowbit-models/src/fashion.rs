@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{D, DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, VarBuilder, VarMap};
+use candle_nn::{Optimizer, VarBuilder, VarMap};
 use lowbit_nn::{
     Activation, LayerTable, ModelContext, QBuilder, QuantConfig, QuantModel, QuantOp, Registry,
 };
@@ -380,9 +380,9 @@ impl Drop for Training<'_> {
 /// within the epoch), cross-entropy of the logits, one optimiser step. Batch norm uses batch
 /// statistics and updates its running statistics (momentum 0.1); the training flag is cleared
 /// afterwards.
-pub fn train_epoch<M: QuantModel + ?Sized>(
+pub fn train_epoch<M: QuantModel + ?Sized, O: Optimizer>(
     model: &M,
-    opt: &mut AdamW,
+    opt: &mut O,
     batches: impl Iterator<Item = Result<Batch>>,
     lr: &dyn Fn(usize) -> f64,
 ) -> Result<EpochStats> {
