@@ -433,6 +433,11 @@ fn qat_and_the_pipeline_run_on_a_tiny_subset_and_report_exact_shifts() {
         assert!((0.0..=1.0).contains(&v), "{k} = {v}");
     }
     assert!(run.join("checkpoint.safetensors").exists());
+    // The low-bit checkpoint of the last epoch evaluates exactly like the trained model.
+    assert!(run.join("quantized/conv1.weight.safetensors").exists());
+    assert_eq!(q["quantized_checkpoint_top1"], q["epochs"][0]["test_top1"]);
+    let bits = q["quantized_weight_bits"].as_f64().unwrap();
+    assert!(bits > 4.0 && bits < 5.0, "{bits}");
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("test top-1 per epoch"));
     std::fs::remove_dir_all(&run).unwrap();
