@@ -68,6 +68,11 @@ pub struct TrainOpts {
     /// Parent folder of the run directory.
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
+    /// `qat` only: calibrate every quantizer (max) on this many training batches before
+    /// training and hold the scales fixed during QAT (frozen-scale mode; 0 = dynamic scales,
+    /// recomputed from the tensors at every step).
+    #[arg(long, default_value_t = 0)]
+    pub frozen_scales: usize,
     /// Train on the committed test split instead (tests: CI has no training split).
     #[arg(long, hide = true)]
     pub train_on_test: bool,
@@ -459,6 +464,15 @@ pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
     s.model.layers().set_mode(Mode::Fp32);
     let fp32 = evaluate(&s)?.accuracy;
     s.model.layers().set_mode(Mode::Quantize);
+    if opts.frozen_scales > 0 {
+        calibrate(&s, opts.batch_size, opts.frozen_scales)?;
+        let scales = s.model.layers().freeze()?;
+        scales.save(&dir.join("scales.json"))?;
+        println!(
+            "scales calibrated on {} batches and frozen for training",
+            opts.frozen_scales
+        );
+    }
     let ptq = evaluate(&s)?.accuracy;
     println!(
         "fp32 top-1 {:.2} %, PTQ top-1 {:.2} %; training on {} images",
@@ -471,6 +485,11 @@ pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
     let qdir = dir.join("quantized");
     let weight_bits = save_quantized(&s.model, &s.vm, &qdir)?;
     let reloaded = load_quantized(&qdir, &config, &s.dev)?;
+    if opts.frozen_scales > 0 {
+        // The activations' frozen scales travel in scales.json.
+        let frozen = lowbit_nn::StaticScales::load(&dir.join("scales.json"))?;
+        reloaded.layers().load_scales(&frozen)?;
+    }
     let reloaded_top1 =
         fashion::evaluate(&reloaded, s.test.batches(500, &s.dev).map_err(model_err)?)
             .map_err(model_err)?
@@ -642,6 +661,21 @@ fn hardware_tensors(s: &Setup) -> Result<Vec<HardwareTensor>> {
     Ok(out)
 }
 
+/// Observes `n` training batches (in order) with every enabled quantizer in calibration mode
+/// (max); the caller freezes.
+fn calibrate(s: &Setup, batch_size: usize, n: usize) -> Result<()> {
+    s.model
+        .layers()
+        .begin_calibration(lowbit_quant::Method::Max)?;
+    let mut batches = s.train.batches(batch_size, &s.dev).map_err(model_err)?;
+    for _ in 0..n.max(1) {
+        let Some(b) = batches.next() else { break };
+        let b = b.map_err(model_err)?;
+        s.model.forward(&b.images)?;
+    }
+    Ok(())
+}
+
 /// `lowbit pipeline`.
 pub fn pipeline(config_path: &Path, opts: &TrainOpts, calib_batches: usize) -> Result<()> {
     let config = QuantConfig::from_file(config_path)?;
@@ -675,19 +709,7 @@ pub fn pipeline(config_path: &Path, opts: &TrainOpts, calib_batches: usize) -> R
     );
     // (3) Calibration of inputs and outputs on training batches, frozen.
     set_roles(&s.model, true, true);
-    s.model
-        .layers()
-        .begin_calibration(lowbit_quant::Method::Max)?;
-    let mut batches = s
-        .train
-        .batches(opts.batch_size, &s.dev)
-        .map_err(model_err)?;
-    for _ in 0..calib_batches.max(1) {
-        let Some(b) = batches.next() else { break };
-        let b = b.map_err(model_err)?;
-        s.model.forward(&b.images)?;
-    }
-    drop(batches);
+    calibrate(&s, opts.batch_size, calib_batches)?;
     let scales = s.model.layers().freeze()?;
     scales.save(&dir.join("scales.json"))?;
     let last = evaluate(&s)?.accuracy;

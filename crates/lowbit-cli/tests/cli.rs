@@ -441,6 +441,18 @@ fn qat_and_the_pipeline_run_on_a_tiny_subset_and_report_exact_shifts() {
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("test top-1 per epoch"));
     std::fs::remove_dir_all(&run).unwrap();
+    // Frozen-scale QAT: scales calibrated before training and held; the low-bit checkpoint
+    // (quantized with those scales) still evaluates exactly like the trained model.
+    let mut args = vec!["qat", "-c", cfg, "--frozen-scales", "1"];
+    args.extend(common);
+    let o = lowbit(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = only_subdir(tmp.path());
+    assert!(run.join("scales.json").exists());
+    let q: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("qat.json")).unwrap()).unwrap();
+    assert_eq!(q["quantized_checkpoint_top1"], q["epochs"][0]["test_top1"]);
+    std::fs::remove_dir_all(&run).unwrap();
     // Bad training options are usage errors (exit code 2) before any work.
     for bad in [["--optimizer", "rmsprop"], ["--schedule", "linear"]] {
         let mut args = vec!["qat", "-c", cfg];
