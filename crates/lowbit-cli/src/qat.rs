@@ -73,6 +73,10 @@ pub struct TrainOpts {
     /// recomputed from the tensors at every step).
     #[arg(long, default_value_t = 0)]
     pub frozen_scales: usize,
+    /// `qat` only: learn the weight scales (LSQ: the scale is a trainable tensor with its own
+    /// gradient through the straight-through estimator), starting from the dynamic scales.
+    #[arg(long)]
+    pub learned_scales: bool,
     /// Train on the committed test split instead (tests: CI has no training split).
     #[arg(long, hide = true)]
     pub train_on_test: bool,
@@ -120,6 +124,8 @@ pub struct QatReport {
     pub quantized_weight_bits: f64,
     /// Test top-1 of the low-bit checkpoint reloaded (the last epoch's weights).
     pub quantized_checkpoint_top1: f64,
+    /// With `--learned-scales`: how the weight scales moved.
+    pub learned_scales: Option<LearnedSummary>,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -206,8 +212,10 @@ fn train(
     opts: &TrainOpts,
     dir: &Path,
     start_top1: f64,
+    extra: Vec<candle_core::Var>,
 ) -> Result<(Vec<EpochRow>, f64, usize)> {
-    let vars = FashionCnn::trainable_vars(&s.vm).map_err(model_err)?;
+    let mut vars = FashionCnn::trainable_vars(&s.vm).map_err(model_err)?;
+    vars.extend(extra);
     let mut opt = match opts.optimizer.as_str() {
         "adamw" => Opt::AdamW(AdamW::new(
             vars,
@@ -281,6 +289,81 @@ fn train(
         rows.push(row);
     }
     Ok((rows, best, best_epoch))
+}
+
+/// A weight scale made trainable.
+struct Learned {
+    var: candle_core::Var,
+    init: Vec<f32>,
+}
+
+/// How the learned weight scales moved during training (`qat.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct LearnedSummary {
+    /// Weight tensors with a learned scale.
+    pub tensors: usize,
+    /// Scales in all.
+    pub scales: usize,
+    /// The smallest scale after training (they must stay positive).
+    pub min_scale: f32,
+    /// Mean of |final − initial| / initial.
+    pub mean_abs_relative_change: f64,
+}
+
+/// Turns every enabled weight quantizer's scale into a trainable tensor, initialised with the
+/// weight's dynamic scales.
+fn learn_scales(s: &Setup) -> Result<Vec<Learned>> {
+    let vars =
+        s.vm.data()
+            .lock()
+            .map_err(|_| CliError::Other("the model's parameters are poisoned".into()))?
+            .clone();
+    let mut out = Vec::new();
+    for l in s.model.layers().layers() {
+        let Some(wq) = l.op.quant().weight.as_ref().filter(|q| q.is_enabled()) else {
+            continue;
+        };
+        let name = format!("{}.weight", l.name);
+        let Some(w) = vars.get(&name) else {
+            continue;
+        };
+        let t = w.as_tensor();
+        let v = t.flatten_all()?.to_vec1::<f32>()?;
+        let init = wq
+            .spec()
+            .compute_scales(&v, t.dims())
+            .map_err(|e| CliError::Other(format!("{name}: {e}")))?
+            .values;
+        let var = wq.enable_learned_scale(&init)?;
+        out.push(Learned { var, init });
+    }
+    if out.is_empty() {
+        return Err(CliError::Usage(
+            "--learned-scales: the config quantizes no weight".into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn summarize_learned(learned: &[Learned]) -> Result<Option<LearnedSummary>> {
+    if learned.is_empty() {
+        return Ok(None);
+    }
+    let (mut n, mut min, mut rel) = (0usize, f32::INFINITY, 0.0f64);
+    for l in learned {
+        let now = l.var.as_tensor().to_vec1::<f32>()?;
+        for (a, b) in now.iter().zip(&l.init) {
+            n += 1;
+            min = min.min(*a);
+            rel += f64::from((a - b).abs() / b);
+        }
+    }
+    Ok(Some(LearnedSummary {
+        tensors: learned.len(),
+        scales: n,
+        min_scale: min,
+        mean_abs_relative_change: rel / n.max(1) as f64,
+    }))
 }
 
 /// The optimizer of a run.
@@ -383,7 +466,16 @@ pub fn save_quantized(model: &FashionCnn, vm: &candle_nn::VarMap, qdir: &Path) -
         let t = var.as_tensor();
         let v = t.flatten_all()?.to_vec1::<f32>()?;
         let spec = wq.spec();
-        let qt = match wq.frozen() {
+        let learned = match wq.learned_scale() {
+            Some(var) => Some(lowbit_quant::Scales {
+                shape: var.as_tensor().dims().to_vec(),
+                values: var.as_tensor().to_vec1::<f32>()?,
+                zero_points: None,
+                tensor_scale: None,
+            }),
+            None => wq.frozen().map(|f| (*f).clone()),
+        };
+        let qt = match learned {
             Some(f) => spec.quantize_with_scales(&v, t.dims(), &f),
             None => spec.quantize(&v, t.dims()),
         }
@@ -458,6 +550,13 @@ pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
     let t0 = Instant::now();
     let config = QuantConfig::from_file(config_path)?;
     let mut s = setup(&config, opts)?;
+    // Learned scales start at the dynamic scales (so the PTQ figure below is unchanged);
+    // a spec that cannot learn its scale fails here, before anything is written.
+    let learned = if opts.learned_scales {
+        learn_scales(&s)?
+    } else {
+        Vec::new()
+    };
     let dir = timestamp_dir(&opts.out, &format!("qat-{}", config_label(config_path)));
     std::fs::create_dir_all(&dir)
         .map_err(|e| CliError::Other(format!("cannot create {}: {e}", dir.display())))?;
@@ -480,7 +579,18 @@ pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
         100.0 * ptq,
         s.train.len()
     );
-    let (epochs, best, best_epoch) = train(&mut s, opts, &dir, ptq)?;
+    let extra = learned.iter().map(|l| l.var.clone()).collect();
+    let (epochs, best, best_epoch) = train(&mut s, opts, &dir, ptq, extra)?;
+    let learned_summary = summarize_learned(&learned)?;
+    if let Some(l) = &learned_summary {
+        println!(
+            "learned scales: {} tensors, {} scales, smallest {:.3e}, mean |relative change| {:.2} %",
+            l.tensors,
+            l.scales,
+            l.min_scale,
+            100.0 * l.mean_abs_relative_change
+        );
+    }
     // The trained model as real low-bit tensors, reloaded and evaluated.
     let qdir = dir.join("quantized");
     let weight_bits = save_quantized(&s.model, &s.vm, &qdir)?;
@@ -512,6 +622,7 @@ pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
         best_epoch,
         quantized_weight_bits: weight_bits,
         quantized_checkpoint_top1: reloaded_top1,
+        learned_scales: learned_summary,
         seconds: t0.elapsed().as_secs_f64(),
     };
     write_json(&dir.join("qat.json"), &report)?;
@@ -698,7 +809,7 @@ pub fn pipeline(config_path: &Path, opts: &TrainOpts, calib_batches: usize) -> R
         100.0 * fp32
     );
     // (2) Weight-only QAT; the best epoch's weights are kept.
-    let (epochs, best, best_epoch) = train(&mut s, opts, &dir, ptq)?;
+    let (epochs, best, best_epoch) = train(&mut s, opts, &dir, ptq, Vec::new())?;
     if best_epoch > 0 {
         s.vm.load(dir.join("best.safetensors"))
             .map_err(|e| CliError::Other(format!("cannot reload the best weights: {e}")))?;

@@ -453,6 +453,31 @@ fn qat_and_the_pipeline_run_on_a_tiny_subset_and_report_exact_shifts() {
         serde_json::from_str(&std::fs::read_to_string(run.join("qat.json")).unwrap()).unwrap();
     assert_eq!(q["quantized_checkpoint_top1"], q["epochs"][0]["test_top1"]);
     std::fs::remove_dir_all(&run).unwrap();
+    // Learned (LSQ) weight scales: they move, stay positive, and the low-bit checkpoint
+    // quantized with them evaluates exactly like the trained model.
+    // (A power-of-two spec cannot learn an f32 scale: a usage error names the layer.)
+    let mut args = vec!["qat", "-c", cfg, "--learned-scales"];
+    args.extend(common);
+    let o = lowbit(&args);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("learned scales need"));
+    let cfg_f32 = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/qat/w4a8_int4.yaml"
+    );
+    let mut args = vec!["qat", "-c", cfg_f32, "--learned-scales", "--lr", "0.003"];
+    args.extend(common);
+    let o = lowbit(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = only_subdir(tmp.path());
+    let q: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("qat.json")).unwrap()).unwrap();
+    let l = &q["learned_scales"];
+    assert!(l["tensors"].as_u64().unwrap() >= 7, "{l}");
+    assert!(l["min_scale"].as_f64().unwrap() > 0.0, "{l}");
+    assert!(l["mean_abs_relative_change"].as_f64().unwrap() > 0.0, "{l}");
+    assert_eq!(q["quantized_checkpoint_top1"], q["epochs"][0]["test_top1"]);
+    std::fs::remove_dir_all(&run).unwrap();
     // Bad training options are usage errors (exit code 2) before any work.
     for bad in [["--optimizer", "rmsprop"], ["--schedule", "linear"]] {
         let mut args = vec!["qat", "-c", cfg];

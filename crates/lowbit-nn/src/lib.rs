@@ -28,6 +28,7 @@
 //!
 //! - [`FakeQuant`], [`Ste`], [`ElementQuant`] (`fake_quant.rs`): the Candle ops and the
 //!   straight-through backward.
+//! - [`LsqFakeQuant`] (`lsq.rs`): fake-quant with a learned (trainable) scale (LSQ).
 //! - `cuda.rs` + `kernels/*.cu` (feature `cuda`): the same ops on the GPU, bit for bit
 //!   (docs/cuda.md).
 //! - [`Quantizer`], [`Role`] (`quantizer.rs`): one role of one layer: spec, calibration, mode.
@@ -51,6 +52,7 @@ mod cuda;
 mod error;
 mod fake_quant;
 pub mod layers;
+mod lsq;
 mod op;
 mod quantizer;
 mod registry;
@@ -63,6 +65,7 @@ pub use config::{
 pub use context::{Mode, ModelContext, TapRecord};
 pub use error::{NnError, Result};
 pub use fake_quant::{ElementQuant, FakeQuant, FrozenScales, Ste};
+pub use lsq::LsqFakeQuant;
 pub use op::{LayerQuant, QuantOp};
 pub use quantizer::{Quantizer, Role};
 pub use registry::{Activation, OpFactory, OpParams, Registry};

@@ -62,6 +62,7 @@ pub struct Quantizer {
     enabled: AtomicBool,
     ctx: Arc<ModelContext>,
     state: Mutex<State>,
+    learned: Mutex<Option<candle_core::Var>>,
 }
 
 /// f32 contents and dims of a tensor (any device and float dtype).
@@ -89,7 +90,37 @@ impl Quantizer {
             enabled: AtomicBool::new(true),
             ctx,
             state: Mutex::new(State::default()),
+            learned: Mutex::new(None),
         }
+    }
+
+    /// Makes the scale trainable (LSQ, [`crate::LsqFakeQuant`]), starting from `init` (one
+    /// value per group: the dynamic scales of the current weight, say); returns the variable
+    /// to hand to the optimizer. Only for specs [`crate::LsqFakeQuant::check`] accepts.
+    pub fn enable_learned_scale(&self, init: &[f32]) -> Result<candle_core::Var> {
+        crate::LsqFakeQuant::check(&self.spec)
+            .map_err(|e| NnError::layer(&self.layer, format!("{}: {e}", self.role)))?;
+        if init.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(NnError::layer(
+                &self.layer,
+                format!(
+                    "{}: learned scales must start positive and finite",
+                    self.role
+                ),
+            ));
+        }
+        let var = candle_core::Var::from_slice(init, init.len(), &candle_core::Device::Cpu)?;
+        let mut l = self
+            .learned
+            .lock()
+            .map_err(|_| NnError::layer(&self.layer, "learned scale poisoned"))?;
+        *l = Some(var.clone());
+        Ok(var)
+    }
+
+    /// The learned scale, if [`enable_learned_scale`](Self::enable_learned_scale) made one.
+    pub fn learned_scale(&self) -> Option<candle_core::Var> {
+        self.learned.lock().ok().and_then(|l| l.clone())
     }
 
     /// The layer name.
@@ -224,6 +255,13 @@ impl Quantizer {
                             self.role, self.spec
                         ),
                     ));
+                }
+                if let Some(var) = self.learned_scale() {
+                    return x
+                        .apply_op2(var.as_tensor(), crate::LsqFakeQuant { spec: self.spec })
+                        .map_err(|e| {
+                            NnError::layer(&self.layer, format!("{} LSQ quantizer: {e}", self.role))
+                        });
                 }
                 let ste = self.ste.lock().map(|s| *s).unwrap_or_default();
                 let op = FakeQuant {

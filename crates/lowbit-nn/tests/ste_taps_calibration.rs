@@ -332,3 +332,34 @@ fn user_ops_register_like_builtins() {
     assert_eq!(vals(&y), want);
     assert!(table.explain().contains("scaled_tanh"));
 }
+
+#[test]
+fn lsq_gradients_follow_the_learned_step_size_rule() {
+    use lowbit_nn::LsqFakeQuant;
+    // int4 per tensor (grid −7..7), s = 0.5: v = x/s = [0.6, 2.6, 8.0, −0.2].
+    let spec: QuantSpec = "int4_g128".parse().unwrap();
+    let spec = spec
+        .to_builder()
+        .granularity(lowbit_quant::Granularity::PerTensor)
+        .build()
+        .unwrap();
+    let x = Var::from_slice(&[0.3f32, 1.3, 4.0, -0.1], 4, &Device::Cpu).unwrap();
+    let s = Var::from_slice(&[0.5f32], 1, &Device::Cpu).unwrap();
+    let y = x
+        .as_tensor()
+        .apply_op2(s.as_tensor(), LsqFakeQuant { spec })
+        .unwrap();
+    // Forward: Q(v)·s = [1, 3, 7, −0]·0.5 (the same engine as frozen-scale fake-quant).
+    assert_eq!(vals(&y), vec![0.5, 1.5, 3.5, -0.0]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    // ∂/∂x: 1 inside the grid, 0 where 8.0 clamps to 7.
+    assert_eq!(vals(g.get(&x).unwrap()), vec![1.0, 1.0, 0.0, 1.0]);
+    // ∂/∂s: Σ (Q(v) − v) inside + 7 for the clamped element, times 1/√(N·7) with N = 4:
+    // (0.4 + 0.4 + 0.2 + 7) / √28.
+    let want = (0.4f64 + 0.4 + 0.2 + 7.0) / 28f64.sqrt();
+    let got = f64::from(vals(g.get(&s).unwrap())[0]);
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    // Specs LSQ cannot learn are refused.
+    assert!(LsqFakeQuant::check(&"mxfp4".parse().unwrap()).is_err());
+    assert!(LsqFakeQuant::check(&spec).is_ok());
+}
