@@ -25,6 +25,9 @@ use crate::error::{CliError, Result};
 /// Training options shared by `qat` and `pipeline`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainOpts {
+    /// The model (training needs its training split: fashion_cnn).
+    #[arg(long, default_value = "fashion_cnn")]
+    pub model: String,
     /// Epochs over the training split.
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
@@ -160,6 +163,12 @@ fn setup(config: &QuantConfig, opts: &TrainOpts) -> Result<Setup> {
         return Err(CliError::Usage(
             "--batch-size and --epochs must be at least 1".into(),
         ));
+    }
+    if opts.model != "fashion_cnn" {
+        return Err(CliError::Usage(format!(
+            "--model {}: quantization-aware training supports fashion_cnn (the model with a training split)",
+            opts.model
+        )));
     }
     if !matches!(opts.optimizer.as_str(), "adamw" | "sgd") {
         return Err(CliError::Usage(format!(

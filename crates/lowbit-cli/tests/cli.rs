@@ -479,7 +479,11 @@ fn qat_and_the_pipeline_run_on_a_tiny_subset_and_report_exact_shifts() {
     assert_eq!(q["quantized_checkpoint_top1"], q["epochs"][0]["test_top1"]);
     std::fs::remove_dir_all(&run).unwrap();
     // Bad training options are usage errors (exit code 2) before any work.
-    for bad in [["--optimizer", "rmsprop"], ["--schedule", "linear"]] {
+    for bad in [
+        ["--optimizer", "rmsprop"],
+        ["--schedule", "linear"],
+        ["--model", "tiny_mlp"],
+    ] {
         let mut args = vec!["qat", "-c", cfg];
         args.extend(bad);
         let o = lowbit(&args);
