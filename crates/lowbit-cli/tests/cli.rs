@@ -551,3 +551,62 @@ fn qat_and_the_pipeline_run_on_a_tiny_subset_and_report_exact_shifts() {
     assert!(n > 100, "{n} shifts");
     assert!(run.join("scales.json").exists());
 }
+
+/// report.html in a real browser: Debian's headless Chromium loads the run's page and a
+/// per-config page, logs no console error, and writes a screenshot (kept in
+/// `$LOWBIT_SCREENSHOT_DIR` when set, to look at). Needs `apt-get install chromium`:
+/// `cargo test -p lowbit-cli --test cli -- --ignored chromium`.
+#[test]
+#[ignore = "needs Debian's chromium (apt-get install chromium)"]
+fn report_html_renders_in_headless_chromium() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().to_str().unwrap();
+    let o = lowbit(&[
+        "run",
+        "--model",
+        "tiny_mlp",
+        "--limit",
+        "300",
+        "--formats",
+        "fp8_e4m3,mxfp4",
+        "--out",
+        out,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = only_subdir(tmp.path());
+    let shots = std::env::var("LOWBIT_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| tmp.path().to_path_buf());
+    for (name, page) in [
+        ("run", run.join("report.html")),
+        ("mxfp4", run.join("mxfp4").join("report.html")),
+    ] {
+        assert!(page.exists(), "{}", page.display());
+        let shot = shots.join(format!("report-{name}.png"));
+        let o = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--window-size=1200,2400",
+                &format!("--screenshot={}", shot.display()),
+                &format!("file://{}", page.display()),
+            ])
+            .output()
+            .expect("run chromium (apt-get install chromium)");
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{log}");
+        let console: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+            .collect();
+        assert!(
+            console.is_empty(),
+            "console messages on {name}: {console:?}"
+        );
+        let size = std::fs::metadata(&shot).unwrap().len();
+        assert!(size > 20_000, "{name}: screenshot of {size} bytes");
+    }
+}
