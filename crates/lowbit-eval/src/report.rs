@@ -529,8 +529,8 @@ pub fn format_comparison(r: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "lowbit comparison report: model {}, config {}, {} samples",
-        r.model, r.config, r.quantized.samples
+        "lowbit comparison report: model {}, config {}, {} samples (per-layer statistics on {})",
+        r.model, r.config, r.quantized.samples, r.layer_samples
     );
     let _ = writeln!(
         out,
