@@ -6,6 +6,7 @@ mod error;
 mod models;
 mod presets;
 mod qat;
+mod quantized_checkpoint;
 mod run;
 
 use std::io::IsTerminal as _;

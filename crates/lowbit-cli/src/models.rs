@@ -101,7 +101,8 @@ pub fn fashion_cnn() -> Result<Box<dyn ModelSource>> {
 #[derive(Debug, Clone, Copy)]
 pub struct FashionSource;
 
-fn model_err(e: lowbit_models::ModelError) -> CliError {
+/// A model-crate error as a CLI error (config errors keep their exit code).
+pub(crate) fn model_err(e: lowbit_models::ModelError) -> CliError {
     match e {
         lowbit_models::ModelError::Nn(e) => e.into(),
         e => CliError::Other(e.to_string()),

@@ -21,6 +21,8 @@ use lowbit_quant::{ScaleKind, shift_report};
 use serde::Serialize;
 
 use crate::error::{CliError, Result};
+use crate::models::model_err;
+use crate::quantized_checkpoint::{load_quantized, quantized_params, save_quantized};
 
 /// Training options shared by `qat` and `pipeline`.
 #[derive(clap::Args, Debug, Clone)]
@@ -131,13 +133,6 @@ pub struct QatReport {
     pub learned_scales: Option<LearnedSummary>,
     /// Wall-clock seconds.
     pub seconds: f64,
-}
-
-fn model_err(e: lowbit_models::ModelError) -> CliError {
-    match e {
-        lowbit_models::ModelError::Nn(e) => e.into(),
-        e => CliError::Other(e.to_string()),
-    }
 }
 
 fn timestamp_dir(out: &Path, label: &str) -> PathBuf {
@@ -322,28 +317,10 @@ pub struct LearnedSummary {
 /// Turns every enabled weight quantizer's scale into a trainable tensor, initialised with the
 /// weight's dynamic scales.
 fn learn_scales(s: &Setup) -> Result<Vec<Learned>> {
-    let vars =
-        s.vm.data()
-            .lock()
-            .map_err(|_| CliError::Other("the model's parameters are poisoned".into()))?
-            .clone();
     let mut out = Vec::new();
-    for l in s.model.layers().layers() {
-        let Some(wq) = l.op.quant().weight.as_ref().filter(|q| q.is_enabled()) else {
-            continue;
-        };
-        let name = format!("{}.weight", l.name);
-        let Some(w) = vars.get(&name) else {
-            continue;
-        };
-        let t = w.as_tensor();
-        let v = t.flatten_all()?.to_vec1::<f32>()?;
-        let init = wq
-            .spec()
-            .compute_scales(&v, t.dims())
-            .map_err(|e| CliError::Other(format!("{name}: {e}")))?
-            .values;
-        let var = wq.enable_learned_scale(&init)?;
+    for p in quantized_params(&s.model, &s.vm, false)? {
+        let init = p.scales()?.values;
+        let var = p.quantizer.enable_learned_scale(&init)?;
         out.push(Learned { var, init });
     }
     if out.is_empty() {
@@ -441,117 +418,7 @@ fn write_curves_html(
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Other(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))
-}
-
-/// The file of the FP32 remainder of a quantized checkpoint.
-const FP32_REST: &str = "fp32.safetensors";
-
-/// Writes `model`'s parameters as a low-bit checkpoint in `qdir`: every weight whose quantizer
-/// is on as a [`lowbit_quant::QuantizedTensor`] (`<name>.safetensors`: packed codes, scales in
-/// their own dtype, the spec in the metadata), every other parameter (biases, batch norm,
-/// running statistics) in `fp32.safetensors`. Returns the weights' storage in bits per element.
-pub fn save_quantized(model: &FashionCnn, vm: &candle_nn::VarMap, qdir: &Path) -> Result<f64> {
-    std::fs::create_dir_all(qdir)
-        .map_err(|e| CliError::Other(format!("cannot create {}: {e}", qdir.display())))?;
-    let vars = vm
-        .data()
-        .lock()
-        .map_err(|_| CliError::Other("the model's parameters are poisoned".into()))?
-        .clone();
-    let mut done = std::collections::BTreeSet::new();
-    let (mut bits, mut elems) = (0.0f64, 0usize);
-    for l in model.layers().layers() {
-        let Some(wq) = l.op.quant().weight.as_ref().filter(|q| q.is_enabled()) else {
-            continue;
-        };
-        let name = format!("{}.weight", l.name);
-        let Some(var) = vars.get(&name) else {
-            continue;
-        };
-        let t = var.as_tensor();
-        let v = t.flatten_all()?.to_vec1::<f32>()?;
-        let spec = wq.spec();
-        let learned = match wq.learned_scale() {
-            Some(var) => Some(lowbit_quant::Scales {
-                shape: var.as_tensor().dims().to_vec(),
-                values: var.as_tensor().to_vec1::<f32>()?,
-                zero_points: None,
-                tensor_scale: None,
-            }),
-            None => wq.frozen().map(|f| (*f).clone()),
-        };
-        let qt = match learned {
-            Some(f) => spec.quantize_with_scales(&v, t.dims(), &f),
-            None => spec.quantize(&v, t.dims()),
-        }
-        .map_err(|e| CliError::Other(format!("{name}: {e}")))?;
-        bits += qt.bits_per_element() * v.len() as f64;
-        elems += v.len();
-        qt.save(qdir.join(format!("{name}.safetensors")))
-            .map_err(|e| CliError::Other(format!("{name}: {e}")))?;
-        done.insert(name);
-    }
-    let rest: std::collections::HashMap<String, candle_core::Tensor> = vars
-        .iter()
-        .filter(|(k, _)| !done.contains(*k))
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    candle_core::safetensors::save(&rest, qdir.join(FP32_REST))?;
-    Ok(if elems == 0 {
-        32.0
-    } else {
-        bits / elems as f64
-    })
-}
-
-/// Loads a checkpoint written by [`save_quantized`] for evaluation: the low-bit weights are
-/// dequantized (they are on their grid already, so their weight quantizers are switched off;
-/// the other quantizers of `config` stay as configured).
-pub fn load_quantized(qdir: &Path, config: &QuantConfig, dev: &Device) -> Result<FashionCnn> {
-    let rest = qdir.join(FP32_REST);
-    let mut tensors = candle_core::safetensors::load(&rest, dev)
-        .map_err(|e| CliError::Other(format!("cannot load {}: {e}", rest.display())))?;
-    let mut quantized = Vec::new();
-    let entries = std::fs::read_dir(qdir)
-        .map_err(|e| CliError::Other(format!("cannot read {}: {e}", qdir.display())))?;
-    for e in entries {
-        let path = e
-            .map_err(|e| CliError::Other(format!("{}: {e}", qdir.display())))?
-            .path();
-        let Some(file) = path.file_name().map(|f| f.to_string_lossy().into_owned()) else {
-            continue;
-        };
-        let Some(name) = file.strip_suffix(".safetensors") else {
-            continue;
-        };
-        if file == FP32_REST {
-            continue;
-        }
-        let qt = lowbit_quant::QuantizedTensor::load(&path)
-            .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
-        let v = qt
-            .dequantize()
-            .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
-        tensors.insert(
-            name.to_string(),
-            candle_core::Tensor::from_vec(v, qt.shape(), dev)?,
-        );
-        quantized.push(name.to_string());
-    }
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, dev);
-    let model = FashionCnn::from_var_builder(vb, config).map_err(model_err)?;
-    for l in model.layers().layers() {
-        if quantized.contains(&format!("{}.weight", l.name))
-            && let Some(wq) = &l.op.quant().weight
-        {
-            wq.set_enabled(false);
-        }
-    }
-    Ok(model)
+    Ok(lowbit_eval::write_atomic(path, text.as_bytes())?)
 }
 
 /// `lowbit qat`.
@@ -743,32 +610,13 @@ fn tensor_entry(
 }
 
 fn hardware_tensors(s: &Setup) -> Result<Vec<HardwareTensor>> {
-    let vars =
-        s.vm.data()
-            .lock()
-            .map_err(|_| CliError::Other("the model's parameters are poisoned".into()))?
-            .clone();
+    let params = quantized_params(&s.model, &s.vm, true)?;
     let mut out = Vec::new();
     for l in s.model.layers().layers() {
-        let q = l.op.quant();
-        for (role, quant) in [("weight", &q.weight), ("bias", &q.bias)] {
-            let Some(quant) = quant.as_ref().filter(|q| q.is_enabled()) else {
-                continue;
-            };
-            let Some(var) = vars.get(&format!("{}.{role}", l.name)) else {
-                continue;
-            };
-            let t = var.as_tensor();
-            let v = t.flatten_all()?.to_vec1::<f32>()?;
-            let scales = match quant.frozen() {
-                Some(f) => (*f).clone(),
-                None => quant
-                    .spec()
-                    .compute_scales(&v, t.dims())
-                    .map_err(|e| CliError::Other(format!("{} {role}: {e}", l.name)))?,
-            };
-            out.push(tensor_entry(&l.name, role, quant, &scales));
+        for p in params.iter().filter(|p| p.layer == l.name) {
+            out.push(tensor_entry(p.layer, p.role, p.quantizer, &p.scales()?));
         }
+        let q = l.op.quant();
         for (role, quant) in [("input", &q.input), ("output", &q.output)] {
             let Some(quant) = quant.as_ref().filter(|q| q.is_enabled()) else {
                 continue;
@@ -871,54 +719,4 @@ pub fn pipeline(config_path: &Path, opts: &TrainOpts, calib_batches: usize) -> R
         dir.join("hardware_report.json").display()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
-
-    #[test]
-    fn low_bit_checkpoint_save_load_evaluates_identically() {
-        let dev = Device::Cpu;
-        let cfg = QuantConfig::from_file(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../configs/qat/w4a8_int4.yaml"
-        ))
-        .unwrap();
-        let (model, mut vm) = FashionCnn::new_trainable(&cfg, 0, &dev).unwrap();
-        vm.load(lowbit_models::fashion::weights_path()).unwrap();
-        let tmp = tempfile::tempdir().unwrap();
-        let bits = save_quantized(&model, &vm, tmp.path()).unwrap();
-        assert!(bits > 4.0 && bits < 5.0, "{bits} bits per weight");
-        let reloaded = load_quantized(tmp.path(), &cfg, &dev).unwrap();
-        let test = FashionMnist::committed_test(Some(200)).unwrap();
-        let (x, _) = test
-            .batches(200, &dev)
-            .unwrap()
-            .next()
-            .unwrap()
-            .map(|b| (b.images, b.labels))
-            .unwrap();
-        let a = model
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = reloaded
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let bits_of = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(
-            bits_of(&a),
-            bits_of(&b),
-            "fake-quant model vs reloaded low-bit checkpoint"
-        );
-    }
 }

@@ -80,6 +80,19 @@ fn strided_offsets(layout: &Layout) -> Vec<usize> {
     out
 }
 
+/// The `cuda_fwd` of every op here: runs `job` on the device, errors prefixed by `what`.
+#[cfg(feature = "cuda")]
+fn cuda_fwd(
+    job: &crate::cuda::Job<'_>,
+    storage: &candle_core::CudaStorage,
+    layout: &Layout,
+    what: impl Fn() -> String,
+) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+    let out = crate::cuda::run(job, storage, layout)
+        .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", what())))?;
+    Ok((out, layout.shape().clone()))
+}
+
 fn to_storage(v: Vec<f32>, dtype: DType) -> CpuStorage {
     match dtype {
         DType::F16 => CpuStorage::F16(v.into_iter().map(half::f16::from_f32).collect()),
@@ -156,14 +169,16 @@ impl CustomOp1 for FakeQuant {
         storage: &candle_core::CudaStorage,
         layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let job = crate::cuda::Job::Spec {
-            spec: &self.spec,
-            frozen: self.scales.as_deref(),
-            output: crate::cuda::Output::Fake,
-        };
-        let out = crate::cuda::run(&job, storage, layout)
-            .map_err(|e| candle_core::Error::Msg(format!("fake-quant {}: {e}", self.spec)))?;
-        Ok((out, layout.shape().clone()))
+        cuda_fwd(
+            &crate::cuda::Job::Spec {
+                spec: &self.spec,
+                frozen: self.scales.as_deref(),
+                output: crate::cuda::Output::Fake,
+            },
+            storage,
+            layout,
+            || format!("fake-quant {}", self.spec),
+        )
     }
 
     fn bwd(
@@ -215,15 +230,16 @@ impl CustomOp1 for ClipMask {
         storage: &candle_core::CudaStorage,
         layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let job = crate::cuda::Job::Spec {
-            spec: &self.0.spec,
-            frozen: self.0.scales.as_deref(),
-            output: crate::cuda::Output::Mask,
-        };
-        let out = crate::cuda::run(&job, storage, layout).map_err(|e| {
-            candle_core::Error::Msg(format!("clipped STE mask {}: {e}", self.0.spec))
-        })?;
-        Ok((out, layout.shape().clone()))
+        cuda_fwd(
+            &crate::cuda::Job::Spec {
+                spec: &self.0.spec,
+                frozen: self.0.scales.as_deref(),
+                output: crate::cuda::Output::Mask,
+            },
+            storage,
+            layout,
+            || format!("clipped STE mask {}", self.0.spec),
+        )
     }
 }
 
@@ -274,12 +290,14 @@ impl CustomOp1 for ElementQuant {
         storage: &candle_core::CudaStorage,
         layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let job = crate::cuda::Job::Element {
-            format: self.format,
-            conv: self.conversion,
-        };
-        let out = crate::cuda::run(&job, storage, layout)
-            .map_err(|e| candle_core::Error::Msg(format!("element cast {}: {e}", self.format)))?;
-        Ok((out, layout.shape().clone()))
+        cuda_fwd(
+            &crate::cuda::Job::Element {
+                format: self.format,
+                conv: self.conversion,
+            },
+            storage,
+            layout,
+            || format!("element cast {}", self.format),
+        )
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::VarBuilder;
-use common::{SplitMix, boundary_inputs, class_inputs, golden_code};
+use common::{GOLDEN, SplitMix, boundary_inputs, class_inputs, golden_code};
 use lowbit_formats::{Conversion, Format, Overflow, Rounding, stochastic_bits};
 use lowbit_nn::{ElementQuant, FakeQuant, OpParams, QBuilder, QuantConfig, Registry, Ste};
 use lowbit_quant::{
@@ -106,18 +106,6 @@ fn assert_same(got: &[u32], want: &[u32], inputs: &[u32], what: &str) {
         panic!("{d}");
     }
 }
-
-const GOLDEN: [(&str, Format); 9] = [
-    ("e4m3fn", Format::E4M3FN),
-    ("e4m3", Format::E4M3),
-    ("e5m2", Format::E5M2),
-    ("e4m3fnuz", Format::E4M3FNUZ),
-    ("e5m2fnuz", Format::E5M2FNUZ),
-    ("e2m3fn", Format::E2M3),
-    ("e3m2fn", Format::E3M2),
-    ("e2m1fn", Format::E2M1),
-    ("e8m0fnu", Format::E8M0),
-];
 
 #[test]
 fn element_cast_matches_ml_dtypes_golden_tables() {

@@ -1,0 +1,228 @@
+//! A trained model as real low-bit tensors: every weight whose quantizer is on as a
+//! lowbit-quant [`QuantizedTensor`](lowbit_quant::QuantizedTensor) (packed codes, scales in
+//! their own dtype, the spec in the metadata), the other parameters in FP32; and the way back,
+//! for evaluation.
+
+use std::path::Path;
+
+use candle_core::Device;
+use candle_nn::VarMap;
+use lowbit_models::FashionCnn;
+use lowbit_nn::{QuantConfig, QuantModel, Quantizer};
+use lowbit_quant::Scales;
+
+use crate::error::{CliError, Result};
+use crate::models::model_err;
+
+/// The file of the FP32 remainder of a quantized checkpoint.
+const FP32_REST: &str = "fp32.safetensors";
+
+/// A parameter (weight or bias) whose quantizer is on, with its current values.
+pub(crate) struct QuantizedParam<'a> {
+    /// The layer's name.
+    pub layer: &'a str,
+    /// `weight` or `bias`.
+    pub role: &'static str,
+    /// The quantizer.
+    pub quantizer: &'a Quantizer,
+    /// The values, flattened, and the tensor's dims.
+    pub values: Vec<f32>,
+    pub dims: Vec<usize>,
+}
+
+impl QuantizedParam<'_> {
+    /// `<layer>.<role>`, the parameter's name in the checkpoint.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.layer, self.role)
+    }
+
+    /// The scales the quantizer applies now: learned (LSQ), else frozen, else computed from
+    /// the values (dynamic).
+    pub fn scales(&self) -> Result<Scales> {
+        if let Some(var) = self.quantizer.learned_scale() {
+            return Ok(Scales {
+                shape: var.as_tensor().dims().to_vec(),
+                values: var.as_tensor().to_vec1::<f32>()?,
+                zero_points: None,
+                tensor_scale: None,
+            });
+        }
+        if let Some(f) = self.quantizer.frozen() {
+            return Ok((*f).clone());
+        }
+        self.quantizer
+            .spec()
+            .compute_scales(&self.values, &self.dims)
+            .map_err(|e| CliError::Other(format!("{}: {e}", self.name())))
+    }
+}
+
+/// The parameters of `model` (in `vm`) whose quantizer is on: the weights, and the biases too
+/// when `biases` is set.
+pub(crate) fn quantized_params<'a>(
+    model: &'a FashionCnn,
+    vm: &VarMap,
+    biases: bool,
+) -> Result<Vec<QuantizedParam<'a>>> {
+    let vars = vm
+        .data()
+        .lock()
+        .map_err(|_| CliError::Other("the model's parameters are poisoned".into()))?;
+    let mut out = Vec::new();
+    for l in model.layers().layers() {
+        let q = l.op.quant();
+        let roles = [("weight", &q.weight), ("bias", &q.bias)];
+        for (role, quant) in roles.into_iter().take(if biases { 2 } else { 1 }) {
+            let Some(quantizer) = quant.as_ref().filter(|q| q.is_enabled()) else {
+                continue;
+            };
+            let Some(var) = vars.get(&format!("{}.{role}", l.name)) else {
+                continue;
+            };
+            let t = var.as_tensor();
+            out.push(QuantizedParam {
+                layer: &l.name,
+                role,
+                quantizer,
+                values: t.flatten_all()?.to_vec1::<f32>()?,
+                dims: t.dims().to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `model`'s parameters as a low-bit checkpoint in `qdir`: every weight whose quantizer
+/// is on as a [`lowbit_quant::QuantizedTensor`] (`<name>.safetensors`: packed codes, scales in
+/// their own dtype, the spec in the metadata), every other parameter (biases, batch norm,
+/// running statistics) in `fp32.safetensors`. Returns the weights' storage in bits per element.
+pub fn save_quantized(model: &FashionCnn, vm: &VarMap, qdir: &Path) -> Result<f64> {
+    std::fs::create_dir_all(qdir)
+        .map_err(|e| CliError::Other(format!("cannot create {}: {e}", qdir.display())))?;
+    let mut done = std::collections::BTreeSet::new();
+    let (mut bits, mut elems) = (0.0f64, 0usize);
+    for p in quantized_params(model, vm, false)? {
+        let name = p.name();
+        let qt = p
+            .quantizer
+            .spec()
+            .quantize_with_scales(&p.values, &p.dims, &p.scales()?)
+            .map_err(|e| CliError::Other(format!("{name}: {e}")))?;
+        bits += qt.bits_per_element() * p.values.len() as f64;
+        elems += p.values.len();
+        qt.save(qdir.join(format!("{name}.safetensors")))
+            .map_err(|e| CliError::Other(format!("{name}: {e}")))?;
+        done.insert(name);
+    }
+    let rest: std::collections::HashMap<String, candle_core::Tensor> = vm
+        .data()
+        .lock()
+        .map_err(|_| CliError::Other("the model's parameters are poisoned".into()))?
+        .iter()
+        .filter(|(k, _)| !done.contains(*k))
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    candle_core::safetensors::save(&rest, qdir.join(FP32_REST))?;
+    Ok(if elems == 0 {
+        32.0
+    } else {
+        bits / elems as f64
+    })
+}
+
+/// Loads a checkpoint written by [`save_quantized`] for evaluation: the low-bit weights are
+/// dequantized (they are on their grid already, so their weight quantizers are switched off;
+/// the other quantizers of `config` stay as configured).
+pub fn load_quantized(qdir: &Path, config: &QuantConfig, dev: &Device) -> Result<FashionCnn> {
+    let rest = qdir.join(FP32_REST);
+    let mut tensors = candle_core::safetensors::load(&rest, dev)
+        .map_err(|e| CliError::Other(format!("cannot load {}: {e}", rest.display())))?;
+    let mut quantized = Vec::new();
+    let entries = std::fs::read_dir(qdir)
+        .map_err(|e| CliError::Other(format!("cannot read {}: {e}", qdir.display())))?;
+    for e in entries {
+        let path = e
+            .map_err(|e| CliError::Other(format!("{}: {e}", qdir.display())))?
+            .path();
+        let Some(file) = path.file_name().map(|f| f.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let Some(name) = file.strip_suffix(".safetensors") else {
+            continue;
+        };
+        if file == FP32_REST {
+            continue;
+        }
+        let qt = lowbit_quant::QuantizedTensor::load(&path)
+            .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
+        let v = qt
+            .dequantize()
+            .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
+        tensors.insert(
+            name.to_string(),
+            candle_core::Tensor::from_vec(v, qt.shape(), dev)?,
+        );
+        quantized.push(name.to_string());
+    }
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, dev);
+    let model = FashionCnn::from_var_builder(vb, config).map_err(model_err)?;
+    for l in model.layers().layers() {
+        if quantized.contains(&format!("{}.weight", l.name))
+            && let Some(wq) = &l.op.quant().weight
+        {
+            wq.set_enabled(false);
+        }
+    }
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use lowbit_models::FashionMnist;
+
+    #[test]
+    fn low_bit_checkpoint_save_load_evaluates_identically() {
+        let dev = Device::Cpu;
+        let cfg = QuantConfig::from_file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../configs/qat/w4a8_int4.yaml"
+        ))
+        .unwrap();
+        let (model, mut vm) = FashionCnn::new_trainable(&cfg, 0, &dev).unwrap();
+        vm.load(lowbit_models::fashion::weights_path()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let bits = save_quantized(&model, &vm, tmp.path()).unwrap();
+        assert!(bits > 4.0 && bits < 5.0, "{bits} bits per weight");
+        let reloaded = load_quantized(tmp.path(), &cfg, &dev).unwrap();
+        let test = FashionMnist::committed_test(Some(200)).unwrap();
+        let (x, _) = test
+            .batches(200, &dev)
+            .unwrap()
+            .next()
+            .unwrap()
+            .map(|b| (b.images, b.labels))
+            .unwrap();
+        let a = model
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = reloaded
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let bits_of = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits_of(&a),
+            bits_of(&b),
+            "fake-quant model vs reloaded low-bit checkpoint"
+        );
+    }
+}
