@@ -110,6 +110,19 @@ pub fn load_checked(
     device: &Device,
     setup: &str,
 ) -> Result<HashMap<String, Tensor>> {
+    load_checked_ignoring(file, specs, device, setup, |_| false)
+}
+
+/// [`load_checked`] for checkpoints exported from Python with bookkeeping tensors that no
+/// layer uses (`num_batches_tracked` of PyTorch's batch norm, BERT's `position_ids` buffer):
+/// tensors for which `ignore(name)` is true are dropped before the check, and are not loaded.
+pub fn load_checked_ignoring(
+    file: &Path,
+    specs: &[TensorSpec],
+    device: &Device,
+    setup: &str,
+    ignore: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(file).map_err(|e| ModelError::io(file, e, setup))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|source| {
         ModelError::Checkpoint {
@@ -119,6 +132,7 @@ pub fn load_checked(
     })?;
     let tensors = tensors
         .into_iter()
+        .filter(|(k, _)| !ignore(k))
         .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
         .collect::<Result<HashMap<_, _>>>()?;
     check_tensors(file, &tensors, specs)?;

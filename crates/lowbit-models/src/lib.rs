@@ -41,7 +41,9 @@ pub mod fashion;
 pub mod idx;
 pub mod rng;
 
-pub use checkpoint::{TensorSpec, check_tensors, load_checked, record_specs};
+pub use checkpoint::{
+    TensorSpec, check_tensors, load_checked, load_checked_ignoring, record_specs,
+};
 pub use data::{Batch, Batches, FashionMnist, Split};
 pub use error::{ModelError, Result};
 pub use fashion::{EpochStats, EvalStats, FashionCnn};
