@@ -28,12 +28,14 @@
 //!   ([`fashion::train_epoch`]) and evaluation ([`fashion::evaluate`]).
 //! - [`data`]: [`FashionMnist`], the data set (test split committed in `data/`), batches.
 //! - [`idx`]: the IDX file reader ([`read_idx`]).
+//! - [`assets`]: where fetched assets live (`scripts/fetch-assets.sh`).
 //! - [`checkpoint`]: checkpoints checked against a model ([`TensorSpec`], [`load_checked`]).
 //! - [`rng`]: the seeded generator for shuffling and initialisation.
 //! - [`ModelError`] (`error.rs`).
 
 #![warn(missing_docs)]
 
+pub mod assets;
 pub mod checkpoint;
 pub mod data;
 mod error;
