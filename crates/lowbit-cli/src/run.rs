@@ -127,6 +127,23 @@ impl Progress {
     }
 }
 
+/// The batches `(start, len)` of an evaluation of `n` samples: the first `layer_samples` (the
+/// ones that get per-layer statistics) in batches of at most `batch`, then the rest in batches
+/// of `batch`. `layer_samples` 0 (every sample) or ≥ `n` gives plain batches of `batch`.
+fn batch_spans(n: usize, batch: usize, layer_samples: usize) -> Vec<(usize, usize)> {
+    let cut = if layer_samples == 0 { n } else { layer_samples.min(n) };
+    let mut spans = Vec::new();
+    for (from, to) in [(0, cut), (cut, n)] {
+        let mut s = from;
+        while s < to {
+            let len = batch.min(to - s);
+            spans.push((s, len));
+            s += len;
+        }
+    }
+    spans
+}
+
 /// Evaluates `configs` on one model; returns the reports (in config order).
 fn evaluate(
     source: &dyn ModelSource,
@@ -177,24 +194,21 @@ fn evaluate(
         sens_of.push(rows);
     }
     let mut ev = Evaluator::new(reference, variants);
-    ev.set_layer_batches(match opts.layer_batches {
-        0 => None,
-        n => Some(n as u64),
-    });
     let n = data.len();
-    let batches = n.div_ceil(opts.batch_size) as u64;
+    let spans = batch_spans(n, opts.batch_size, opts.layer_samples);
+    ev.set_layer_batches(match opts.layer_samples {
+        0 => None,
+        l if l >= n => None,
+        l => Some(l.div_ceil(opts.batch_size) as u64),
+    });
     let progress = Progress::new(
-        batches,
+        spans.len() as u64,
         &format!("{} × {} configs", source.name(), configs.len()),
     );
-    let mut start = 0;
-    let mut done = 0;
-    while start < n {
-        let (x, labels) = data.batch(start, opts.batch_size, &dev)?;
+    for (done, &(start, len)) in spans.iter().enumerate() {
+        let (x, labels) = data.batch(start, len, &dev)?;
         ev.add_batch(&x, labels)?;
-        start += opts.batch_size;
-        done += 1;
-        progress.inc(done);
+        progress.inc(done as u64 + 1);
     }
     progress.finish();
     let results = ev.finish();
@@ -288,7 +302,7 @@ pub fn run(
     }
     write_summary(&dir, &rows, &reports)?;
     println!(
-        "\nmodel {model}, {} samples ({}), {:.1} s; per-layer SQNR and activation compliance on the first {} samples (--layer-batches)\n",
+        "\nmodel {model}, {} samples ({}), {:.1} s; per-layer SQNR and activation compliance on the first {} samples (--layer-samples)\n",
         reports[0].fp32.samples,
         dataset.description,
         t0.elapsed().as_secs_f64(),
@@ -446,4 +460,21 @@ pub fn calibrate(
         path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_spans;
+
+    #[test]
+    fn batch_spans_cut_the_layer_samples_first() {
+        assert_eq!(
+            batch_spans(1200, 500, 100),
+            [(0, 100), (100, 500), (600, 500), (1100, 100)]
+        );
+        assert_eq!(batch_spans(1200, 500, 0), [(0, 500), (500, 500), (1000, 200)]);
+        assert_eq!(batch_spans(300, 500, 1000), [(0, 300)]);
+        assert_eq!(batch_spans(1000, 300, 700), [(0, 300), (300, 300), (600, 100), (700, 300)]);
+        assert!(batch_spans(0, 500, 100).is_empty());
+    }
 }

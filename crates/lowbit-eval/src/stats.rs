@@ -72,19 +72,57 @@ pub struct ErrorAccumulator {
 impl ErrorAccumulator {
     /// Adds a reference `x` and its quantized counterpart `q` (same length).
     pub fn add(&mut self, x: &[f32], q: &[f32]) {
-        for (&a, &b) in x.iter().zip(q) {
-            let (a, b) = (f64::from(a), f64::from(b));
-            let e = a - b;
-            self.sum_x2 += a * a;
-            self.sum_q2 += b * b;
-            self.sum_xq += a * b;
-            self.sum_e2 += e * e;
-            let ae = e.abs();
-            if ae > self.max_abs || ae.is_nan() {
-                self.max_abs = ae;
+        // Eight independent f64 lanes per sum (element i goes to lane i mod 8, lanes are added
+        // in a fixed order at the end): the compiler vectorises it, and the result depends
+        // only on the data, never on threads or batch boundaries within one call.
+        const L: usize = 8;
+        let n = x.len().min(q.len());
+        let (x, q) = (&x[..n], &q[..n]);
+        let mut x2 = [0f64; L];
+        let mut q2 = [0f64; L];
+        let mut xq = [0f64; L];
+        let mut e2 = [0f64; L];
+        let mut mx = [0f64; L];
+        let mut nan = false;
+        let (xc, qc) = (x.chunks_exact(L), q.chunks_exact(L));
+        let (xr, qr) = (xc.remainder(), qc.remainder());
+        for (xs, qs) in xc.zip(qc) {
+            for k in 0..L {
+                let (a, b) = (f64::from(xs[k]), f64::from(qs[k]));
+                let e = a - b;
+                x2[k] += a * a;
+                q2[k] += b * b;
+                xq[k] += a * b;
+                e2[k] += e * e;
+                let ae = e.abs();
+                nan |= ae.is_nan();
+                mx[k] = if ae > mx[k] { ae } else { mx[k] };
             }
         }
-        self.n += x.len().min(q.len()) as u64;
+        for (k, (&a, &b)) in xr.iter().zip(qr).enumerate() {
+            let (a, b) = (f64::from(a), f64::from(b));
+            let e = a - b;
+            x2[k] += a * a;
+            q2[k] += b * b;
+            xq[k] += a * b;
+            e2[k] += e * e;
+            let ae = e.abs();
+            nan |= ae.is_nan();
+            mx[k] = if ae > mx[k] { ae } else { mx[k] };
+        }
+        for k in 0..L {
+            self.sum_x2 += x2[k];
+            self.sum_q2 += q2[k];
+            self.sum_xq += xq[k];
+            self.sum_e2 += e2[k];
+            if mx[k] > self.max_abs {
+                self.max_abs = mx[k];
+            }
+        }
+        if nan {
+            self.max_abs = f64::NAN;
+        }
+        self.n += n as u64;
     }
 
     /// Merges another accumulator (sums in the order given).
