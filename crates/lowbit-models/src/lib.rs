@@ -28,6 +28,11 @@
 //!   ([`fashion::train_epoch`]) and evaluation ([`fashion::evaluate`]).
 //! - [`data`]: [`FashionMnist`], the data set (test split committed in `data/`), batches.
 //! - [`idx`]: the IDX file reader ([`read_idx`]).
+//! - [`resnet`]: [`ResNet`], torchvision's ResNet-18/34/50/101/152 ([`ResNetConfig`]) for
+//!   checkpoints users export from torchvision (torchvision's tensor names).
+//! - [`vit`]: [`Vit`], timm's Vision Transformer ([`VitConfig`], ViT-B/16) for checkpoints
+//!   exported from timm (timm's names; attention products quantizable as
+//!   `blocks.N.attn.matmul_qk` / `.softmax` / `.matmul_av`).
 //! - [`assets`]: where fetched assets live (`scripts/fetch-assets.sh`).
 //! - [`checkpoint`]: checkpoints checked against a model ([`TensorSpec`], [`load_checked`]).
 //! - [`rng`]: the seeded generator for shuffling and initialisation.
@@ -41,7 +46,9 @@ pub mod data;
 mod error;
 pub mod fashion;
 pub mod idx;
+pub mod resnet;
 pub mod rng;
+pub mod vit;
 
 pub use checkpoint::{
     TensorSpec, check_tensors, load_checked, load_checked_ignoring, record_specs,
@@ -50,3 +57,5 @@ pub use data::{Batch, Batches, FashionMnist, Split};
 pub use error::{ModelError, Result};
 pub use fashion::{EpochStats, EvalStats, FashionCnn};
 pub use idx::{IdxArray, read_idx};
+pub use resnet::{BlockKind, ResNet, ResNetConfig};
+pub use vit::{Vit, VitConfig};
