@@ -15,6 +15,9 @@ pub enum EvalError {
     /// From Candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// From lowbit-models (models, their files, evaluation sets).
+    #[error(transparent)]
+    Model(#[from] lowbit_models::ModelError),
     /// A file that could not be read or written.
     #[error("{path}: {message}")]
     Io {

@@ -22,7 +22,10 @@
 //!
 //! ## Map
 //!
-//! - [`TaskAccumulator`], [`TaskMetrics`] (`metrics.rs`): top-1, top-5, average certainty.
+//! - [`TaskAccumulator`], [`TaskMetrics`] (`metrics.rs`): top-1, top-5, average certainty;
+//!   [`pearson`], [`spearman`] (average ranks for ties).
+//! - [`embedding`]: sentence-embedding scores ([`embedding_eval`]: WordSim-353, SimLex-999,
+//!   Lee) and agreement of quantized with FP32 embeddings ([`compare_embeddings`]).
 //! - [`ErrorAccumulator`], [`ErrorStats`], [`Db`] (`stats.rs`): MSE, cosine, SQNR, max error.
 //! - [`Evaluator`], [`Variant`], [`Reference`] (`evaluator.rs`): the FP32 reference once per
 //!   batch, N quantized variants; per-layer [`LayerResult`]s with compliance
@@ -34,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+pub mod embedding;
 mod error;
 mod evaluator;
 pub mod html;
@@ -42,12 +46,16 @@ mod report;
 mod schema;
 mod stats;
 
+pub use embedding::{
+    EmbeddingAgreement, EmbeddingEval, EmbeddingStats, EmbeddingTasks, compare_embeddings,
+    embedding_eval, embedding_scores,
+};
 pub use error::{EvalError, Result};
 pub use evaluator::{
     EvalResults, Evaluator, LayerResult, PerRole, Reference, RoleCompliance, Variant,
     VariantResult, bits_per_element, check_tensor, to_f32,
 };
-pub use metrics::{TaskAccumulator, TaskMetrics};
+pub use metrics::{TaskAccumulator, TaskMetrics, average_ranks, pearson, spearman};
 pub use report::{
     ComplianceSummary, Compression, REPORT_SCHEMA, RunMeta, RunReport, SCHEMA_VERSION,
     SensitivityRow, SqnrSummary, SummaryRow, format_comparison, format_layers_csv, format_markdown,

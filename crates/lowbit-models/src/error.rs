@@ -73,6 +73,33 @@ pub enum ModelError {
         /// Candle's error.
         source: candle_core::Error,
     },
+    /// A text or JSON file (model config, tokenizer, evaluation set) that does not parse, with
+    /// the 1-based line where it is known.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The line (1-based), when the error is on one line.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// An image file that cannot be decoded (not PNG/JPEG, truncated, corrupt).
+    #[error("{}: cannot decode image: {message}", path.display())]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder said.
+        message: String,
+    },
+    /// An ImageFolder-style data set directory that is missing, empty or malformed.
+    #[error("{}: {message}", path.display())]
+    ImageFolder {
+        /// The root (or class) directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// Bad arguments (batch size 0, …).
     #[error("{0}")]
     Invalid(String),

@@ -30,6 +30,7 @@ use lowbit_nn::{
 use crate::checkpoint::{TensorSpec, load_checked, record_specs};
 use crate::data::Batch;
 use crate::error::{ModelError, Result};
+use crate::resnet::{BasicBlock, conv3x3};
 use crate::rng::SplitMix64;
 
 /// The command that (re)creates the committed weights.
@@ -56,68 +57,6 @@ pub fn weights_path() -> PathBuf {
 }
 
 type Op = Arc<dyn QuantOp>;
-
-fn conv3x3(b: &QBuilder<'_>, name: &str, i: usize, o: usize, stride: usize) -> Result<Op> {
-    let cfg = candle_nn::Conv2dConfig {
-        padding: 1,
-        stride,
-        ..Default::default()
-    };
-    Ok(b.conv2d(name, i, o, 3, cfg, false)?)
-}
-
-/// A ResNet BasicBlock: `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
-#[derive(Debug)]
-struct BasicBlock {
-    conv1: Op,
-    bn1: Op,
-    relu1: Op,
-    conv2: Op,
-    bn2: Op,
-    downsample: Option<(Op, Op)>,
-    add: Op,
-    relu2: Op,
-}
-
-impl BasicBlock {
-    fn build(b: &QBuilder<'_>, i: usize, o: usize, stride: usize) -> Result<BasicBlock> {
-        let downsample = if stride != 1 || i != o {
-            let d = b.pp("downsample");
-            let cfg = candle_nn::Conv2dConfig {
-                stride,
-                ..Default::default()
-            };
-            Some((
-                d.conv2d("0", i, o, 1, cfg, false)?,
-                d.batch_norm2d("1", o, BN_EPS)?,
-            ))
-        } else {
-            None
-        };
-        Ok(BasicBlock {
-            conv1: conv3x3(b, "conv1", i, o, stride)?,
-            bn1: b.batch_norm2d("bn1", o, BN_EPS)?,
-            relu1: b.activation("relu1", Activation::Relu)?,
-            conv2: conv3x3(b, "conv2", o, o, 1)?,
-            bn2: b.batch_norm2d("bn2", o, BN_EPS)?,
-            downsample,
-            add: b.add("add")?,
-            relu2: b.activation("relu2", Activation::Relu)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self
-            .relu1
-            .forward1(&self.bn1.forward1(&self.conv1.forward1(x)?)?)?;
-        let y = self.bn2.forward1(&self.conv2.forward1(&y)?)?;
-        let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward1(&conv.forward1(x)?)?,
-            None => x.clone(),
-        };
-        Ok(self.relu2.forward1(&self.add.forward(&[&y, &shortcut])?)?)
-    }
-}
 
 /// The Fashion-MNIST ResNet (see the module docs for its layers).
 ///

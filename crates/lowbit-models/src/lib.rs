@@ -28,6 +28,17 @@
 //!   ([`fashion::train_epoch`]) and evaluation ([`fashion::evaluate`]).
 //! - [`data`]: [`FashionMnist`], the data set (test split committed in `data/`), batches.
 //! - [`idx`]: the IDX file reader ([`read_idx`]).
+//! - [`bert`]: [`BertModel`], a Hugging Face BERT encoder (attention products quantizable as
+//!   `…attention.self.scores` / `.context`), its [`BertConfig`].
+//! - [`minilm`]: [`SentenceEncoder`], all-MiniLM-L6-v2 sentence embeddings (tokenizer, mean
+//!   pooling, L2 norm; `scripts/fetch-assets.sh minilm`).
+//! - [`text`]: gensim's evaluation sets [`WordSim353`], [`SimLex999`], [`LeeCorpus`]
+//!   (`scripts/fetch-assets.sh gensim`).
+//! - [`resnet`]: [`ResNet`], torchvision's ResNet-18/34/50/101/152 ([`ResNetConfig`]) for
+//!   checkpoints users export from torchvision (torchvision's tensor names).
+//! - [`vit`]: [`Vit`], timm's Vision Transformer ([`VitConfig`], ViT-B/16) for checkpoints
+//!   exported from timm (timm's names; attention products quantizable as
+//!   `blocks.N.attn.matmul_qk` / `.softmax` / `.matmul_av`).
 //! - [`assets`]: where fetched assets live (`scripts/fetch-assets.sh`).
 //! - [`checkpoint`]: checkpoints checked against a model ([`TensorSpec`], [`load_checked`]).
 //! - [`rng`]: the seeded generator for shuffling and initialisation.
@@ -36,13 +47,19 @@
 #![warn(missing_docs)]
 
 pub mod assets;
+pub mod bert;
 pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod fashion;
 pub mod idx;
+pub mod minilm;
+pub mod resnet;
 pub mod rng;
+pub mod text;
+pub mod vit;
 
+pub use bert::{BertConfig, BertModel, HiddenAct};
 pub use checkpoint::{
     TensorSpec, check_tensors, load_checked, load_checked_ignoring, record_specs,
 };
@@ -50,3 +67,7 @@ pub use data::{Batch, Batches, FashionMnist, Split};
 pub use error::{ModelError, Result};
 pub use fashion::{EpochStats, EvalStats, FashionCnn};
 pub use idx::{IdxArray, read_idx};
+pub use minilm::SentenceEncoder;
+pub use resnet::{BlockKind, ResNet, ResNetConfig};
+pub use text::{LeeCorpus, SimLex999, WordPair, WordSim353};
+pub use vit::{Vit, VitConfig};
