@@ -61,7 +61,7 @@ impl TaskAccumulator {
 /// assert_eq!(m.top1, 0.5);
 /// assert_eq!(m.top5, 1.0);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskMetrics {
     /// Samples seen.
     pub samples: u64,

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::embedding::{EmbeddingAgreement, EmbeddingStats};
 use crate::error::{EvalError, Result};
 use crate::evaluator::{LayerResult, RoleCompliance, VariantResult};
 use crate::metrics::TaskMetrics;
@@ -110,6 +111,51 @@ pub struct RunReport {
     pub layer_samples: u64,
     /// Sensitivity ranking (with `--sensitivity`).
     pub sensitivity: Option<Vec<SensitivityRow>>,
+    /// Sentence-embedding models only (`null` for classifiers): the task correlations under
+    /// FP32 and under the config, and the cosine of the quantized embeddings to FP32 ones. The
+    /// classification fields (`fp32`, `quantized`, `delta_top1`) then hold zeros and only
+    /// `samples` counts (the texts embedded).
+    #[serde(default)]
+    pub embedding: Option<EmbeddingReport>,
+}
+
+/// The embedding part of a [`RunReport`] (see [`crate::embedding`] for the protocol).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingReport {
+    /// Scores of the FP32 embeddings.
+    pub fp32: EmbeddingStats,
+    /// Scores of the quantized embeddings.
+    pub quantized: EmbeddingStats,
+    /// Quantized against FP32 embeddings of the same texts.
+    pub agreement: EmbeddingAgreement,
+}
+
+/// The embedding columns of a [`SummaryRow`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingRow {
+    /// Spearman's ρ on WordSim-353.
+    pub wordsim353_spearman: f64,
+    /// Spearman's ρ on SimLex-999.
+    pub simlex999_spearman: f64,
+    /// Pearson's r on the Lee corpus.
+    pub lee_pearson: f64,
+    /// Mean cosine to FP32 embeddings (absent on the FP32 row).
+    pub cosine_mean: Option<f64>,
+    /// Least cosine to FP32 embeddings (absent on the FP32 row).
+    pub cosine_min: Option<f64>,
+}
+
+impl EmbeddingRow {
+    /// The row of `stats`, with the agreement to FP32 if any.
+    pub fn new(stats: &EmbeddingStats, agreement: Option<&EmbeddingAgreement>) -> EmbeddingRow {
+        EmbeddingRow {
+            wordsim353_spearman: stats.wordsim353_spearman,
+            simlex999_spearman: stats.simlex999_spearman,
+            lee_pearson: stats.lee_pearson,
+            cosine_mean: agreement.map(|a| a.cosine_mean),
+            cosine_min: agreement.map(|a| a.cosine_min),
+        }
+    }
 }
 
 /// Where a run came from.
@@ -247,6 +293,7 @@ impl RunReport {
             layers: v.layers.clone(),
             layer_samples: v.layer_samples,
             sensitivity,
+            embedding: None,
         }
     }
 
@@ -267,6 +314,9 @@ impl RunReport {
             weight_bits_per_element: self.compression.weight_bits_per_element,
             compression: self.compression.ratio,
             run_dir: run_dir.to_string(),
+            embedding: self
+                .embedding
+                .map(|e| EmbeddingRow::new(&e.quantized, Some(&e.agreement))),
         }
     }
 }
@@ -302,6 +352,9 @@ pub struct SummaryRow {
     pub compression: f64,
     /// The run directory, relative to the summary.
     pub run_dir: String,
+    /// Sentence-embedding models: their scores (the top-1 fields are then zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingRow>,
 }
 
 impl SummaryRow {
@@ -322,19 +375,49 @@ impl SummaryRow {
             weight_bits_per_element: 32.0,
             compression: 1.0,
             run_dir: String::new(),
+            embedding: None,
         }
     }
 
-    fn cells(&self) -> Vec<String> {
+    /// The FP32 reference row of a sentence-embedding `model` on `samples` texts.
+    pub fn fp32_embedding(model: &str, samples: u64, stats: &EmbeddingStats) -> SummaryRow {
+        SummaryRow {
+            embedding: Some(EmbeddingRow::new(stats, None)),
+            ..SummaryRow::fp32(
+                model,
+                &TaskMetrics {
+                    samples,
+                    ..TaskMetrics::default()
+                },
+            )
+        }
+    }
+
+    fn cells(&self, embedding_table: bool) -> Vec<String> {
         let pct = |x: f64| format!("{:.2}", 100.0 * x);
         let opt = |d: Option<Db>| d.map_or("-".to_string(), |d| d.to_string());
-        vec![
-            self.config.clone(),
-            pct(self.top1),
-            pct(self.top5),
-            self.delta_top1
-                .map_or("-".to_string(), |d| format!("{:+.2}", 100.0 * d)),
-            format!("{:.4}", self.avg_certainty),
+        let mut cells = vec![self.config.clone()];
+        match (&self.embedding, embedding_table) {
+            (Some(e), true) => {
+                let c = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.4}"));
+                cells.extend([
+                    format!("{:.4}", e.wordsim353_spearman),
+                    format!("{:.4}", e.simlex999_spearman),
+                    format!("{:.4}", e.lee_pearson),
+                    c(e.cosine_mean),
+                    c(e.cosine_min),
+                ]);
+            }
+            (Some(_), false) => cells.extend(["-", "-", "-", "-"].map(String::from)),
+            (None, _) => cells.extend([
+                pct(self.top1),
+                pct(self.top5),
+                self.delta_top1
+                    .map_or("-".to_string(), |d| format!("{:+.2}", 100.0 * d)),
+                format!("{:.4}", self.avg_certainty),
+            ]),
+        }
+        cells.extend([
             opt(self.mean_sqnr_db),
             match (&self.worst_sqnr_db, &self.worst_layer) {
                 (Some(d), Some(l)) => format!("{d} ({l})"),
@@ -348,7 +431,27 @@ impl SummaryRow {
             },
             format!("{:.2}", self.weight_bits_per_element),
             format!("{:.2}x", self.compression),
-        ]
+        ]);
+        cells
+    }
+}
+
+/// The table's headers: the embedding columns when every row is of an embedding model.
+fn headers(rows: &[SummaryRow]) -> (Vec<&'static str>, bool) {
+    let embedding = !rows.is_empty() && rows.iter().all(|r| r.embedding.is_some());
+    if embedding {
+        let mut h = vec![
+            "config",
+            "WordSim ρ",
+            "SimLex ρ",
+            "Lee r",
+            "cos mean",
+            "cos min",
+        ];
+        h.extend_from_slice(&HEADERS[5..]);
+        (h, true)
+    } else {
+        (HEADERS.to_vec(), false)
     }
 }
 
@@ -367,13 +470,14 @@ const HEADERS: [&str; 10] = [
 
 /// The results table as aligned plain text.
 pub fn format_table(rows: &[SummaryRow]) -> String {
-    let cells: Vec<Vec<String>> = rows.iter().map(SummaryRow::cells).collect();
-    let widths: Vec<usize> = (0..HEADERS.len())
+    let (headers, emb) = headers(rows);
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells(emb)).collect();
+    let widths: Vec<usize> = (0..headers.len())
         .map(|i| {
             cells
                 .iter()
                 .map(|r| r[i].chars().count())
-                .chain([HEADERS[i].chars().count()])
+                .chain([headers[i].chars().count()])
                 .max()
                 .unwrap_or(0)
         })
@@ -391,7 +495,7 @@ pub fn format_table(rows: &[SummaryRow]) -> String {
         s.trim_end().to_string()
     };
     let mut out = String::new();
-    let head: Vec<String> = HEADERS.iter().map(|h| h.to_string()).collect();
+    let head: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
     let _ = writeln!(out, "{}", line(&head));
     let _ = writeln!(
         out,
@@ -407,10 +511,11 @@ pub fn format_table(rows: &[SummaryRow]) -> String {
 /// The results table as Markdown.
 pub fn format_markdown(rows: &[SummaryRow]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "| model | {} |", HEADERS.join(" | "));
-    let _ = writeln!(out, "|{}", "---|".repeat(HEADERS.len() + 1));
+    let (headers, emb) = headers(rows);
+    let _ = writeln!(out, "| model | {} |", headers.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(headers.len() + 1));
     for r in rows {
-        let _ = writeln!(out, "| {} | {} |", r.model, r.cells().join(" | "));
+        let _ = writeln!(out, "| {} | {} |", r.model, r.cells(emb).join(" | "));
     }
     out
 }
@@ -426,7 +531,7 @@ fn csv_field(s: &str) -> String {
 /// The summary rows as CSV (raw numbers: fractions, dB, `inf`).
 pub fn format_summary_csv(rows: &[SummaryRow]) -> String {
     let mut out = String::from(
-        "model,config,samples,top1,top5,delta_top1,avg_certainty,mean_sqnr_db,worst_sqnr_db,worst_layer,compliance_violations,weight_bits_per_element,compression,run_dir\n",
+        "model,config,samples,top1,top5,delta_top1,avg_certainty,mean_sqnr_db,worst_sqnr_db,worst_layer,compliance_violations,weight_bits_per_element,compression,run_dir,wordsim353_spearman,simlex999_spearman,lee_pearson,cosine_mean,cosine_min\n",
     );
     let o = |x: Option<String>| x.unwrap_or_default();
     for r in rows {
@@ -445,6 +550,11 @@ pub fn format_summary_csv(rows: &[SummaryRow]) -> String {
             r.weight_bits_per_element.to_string(),
             r.compression.to_string(),
             r.run_dir.clone(),
+            o(r.embedding.map(|e| e.wordsim353_spearman.to_string())),
+            o(r.embedding.map(|e| e.simlex999_spearman.to_string())),
+            o(r.embedding.map(|e| e.lee_pearson.to_string())),
+            o(r.embedding.and_then(|e| e.cosine_mean).map(|x| x.to_string())),
+            o(r.embedding.and_then(|e| e.cosine_min).map(|x| x.to_string())),
         ];
         let f: Vec<String> = f.iter().map(|s| csv_field(s)).collect();
         let _ = writeln!(out, "{}", f.join(","));
