@@ -39,6 +39,12 @@
 //! - [`vit`]: [`Vit`], timm's Vision Transformer ([`VitConfig`], ViT-B/16) for checkpoints
 //!   exported from timm (timm's names; attention products quantizable as
 //!   `blocks.N.attn.matmul_qk` / `.softmax` / `.matmul_av`).
+//! - [`efficientnet`]: [`EfficientNetLite0`], ImageNet-1k EfficientNet-Lite0 (TF "SAME"
+//!   padding, depthwise convolutions; `scripts/fetch-assets.sh efficientnet`).
+//! - [`image`]: photo decoding (PNG, JPEG) and torchvision's `Resize` / `CenterCrop` /
+//!   normalisation ([`image::Preprocess`]; resampling bit-identical to Pillow's bilinear).
+//! - [`imagefolder`]: [`ImageFolder`], torchvision-style `root/<class>/<image>` sets streamed in
+//!   batches; [`imagenet_classes`], the ImageNet-1k class names.
 //! - [`assets`]: where fetched assets live (`scripts/fetch-assets.sh`).
 //! - [`checkpoint`]: checkpoints checked against a model ([`TensorSpec`], [`load_checked`]).
 //! - [`rng`]: the seeded generator for shuffling and initialisation.
@@ -50,9 +56,12 @@ pub mod assets;
 pub mod bert;
 pub mod checkpoint;
 pub mod data;
+pub mod efficientnet;
 mod error;
 pub mod fashion;
 pub mod idx;
+pub mod image;
+pub mod imagefolder;
 pub mod minilm;
 pub mod resnet;
 pub mod rng;
@@ -64,9 +73,11 @@ pub use checkpoint::{
     TensorSpec, check_tensors, load_checked, load_checked_ignoring, record_specs,
 };
 pub use data::{Batch, Batches, FashionMnist, Split};
+pub use efficientnet::EfficientNetLite0;
 pub use error::{ModelError, Result};
 pub use fashion::{EpochStats, EvalStats, FashionCnn};
 pub use idx::{IdxArray, read_idx};
+pub use imagefolder::{ImageBatches, ImageFolder, ImageSample, imagenet_classes};
 pub use minilm::SentenceEncoder;
 pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use text::{LeeCorpus, SimLex999, WordPair, WordSim353};
