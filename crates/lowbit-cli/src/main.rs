@@ -2,6 +2,7 @@
 //! compression, sensitivity), sweep configs × models, and inspect formats, configs and
 //! checkpoints. `lowbit run` with no arguments is the default sweep on the default model.
 
+mod embed;
 mod error;
 mod models;
 mod presets;
@@ -162,6 +163,11 @@ enum Cmd {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    let threads = match &cli.cmd {
+        Cmd::Run { opts, .. } | Cmd::Sweep { opts, .. } => opts.threads,
+        _ => None,
+    };
+    pin_thread_count(threads);
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -187,6 +193,19 @@ fn keep_freed_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
+
+/// Candle's CPU kernels ask `RAYON_NUM_THREADS`, else count the cores anew (reading
+/// `/proc/cpuinfo`) in every matrix product: a third of a CPU forward pass went there. Setting
+/// it once (to `--threads`, or the cores available) removes that, and makes candle's kernels
+/// use the thread count the user asked for. An explicit `RAYON_NUM_THREADS` is kept.
+fn pin_thread_count(threads: Option<usize>) {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() && threads.is_none() {
+        return;
+    }
+    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // SAFETY: called at the start of `main`, before any other thread exists.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string()) };
+}
 
 fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {

@@ -67,13 +67,17 @@ pub fn specs_for(name: &str) -> Result<(QuantSpec, QuantSpec)> {
 pub fn config_for(name: &str) -> Result<QuantConfig> {
     let (w, i) = specs_for(name)?;
     let mut c = QuantConfig::weights_and_inputs(w, i);
-    c.ops.insert(
-        "batch_norm2d".to_string(),
-        RoleSettings {
-            weight: Setting::Off,
-            bias: Setting::Off,
-            ..RoleSettings::default()
-        },
-    );
+    // Normalisation parameters stay FP32 (as deployments keep them; blocks along axis 1 do not
+    // exist on their 1-D weights); their inputs are quantized like every other op's.
+    for kind in ["batch_norm2d", "layer_norm"] {
+        c.ops.insert(
+            kind.to_string(),
+            RoleSettings {
+                weight: Setting::Off,
+                bias: Setting::Off,
+                ..RoleSettings::default()
+            },
+        );
+    }
     Ok(c)
 }

@@ -11,6 +11,7 @@ use lowbit_eval::{
 use lowbit_nn::{QuantConfig, StaticScales};
 
 use crate::EvalOpts;
+use crate::embed;
 use crate::error::{CliError, Result};
 use crate::models::{self, Dataset, ModelSource};
 use crate::presets;
@@ -131,7 +132,11 @@ impl Progress {
 /// ones that get per-layer statistics) in batches of at most `batch`, then the rest in batches
 /// of `batch`. `layer_samples` 0 (every sample) or ≥ `n` gives plain batches of `batch`.
 fn batch_spans(n: usize, batch: usize, layer_samples: usize) -> Vec<(usize, usize)> {
-    let cut = if layer_samples == 0 { n } else { layer_samples.min(n) };
+    let cut = if layer_samples == 0 {
+        n
+    } else {
+        layer_samples.min(n)
+    };
     let mut spans = Vec::new();
     for (from, to) in [(0, cut), (cut, n)] {
         let mut s = from;
@@ -256,6 +261,38 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// Evaluates `configs` on the model named `model` (its data from `data` or its default): the
+/// reports in config order and a description of the data.
+fn evaluate_model(
+    model: &str,
+    data: Option<&Path>,
+    configs: &[NamedConfig],
+    opts: &EvalOpts,
+    pool: &rayon::ThreadPool,
+) -> Result<(Vec<RunReport>, String)> {
+    if model == embed::MODEL {
+        let progress = Progress::new(
+            configs.len() as u64 + 1,
+            &format!("{model}: FP32 + {} configs", configs.len()),
+        );
+        let r = pool.install(|| embed::evaluate(configs, data, opts, &|d| progress.inc(d)))?;
+        progress.finish();
+        return Ok((r.reports, r.description));
+    }
+    let source = models::model(model)?;
+    let dataset = source.data(data, opts.limit, opts.seed)?;
+    let reports = pool.install(|| evaluate(source.as_ref(), &dataset, configs, opts))?;
+    Ok((reports, dataset.description))
+}
+
+/// The FP32 row of the table of `model`, from one of its reports.
+fn fp32_row(model: &str, r: &RunReport) -> SummaryRow {
+    match &r.embedding {
+        Some(e) => SummaryRow::fp32_embedding(model, r.fp32.samples, &e.fp32),
+        None => SummaryRow::fp32(model, &r.fp32),
+    }
+}
+
 /// `lowbit run`.
 pub fn run(
     config_files: &[PathBuf],
@@ -282,10 +319,8 @@ pub fn run(
             .collect();
         preset_configs(&names)?
     };
-    let source = models::model(model)?;
     let pool = pool(opts.threads)?;
-    let dataset = source.data(data, opts.limit, opts.seed)?;
-    let reports = pool.install(|| evaluate(source.as_ref(), &dataset, &configs, opts))?;
+    let (reports, description) = evaluate_model(model, data, &configs, opts, &pool)?;
     let label = if configs.len() == 1 {
         sanitize(&configs[0].name)
     } else if config_files.is_empty() && formats.is_empty() {
@@ -294,7 +329,7 @@ pub fn run(
         format!("{}configs", configs.len())
     };
     let dir = out.join(format!("{}-{}-{label}", timestamp(), sanitize(model)));
-    let mut rows = vec![SummaryRow::fp32(model, &reports[0].fp32)];
+    let mut rows = vec![fp32_row(model, &reports[0])];
     for (r, c) in reports.iter().zip(&configs) {
         let sub = sanitize(&c.name);
         write_run_dir(&dir.join(&sub), r, &c.config.to_yaml()?)?;
@@ -304,7 +339,7 @@ pub fn run(
     println!(
         "\nmodel {model}, {} samples ({}), {:.1} s; per-layer SQNR and activation compliance on the first {} samples (--layer-samples)\n",
         reports[0].fp32.samples,
-        dataset.description,
+        description,
         t0.elapsed().as_secs_f64(),
         reports[0].layer_samples
     );
@@ -373,7 +408,6 @@ pub fn sweep(
             ModelEntry::Name(n) => (n.clone(), None),
             ModelEntry::Full { name, data } => (name.clone(), data.clone()),
         };
-        let source = models::model(&name)?;
         let mdir = out.join(sanitize(&name));
         let mut todo = Vec::new();
         let mut have = Vec::new();
@@ -395,8 +429,7 @@ pub fn sweep(
             }
         }
         if !todo.is_empty() {
-            let dataset = source.data(data.as_deref(), opts.limit, opts.seed)?;
-            let new = pool.install(|| evaluate(source.as_ref(), &dataset, &todo, opts))?;
+            let (new, _) = evaluate_model(&name, data.as_deref(), &todo, opts, &pool)?;
             for (r, c) in new.into_iter().zip(&todo) {
                 let d = mdir.join(sanitize(&c.name));
                 write_run_dir(&d, &r, &c.config.to_yaml()?)?;
@@ -407,7 +440,7 @@ pub fn sweep(
         // Config order, whatever was resumed.
         have.sort_by_key(|r| configs.iter().position(|c| c.name == r.config));
         if let Some(first) = have.first() {
-            rows.push(SummaryRow::fp32(&name, &first.fp32));
+            rows.push(fp32_row(&name, first));
         }
         for r in &have {
             rows.push(r.summary_row(&format!("{}/{}", sanitize(&name), sanitize(&r.config))));
@@ -472,9 +505,15 @@ mod tests {
             batch_spans(1200, 500, 100),
             [(0, 100), (100, 500), (600, 500), (1100, 100)]
         );
-        assert_eq!(batch_spans(1200, 500, 0), [(0, 500), (500, 500), (1000, 200)]);
+        assert_eq!(
+            batch_spans(1200, 500, 0),
+            [(0, 500), (500, 500), (1000, 200)]
+        );
         assert_eq!(batch_spans(300, 500, 1000), [(0, 300)]);
-        assert_eq!(batch_spans(1000, 300, 700), [(0, 300), (300, 300), (600, 100), (700, 300)]);
+        assert_eq!(
+            batch_spans(1000, 300, 700),
+            [(0, 300), (300, 300), (600, 100), (700, 300)]
+        );
         assert!(batch_spans(0, 500, 100).is_empty());
     }
 }

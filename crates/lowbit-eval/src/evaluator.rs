@@ -404,6 +404,11 @@ fn observe_layer(
     // Inputs: the tensor the layer computes on (after its input quantizer) against FP32.
     let mut qins = Vec::with_capacity(q.inputs.len());
     for (fx, qx) in fp.inputs.iter().zip(&q.inputs) {
+        if !qx.dtype().is_float() {
+            // Token ids (an embedding's input): nothing to quantize or compare.
+            qins.push(qx.clone());
+            continue;
+        }
         let qin = lq.quantize_input(qx)?;
         add_pair(&mut acc.input, fx, &qin)?;
         if let Some(iq) = enabled(&lq.input) {

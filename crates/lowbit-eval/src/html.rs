@@ -238,7 +238,10 @@ pub fn run_html(r: &RunReport) -> Result<String> {
         escape(&r.model)
     );
     let row = r.summary_row("");
-    let fp = SummaryRow::fp32(&r.model, &r.fp32);
+    let fp = match &r.embedding {
+        Some(e) => SummaryRow::fp32_embedding(&r.model, r.fp32.samples, &e.fp32),
+        None => SummaryRow::fp32(&r.model, &r.fp32),
+    };
     body.push_str(&rows_table(&[fp, row]));
     if r.compliance.passed {
         body.push_str(
@@ -253,12 +256,34 @@ pub fn run_html(r: &RunReport) -> Result<String> {
             escape(&r.compliance.layers_with_violations.join(", "))
         );
     }
-    body.push_str(&bar_chart(
-        "Top-1 accuracy (%)",
-        &["fp32".to_string(), r.config.clone()],
-        &[100.0 * r.fp32.top1, 100.0 * r.quantized.top1],
-        "top-1 %",
-    )?);
+    match &r.embedding {
+        Some(e) => {
+            let labels: Vec<String> = ["WordSim-353 ρ", "SimLex-999 ρ", "Lee r"]
+                .iter()
+                .flat_map(|t| [format!("{t} fp32"), format!("{t} {}", r.config)])
+                .collect();
+            let (f, q) = (&e.fp32, &e.quantized);
+            body.push_str(&bar_chart(
+                "Task correlations, FP32 and quantized",
+                &labels,
+                &[
+                    f.wordsim353_spearman,
+                    q.wordsim353_spearman,
+                    f.simlex999_spearman,
+                    q.simlex999_spearman,
+                    f.lee_pearson,
+                    q.lee_pearson,
+                ],
+                "correlation",
+            )?);
+        }
+        None => body.push_str(&bar_chart(
+            "Top-1 accuracy (%)",
+            &["fp32".to_string(), r.config.clone()],
+            &[100.0 * r.fp32.top1, 100.0 * r.quantized.top1],
+            "top-1 %",
+        )?),
+    }
     let (names, prop, iso) = layer_sqnr_series(r);
     if !names.is_empty() {
         body.push_str(&line_chart(
@@ -312,13 +337,26 @@ pub fn sweep_html(rows: &[SummaryRow], reports: &[RunReport]) -> Result<String> 
         .iter()
         .map(|r| format!("{}/{}", r.model, r.config))
         .collect();
-    let vals: Vec<f64> = rows.iter().map(|r| 100.0 * r.top1).collect();
-    body.push_str(&bar_chart(
-        "Top-1 accuracy per config (%)",
-        &labels,
-        &vals,
-        "top-1 %",
-    )?);
+    if rows.iter().all(|r| r.embedding.is_some()) {
+        let vals: Vec<f64> = rows
+            .iter()
+            .map(|r| r.embedding.map_or(f64::NAN, |e| e.wordsim353_spearman))
+            .collect();
+        body.push_str(&bar_chart(
+            "WordSim-353 Spearman ρ per config",
+            &labels,
+            &vals,
+            "ρ",
+        )?);
+    } else {
+        let vals: Vec<f64> = rows.iter().map(|r| 100.0 * r.top1).collect();
+        body.push_str(&bar_chart(
+            "Top-1 accuracy per config (%)",
+            &labels,
+            &vals,
+            "top-1 %",
+        )?);
+    }
     let mut models: Vec<&str> = reports.iter().map(|r| r.model.as_str()).collect();
     models.dedup();
     for m in models {

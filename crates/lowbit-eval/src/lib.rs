@@ -57,9 +57,10 @@ pub use evaluator::{
 };
 pub use metrics::{TaskAccumulator, TaskMetrics, average_ranks, pearson, spearman};
 pub use report::{
-    ComplianceSummary, Compression, EmbeddingReport, EmbeddingRow, REPORT_SCHEMA, RunMeta, RunReport, SCHEMA_VERSION,
-    SensitivityRow, SqnrSummary, SummaryRow, format_comparison, format_layers_csv, format_markdown,
-    format_summary_csv, format_table, read_finished, write_atomic, write_run_dir, write_summary,
+    ComplianceSummary, Compression, EmbeddingReport, EmbeddingRow, REPORT_SCHEMA, RunMeta,
+    RunReport, SCHEMA_VERSION, SensitivityRow, SqnrSummary, SummaryRow, format_comparison,
+    format_layers_csv, format_markdown, format_summary_csv, format_table, read_finished,
+    write_atomic, write_run_dir, write_summary,
 };
 pub use schema::validate_schema;
 pub use stats::{Db, ErrorAccumulator, ErrorStats, sqnr};

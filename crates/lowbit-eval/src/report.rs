@@ -553,8 +553,12 @@ pub fn format_summary_csv(rows: &[SummaryRow]) -> String {
             o(r.embedding.map(|e| e.wordsim353_spearman.to_string())),
             o(r.embedding.map(|e| e.simlex999_spearman.to_string())),
             o(r.embedding.map(|e| e.lee_pearson.to_string())),
-            o(r.embedding.and_then(|e| e.cosine_mean).map(|x| x.to_string())),
-            o(r.embedding.and_then(|e| e.cosine_min).map(|x| x.to_string())),
+            o(r.embedding
+                .and_then(|e| e.cosine_mean)
+                .map(|x| x.to_string())),
+            o(r.embedding
+                .and_then(|e| e.cosine_min)
+                .map(|x| x.to_string())),
         ];
         let f: Vec<String> = f.iter().map(|s| csv_field(s)).collect();
         let _ = writeln!(out, "{}", f.join(","));

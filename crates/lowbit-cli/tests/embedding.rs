@@ -1,0 +1,147 @@
+//! `lowbit run --model minilm`: the sentence-embedding path end to end (needs the fetched
+//! MiniLM and gensim assets; skipped with a message without them).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn lowbit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lowbit"))
+        .args(args)
+        .output()
+        .expect("run lowbit")
+}
+
+fn assets_present() -> bool {
+    use lowbit_models::assets::present;
+    let ok = present(
+        "minilm",
+        &["model.safetensors", "tokenizer.json", "config.json"],
+    ) && present(
+        "gensim",
+        &[
+            "wordsim353.tsv",
+            "simlex999.txt",
+            "lee.cor",
+            "similarities0-1.txt",
+        ],
+    );
+    if !ok {
+        eprintln!(
+            "skipped: MiniLM or gensim assets absent; `scripts/fetch-assets.sh minilm gensim` fetches them"
+        );
+    }
+    ok
+}
+
+fn only_subdir(dir: &Path) -> PathBuf {
+    let v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(v.len(), 1, "{v:?}");
+    v[0].clone()
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn minilm_run_scores_embeddings_and_writes_valid_reports() {
+    if !assets_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().to_str().unwrap();
+    let o = lowbit(&[
+        "run",
+        "--model",
+        "minilm",
+        "--limit",
+        "12",
+        "--layer-samples",
+        "8",
+        "--formats",
+        "fp8_e4m3,int4_g128",
+        "--out",
+        out,
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for h in [
+        "WordSim ρ",
+        "SimLex ρ",
+        "Lee r",
+        "cos mean",
+        "fp8_e4m3",
+        "int4_g128",
+    ] {
+        assert!(stdout.contains(h), "{h} missing:\n{stdout}");
+    }
+    let run = only_subdir(tmp.path());
+    let schema: serde_json::Value = serde_json::from_str(lowbit_eval::REPORT_SCHEMA).unwrap();
+    let mut fp32 = Vec::new();
+    let mut cos = Vec::new();
+    for c in ["fp8_e4m3", "int4_g128"] {
+        let doc = json(&run.join(c).join("report.json"));
+        let errs = lowbit_eval::validate_schema(&schema, &doc);
+        assert!(errs.is_empty(), "{errs:#?}");
+        let e = &doc["embedding"];
+        // 12 pairs of each word set, 12 Lee documents (66 pairs).
+        assert_eq!(e["fp32"]["wordsim353_pairs"], 12);
+        assert_eq!(e["fp32"]["simlex999_pairs"], 12);
+        assert_eq!(e["fp32"]["lee_pairs"], 66);
+        assert_eq!(e["agreement"]["items"], e["fp32"]["items"]);
+        assert_eq!(doc["layer_samples"], 8);
+        assert_eq!(doc["compliance"]["passed"], true);
+        // Per-layer statistics exist for the attention products too.
+        let layers = doc["layers"].as_array().unwrap();
+        assert!(
+            layers
+                .iter()
+                .any(|l| l["name"] == "encoder.layer.0.attention.self.scores")
+        );
+        fp32.push(e["fp32"].clone());
+        cos.push(e["agreement"]["cosine_mean"].as_f64().unwrap());
+        assert!(run.join(c).join("report.html").is_file());
+    }
+    // One FP32 pass shared by every config.
+    assert_eq!(fp32[0], fp32[1]);
+    // FP8 per tensor keeps MiniLM's embeddings (cosine ≈ 0.99 on the full sets); 4-bit
+    // integers in blocks of 128 lose more (≈ 0.89).
+    assert!(cos[0] > 0.97, "{cos:?}");
+    assert!(cos[1] < cos[0], "{cos:?}");
+    let summary = std::fs::read_to_string(run.join("summary.csv")).unwrap();
+    assert!(
+        summary
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("cosine_mean,cosine_min")
+    );
+    assert_eq!(summary.lines().count(), 4); // header, fp32, two configs
+}
+
+#[test]
+fn minilm_has_no_sensitivity_ranking() {
+    if !assets_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let o = lowbit(&[
+        "run",
+        "--model",
+        "minilm",
+        "--limit",
+        "4",
+        "--formats",
+        "int8",
+        "--sensitivity",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--sensitivity"));
+}
