@@ -246,6 +246,7 @@ fn sanitize(s: &str) -> String {
 pub fn run(
     config_files: &[PathBuf],
     model: &str,
+    checkpoint: Option<&Path>,
     data: Option<&Path>,
     formats: &[String],
     out: &Path,
@@ -268,7 +269,7 @@ pub fn run(
             .collect();
         preset_configs(&names)?
     };
-    let source = models::model(model)?;
+    let source = models::model(model, checkpoint)?;
     let pool = pool(opts.threads)?;
     let dataset = source.data(data, opts.limit, opts.seed)?;
     let reports = pool.install(|| evaluate(source.as_ref(), &dataset, &configs, opts))?;
@@ -314,6 +315,8 @@ enum ModelEntry {
         name: String,
         #[serde(default)]
         data: Option<PathBuf>,
+        #[serde(default)]
+        checkpoint: Option<PathBuf>,
     },
 }
 
@@ -355,11 +358,15 @@ pub fn sweep(
     let mut reports = Vec::new();
     let mut complete = true;
     for entry in &mf.models {
-        let (name, data) = match entry {
-            ModelEntry::Name(n) => (n.clone(), None),
-            ModelEntry::Full { name, data } => (name.clone(), data.clone()),
+        let (name, data, checkpoint) = match entry {
+            ModelEntry::Name(n) => (n.clone(), None, None),
+            ModelEntry::Full {
+                name,
+                data,
+                checkpoint,
+            } => (name.clone(), data.clone(), checkpoint.clone()),
         };
-        let source = models::model(&name)?;
+        let source = models::model(&name, checkpoint.as_deref())?;
         let mdir = out.join(sanitize(&name));
         let mut todo = Vec::new();
         let mut have = Vec::new();
@@ -418,13 +425,14 @@ pub fn sweep(
 pub fn calibrate(
     config: &Path,
     model: &str,
+    checkpoint: Option<&Path>,
     batches: usize,
     batch_size: usize,
     data: Option<&Path>,
     seed: u64,
 ) -> Result<()> {
     let cfg = QuantConfig::from_file(config)?;
-    let source = models::model(model)?;
+    let source = models::model(model, checkpoint)?;
     let m = source.build(&cfg, &candle_core::Device::Cpu)?;
     let n = batches.saturating_mul(batch_size);
     let dataset = source.data(data, Some(n), seed)?;
