@@ -90,14 +90,22 @@ pub fn evaluate(
     let tasks = limit_tasks(tasks, opts.limit);
     let texts = tasks.texts();
     let items = texts.len() as u64;
-    let fp32_encoder =
-        SentenceEncoder::load_default(&QuantConfig::default(), &dev).map_err(model_err)?;
+    let batch_size = opts
+        .batch_size
+        .unwrap_or(lowbit_models::minilm::DEFAULT_BATCH_SIZE);
+    let load = |config: &QuantConfig| -> Result<SentenceEncoder> {
+        let mut e = SentenceEncoder::load_default(config, &dev).map_err(model_err)?;
+        e.set_batch_size(batch_size)
+            .map_err(|_| CliError::Usage("--batch-size must be at least 1".into()))?;
+        Ok(e)
+    };
+    let fp32_encoder = load(&QuantConfig::default())?;
     let fp32 = embedding_eval(&fp32_encoder, &tasks, None)?;
     progress(1);
     let mut variants = Vec::new();
     let mut scores = Vec::new();
     for (i, c) in configs.iter().enumerate() {
-        let encoder = SentenceEncoder::load_default(&c.config, &dev).map_err(model_err)?;
+        let encoder = load(&c.config)?;
         let e = embedding_eval(&encoder, &tasks, Some(&fp32.embeddings))?;
         let agreement = e.agreement.ok_or_else(|| {
             CliError::Other(format!("{}: no comparison with FP32 embeddings", c.name))
@@ -130,7 +138,7 @@ pub fn evaluate(
     let meta = RunMeta {
         model: MODEL.to_string(),
         data: format!("gensim WordSim-353, SimLex-999, Lee ({items} texts)"),
-        batch_size: lowbit_models::minilm::DEFAULT_BATCH_SIZE,
+        batch_size,
         seed: opts.seed,
     };
     let none = TaskMetrics {

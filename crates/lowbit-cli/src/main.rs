@@ -4,6 +4,7 @@
 
 mod embed;
 mod error;
+mod image_models;
 mod models;
 mod presets;
 mod qat;
@@ -29,12 +30,13 @@ struct Cli {
 /// Options shared by `run` and `sweep`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalOpts {
-    /// Evaluate on the first N samples only.
+    /// Evaluate on N samples only: the first N (ImageFolder sets: N spread over the classes,
+    /// default 1000; minilm: the first N pairs of each word set and N Lee documents).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Samples per batch.
-    #[arg(long, default_value_t = 500)]
-    pub batch_size: usize,
+    /// Samples per batch (default: 500; image models at 224×224: 32).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Worker threads (results do not depend on it).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -61,10 +63,15 @@ enum Cmd {
         /// Config file(s) (YAML); default: the built-in sweep over every format family.
         #[arg(short, long)]
         config: Vec<PathBuf>,
-        /// Model name (fashion_cnn, tiny_mlp).
+        /// Model name (fashion_cnn, tiny_mlp, efficientnet_lite0, resnet18, resnet34, resnet50,
+        /// resnet101, resnet152, vit_b16).
         #[arg(long, default_value = models::DEFAULT_MODEL)]
         model: String,
-        /// Data location (default: the model's committed data).
+        /// Weights (safetensors) of a model that takes them: required for resnet* (a torchvision
+        /// state dict) and vit_b16 (timm's), optional for efficientnet_lite0 (docs/models.md).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Data location (default: the model's committed data; image models: an ImageFolder).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Preset names to sweep instead (weights and inputs), e.g. fp8_e4m3,mxfp4.
@@ -81,7 +88,8 @@ enum Cmd {
         /// Folder of config files (*.yaml).
         #[arg(long)]
         configs: PathBuf,
-        /// YAML file: `models: [fashion_cnn, tiny_mlp]`.
+        /// YAML file: `models: [fashion_cnn, tiny_mlp]`; an entry may also be
+        /// `{name: resnet50, checkpoint: FILE, data: DIR}`.
         #[arg(long)]
         models: PathBuf,
         /// Output folder (runs in `<out>/<model>/<config>/`, summaries at the top).
@@ -103,6 +111,10 @@ enum Cmd {
         /// Model name.
         #[arg(long, default_value = models::DEFAULT_MODEL)]
         model: String,
+        /// Weights of a model that takes them (optional here: image models' layers do not
+        /// depend on them, ResNet/ViT then have 1000 classes).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
     },
     /// Names, dtypes, shapes and parameter count of a safetensors checkpoint.
     Inspect {
@@ -117,6 +129,9 @@ enum Cmd {
         /// Model name.
         #[arg(long, default_value = models::DEFAULT_MODEL)]
         model: String,
+        /// Weights of a model that takes them (see `run --checkpoint`).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
         /// Batches to observe.
         #[arg(long, default_value_t = 4)]
         batches: usize,
@@ -212,11 +227,20 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Run {
             config,
             model,
+            checkpoint,
             data,
             formats,
             out,
             opts,
-        } => run::run(&config, &model, data.as_deref(), &formats, &out, &opts),
+        } => run::run(
+            &config,
+            &model,
+            checkpoint.as_deref(),
+            data.as_deref(),
+            &formats,
+            &out,
+            &opts,
+        ),
         Cmd::Sweep {
             configs,
             models,
@@ -234,21 +258,33 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             formats_table();
             Ok(())
         }
-        Cmd::Explain { config, model } => {
+        Cmd::Explain {
+            config,
+            model,
+            checkpoint,
+        } => {
             let cfg = lowbit_nn::QuantConfig::from_file(&config)?;
-            let m = models::model(&model)?.build(&cfg, &candle_core::Device::Cpu)?;
-            print!("{}", m.layers().explain());
+            print!("{}", models::explain(&model, checkpoint.as_deref(), &cfg)?);
             Ok(())
         }
         Cmd::Inspect { checkpoint } => inspect(&checkpoint),
         Cmd::Calibrate {
             config,
             model,
+            checkpoint,
             batches,
             batch_size,
             data,
             seed,
-        } => run::calibrate(&config, &model, batches, batch_size, data.as_deref(), seed),
+        } => run::calibrate(
+            &config,
+            &model,
+            checkpoint.as_deref(),
+            batches,
+            batch_size,
+            data.as_deref(),
+            seed,
+        ),
         Cmd::WriteDefaultConfigs { dir } => {
             std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
             for name in presets::DEFAULT_SWEEP {

@@ -4,8 +4,12 @@
 //!   ([`fashion_cnn`]).
 //! - `tiny_mlp`: a two-layer nearest-centroid classifier on seeded synthetic data, built in
 //!   code (no files): for tests and as a smoke model.
+//! - `efficientnet_lite0` (fetched weights), `resnet18` … `resnet152` and `vit_b16` (the
+//!   user's `--checkpoint`): ImageNet classifiers on the fetched photos or an `ImageFolder`
+//!   (`--data DIR`), see [`crate::image_models`].
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -13,10 +17,12 @@ use lowbit_nn::{LayerTable, QBuilder, QuantConfig, QuantModel, QuantOp, Registry
 
 use crate::error::{CliError, Result};
 
-/// A data set in memory: `items` rows of `item_shape` f32 values, and labels.
+/// A data set: `items` rows of `item_shape` f32 values, and labels. The inputs are in memory
+/// (`inputs`), or produced one batch at a time by `lazy` (e.g. image files decoded per batch),
+/// `inputs` then being empty.
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// Flattened inputs.
+    /// Flattened inputs (empty when `lazy` produces them).
     pub inputs: Vec<f32>,
     /// Shape of one item.
     pub item_shape: Vec<usize>,
@@ -24,6 +30,14 @@ pub struct Dataset {
     pub labels: Vec<u32>,
     /// What it is (for reports).
     pub description: String,
+    /// Where the inputs come from when they are not in `inputs`.
+    pub lazy: Option<Arc<dyn LazyInputs>>,
+}
+
+/// Inputs produced when their batch is asked for, instead of held in memory.
+pub trait LazyInputs: Send + Sync + std::fmt::Debug {
+    /// The flattened inputs of items `[start, end)` (`(end − start) · item size` values).
+    fn load(&self, start: usize, end: usize) -> Result<Vec<f32>>;
 }
 
 impl Dataset {
@@ -34,11 +48,25 @@ impl Dataset {
     /// The batch `[start, start + n)` as a tensor on `device` and its labels.
     pub fn batch(&self, start: usize, n: usize, device: &Device) -> Result<(Tensor, &[u32])> {
         let per: usize = self.item_shape.iter().product();
-        let end = (start + n).min(self.len());
+        let start = start.min(self.len());
+        let end = start.saturating_add(n).min(self.len());
         let mut shape = vec![end - start];
         shape.extend(&self.item_shape);
-        let t = Tensor::from_slice(&self.inputs[start * per..end * per], shape, device)
-            .map_err(|e| CliError::Other(e.to_string()))?;
+        let t = match &self.lazy {
+            Some(lazy) => Tensor::from_vec(lazy.load(start, end)?, shape, device),
+            None => {
+                let values = self.inputs.get(start * per..end * per).ok_or_else(|| {
+                    CliError::Other(format!(
+                        "{}: {} input values for {} items of {per}",
+                        self.description,
+                        self.inputs.len(),
+                        self.len()
+                    ))
+                })?;
+                Tensor::from_slice(values, shape, device)
+            }
+        }
+        .map_err(|e| CliError::Other(format!("{}: {e}", self.description)))?;
         Ok((t, &self.labels[start..end]))
     }
 }
@@ -51,17 +79,46 @@ pub trait ModelSource: Send + Sync {
     fn build(&self, config: &QuantConfig, device: &Device) -> Result<Box<dyn QuantModel>>;
     /// Its evaluation data (`data` overrides the default location), at most `limit` items.
     fn data(&self, data: Option<&Path>, limit: Option<usize>, seed: u64) -> Result<Dataset>;
+    /// Samples per batch when `--batch-size` is not given (image models at 224×224 use fewer:
+    /// a batch's activations, for every config at once, must fit in memory).
+    fn default_batch_size(&self) -> usize {
+        500
+    }
 }
 
-/// The model named `name`.
-pub fn model(name: &str) -> Result<Box<dyn ModelSource>> {
+/// The model named `name`, with the weights file `checkpoint` (`--checkpoint`) for the models
+/// that take one ([`crate::image_models`]: required for ResNet and ViT, optional for
+/// EfficientNet-Lite0; a usage error for `fashion_cnn` and `tiny_mlp`).
+pub fn model(name: &str, checkpoint: Option<&Path>) -> Result<Box<dyn ModelSource>> {
+    if let Some(m) = crate::image_models::source(name, checkpoint)? {
+        return Ok(Box::new(m));
+    }
+    if let (Some(c), "tiny_mlp" | "fashion_cnn") = (checkpoint, name) {
+        return Err(CliError::Usage(format!(
+            "--checkpoint {}: --model {name} has built-in weights and takes no --checkpoint \
+             (models that take one: {})",
+            c.display(),
+            crate::image_models::IMAGE_MODELS.join(", ")
+        )));
+    }
     match name {
         "tiny_mlp" => Ok(Box::new(TinyMlp)),
         "fashion_cnn" => fashion_cnn(),
         _ => Err(CliError::Usage(format!(
-            "unknown model `{name}` (known: fashion_cnn, tiny_mlp)"
+            "unknown model `{name}` (known: fashion_cnn, tiny_mlp, {})",
+            crate::image_models::IMAGE_MODELS.join(", ")
         ))),
     }
+}
+
+/// `lowbit explain`: the table of which spec each layer of model `name` gets under `config`.
+/// The image models need no checkpoint here (their layers do not depend on the weights).
+pub fn explain(name: &str, checkpoint: Option<&Path>, config: &QuantConfig) -> Result<String> {
+    if let Some(table) = crate::image_models::explain_architecture(name, checkpoint, config)? {
+        return Ok(table);
+    }
+    let m = model(name, checkpoint)?.build(config, &Device::Cpu)?;
+    Ok(m.layers().explain())
 }
 
 /// The device named by `--device`: `cpu`, `cuda` (GPU 0) or `cuda:N`.
@@ -144,6 +201,7 @@ impl ModelSource for FashionSource {
             item_shape: vec![1, IMAGE_SIDE, IMAGE_SIDE],
             labels,
             description: format!("{desc}, {n} images"),
+            lazy: None,
         })
     }
 }
@@ -273,6 +331,7 @@ impl ModelSource for TinyMlp {
             item_shape: vec![TINY_FEATURES],
             labels,
             description: format!("synthetic centroids, {n} items, seed {seed}"),
+            lazy: None,
         })
     }
 }

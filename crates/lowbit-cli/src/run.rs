@@ -156,7 +156,10 @@ fn evaluate(
     configs: &[NamedConfig],
     opts: &EvalOpts,
 ) -> Result<Vec<RunReport>> {
-    if opts.batch_size == 0 {
+    let batch_size = opts
+        .batch_size
+        .unwrap_or_else(|| source.default_batch_size());
+    if batch_size == 0 {
         return Err(CliError::Usage("--batch-size must be at least 1".into()));
     }
     let dev = models::device(&opts.device)?;
@@ -200,11 +203,11 @@ fn evaluate(
     }
     let mut ev = Evaluator::new(reference, variants);
     let n = data.len();
-    let spans = batch_spans(n, opts.batch_size, opts.layer_samples);
+    let spans = batch_spans(n, batch_size, opts.layer_samples);
     ev.set_layer_batches(match opts.layer_samples {
         0 => None,
         l if l >= n => None,
-        l => Some(l.div_ceil(opts.batch_size) as u64),
+        l => Some(l.div_ceil(batch_size) as u64),
     });
     let progress = Progress::new(
         spans.len() as u64,
@@ -220,7 +223,7 @@ fn evaluate(
     let meta = RunMeta {
         model: source.name().to_string(),
         data: data.description.clone(),
-        batch_size: opts.batch_size,
+        batch_size,
         seed: opts.seed,
     };
     Ok(configs
@@ -265,12 +268,18 @@ fn sanitize(s: &str) -> String {
 /// reports in config order and a description of the data.
 fn evaluate_model(
     model: &str,
+    checkpoint: Option<&Path>,
     data: Option<&Path>,
     configs: &[NamedConfig],
     opts: &EvalOpts,
     pool: &rayon::ThreadPool,
 ) -> Result<(Vec<RunReport>, String)> {
     if model == embed::MODEL {
+        if checkpoint.is_some() {
+            return Err(CliError::Usage(
+                "--checkpoint: minilm reads its weights from the fetched assets (scripts/fetch-assets.sh minilm)".into(),
+            ));
+        }
         let progress = Progress::new(
             configs.len() as u64 + 1,
             &format!("{model}: FP32 + {} configs", configs.len()),
@@ -279,7 +288,7 @@ fn evaluate_model(
         progress.finish();
         return Ok((r.reports, r.description));
     }
-    let source = models::model(model)?;
+    let source = models::model(model, checkpoint)?;
     let dataset = source.data(data, opts.limit, opts.seed)?;
     let reports = pool.install(|| evaluate(source.as_ref(), &dataset, configs, opts))?;
     Ok((reports, dataset.description))
@@ -297,6 +306,7 @@ fn fp32_row(model: &str, r: &RunReport) -> SummaryRow {
 pub fn run(
     config_files: &[PathBuf],
     model: &str,
+    checkpoint: Option<&Path>,
     data: Option<&Path>,
     formats: &[String],
     out: &Path,
@@ -320,7 +330,7 @@ pub fn run(
         preset_configs(&names)?
     };
     let pool = pool(opts.threads)?;
-    let (reports, description) = evaluate_model(model, data, &configs, opts, &pool)?;
+    let (reports, description) = evaluate_model(model, checkpoint, data, &configs, opts, &pool)?;
     let label = if configs.len() == 1 {
         sanitize(&configs[0].name)
     } else if config_files.is_empty() && formats.is_empty() {
@@ -363,6 +373,8 @@ enum ModelEntry {
         name: String,
         #[serde(default)]
         data: Option<PathBuf>,
+        #[serde(default)]
+        checkpoint: Option<PathBuf>,
     },
 }
 
@@ -404,9 +416,13 @@ pub fn sweep(
     let mut reports = Vec::new();
     let mut complete = true;
     for entry in &mf.models {
-        let (name, data) = match entry {
-            ModelEntry::Name(n) => (n.clone(), None),
-            ModelEntry::Full { name, data } => (name.clone(), data.clone()),
+        let (name, data, checkpoint) = match entry {
+            ModelEntry::Name(n) => (n.clone(), None, None),
+            ModelEntry::Full {
+                name,
+                data,
+                checkpoint,
+            } => (name.clone(), data.clone(), checkpoint.clone()),
         };
         let mdir = out.join(sanitize(&name));
         let mut todo = Vec::new();
@@ -429,7 +445,14 @@ pub fn sweep(
             }
         }
         if !todo.is_empty() {
-            let (new, _) = evaluate_model(&name, data.as_deref(), &todo, opts, &pool)?;
+            let (new, _) = evaluate_model(
+                &name,
+                checkpoint.as_deref(),
+                data.as_deref(),
+                &todo,
+                opts,
+                &pool,
+            )?;
             for (r, c) in new.into_iter().zip(&todo) {
                 let d = mdir.join(sanitize(&c.name));
                 write_run_dir(&d, &r, &c.config.to_yaml()?)?;
@@ -465,13 +488,14 @@ pub fn sweep(
 pub fn calibrate(
     config: &Path,
     model: &str,
+    checkpoint: Option<&Path>,
     batches: usize,
     batch_size: usize,
     data: Option<&Path>,
     seed: u64,
 ) -> Result<()> {
     let cfg = QuantConfig::from_file(config)?;
-    let source = models::model(model)?;
+    let source = models::model(model, checkpoint)?;
     let m = source.build(&cfg, &candle_core::Device::Cpu)?;
     let n = batches.saturating_mul(batch_size);
     let dataset = source.data(data, Some(n), seed)?;
