@@ -1,7 +1,10 @@
 //! Quantized layers against FP32 candle, in the same run:
 //!
 //! - a transformer MLP: Linear 768→3072, GELU, Linear 3072→768 on a batch of 64 tokens;
-//! - a conv block: Conv2d 3×3 64→64 (padding 1) + BatchNorm2d + ReLU on 32×64×56×56.
+//! - a conv block: Conv2d 3×3 64→64 (padding 1) + BatchNorm2d + ReLU on 32×64×56×56;
+//! - a depthwise Conv2d 3×3 (144 channels, padding 1) on 8×144×56×56, as in EfficientNet:
+//!   candle's grouped `conv2d` (one convolution per channel) against `QConv2d`, which runs
+//!   lowbit-nn's `DepthwiseConv2d` (the same numbers).
 //!
 //! The quantized variants are W8A8 FP8: `fp8_e4m3` (per tensor, dynamic) fake-quant on every
 //! weight and input. Weights are static, so they are quantized once and cached; inputs are
@@ -114,6 +117,41 @@ fn main() -> Result<()> {
                     .forward1(black_box(&x))
                     .and_then(|h| bn.forward1(&h))
                     .and_then(|h| relu.forward1(&h));
+                black_box(h.map(|t| t.dims().len()).unwrap_or(0))
+            })
+        });
+    }
+    g.finish();
+
+    // Depthwise conv.
+    let mut w = HashMap::new();
+    let dw_weight = seeded(&[144, 1, 3, 3], 0.3, 12)?;
+    w.insert("dw.weight".to_string(), dw_weight.clone());
+    let b = QBuilder::new(
+        VarBuilder::from_tensors(w, DType::F32, &Device::Cpu),
+        &config,
+        Registry::default(),
+    )?;
+    let cfg = candle_nn::Conv2dConfig {
+        padding: 1,
+        groups: 144,
+        ..Default::default()
+    };
+    let dw = b.conv2d("dw", 144, 144, 3, cfg, false)?;
+    let layer = b.finish()?;
+    let x = seeded(&[8, 144, 56, 56], 1.0, 13)?;
+    let mut g = c.benchmark_group("depthwise3x3_144_8x56x56");
+    g.bench_function("candle_grouped_conv2d", |bench| {
+        bench.iter(|| {
+            let h = black_box(&x).conv2d(&dw_weight, 1, 1, 1, 144);
+            black_box(h.map(|t| t.dims().len()).unwrap_or(0))
+        })
+    });
+    for (name, mode) in [("fp32", Mode::Fp32), ("w8a8_fp8_e4m3", Mode::Quantize)] {
+        layer.set_mode(mode);
+        g.bench_function(name, |bench| {
+            bench.iter(|| {
+                let h = dw.forward1(black_box(&x));
                 black_box(h.map(|t| t.dims().len()).unwrap_or(0))
             })
         });

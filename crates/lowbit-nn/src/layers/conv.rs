@@ -1,11 +1,12 @@
 //! Quantized convolutions: `Conv1d`, `Conv2d` (groups/depthwise, padding, stride, dilation)
-//! and `ConvTranspose2d`, each computed by candle's layer.
+//! and `ConvTranspose2d`, each computed by candle's layer — except depthwise `Conv2d`s on the
+//! CPU, which run [`DepthwiseConv2d`] (the same numbers, several times faster).
 
 use candle_core::{Module, Tensor};
 use candle_nn::{VarBuilder, init};
 
 use crate::error::Result;
-use crate::layers::{fan_in_uniform, wrong_params};
+use crate::layers::{DepthwiseConv2d, fan_in_uniform, wrong_params};
 use crate::op::{LayerQuant, QuantOp};
 use crate::registry::OpParams;
 
@@ -64,7 +65,9 @@ impl QuantOp for QConv1d {
     }
 }
 
-/// Quantized 2-D convolution.
+/// Quantized 2-D convolution. A depthwise one (`groups` = input channels, weight
+/// `[m·groups, 1, k, k]`, F32/F64 on the CPU) runs [`DepthwiseConv2d`]; the rest runs candle's
+/// `conv2d`.
 #[derive(Debug)]
 pub struct QConv2d {
     /// Weight `[out, in/groups, k, k]`.
@@ -125,7 +128,16 @@ impl QuantOp for QConv2d {
     fn compute(&self, inputs: &[Tensor]) -> Result<Tensor> {
         let w = self.quant.weight(&self.weight)?;
         let b = self.bias.as_ref().map(|b| self.quant.bias(b)).transpose()?;
-        Ok(candle_nn::Conv2d::new(w, b, self.cfg).forward(&inputs[0])?)
+        let x = &inputs[0];
+        if !DepthwiseConv2d::supports(x, &w, &self.cfg) {
+            return Ok(candle_nn::Conv2d::new(w, b, self.cfg).forward(x)?);
+        }
+        let y = DepthwiseConv2d::from_config(&self.cfg).forward(x, &w)?;
+        Ok(match b {
+            // As candle_nn's `Conv2d` adds it.
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dims1()?, 1, 1))?)?,
+            None => y,
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod activation;
 mod conv;
+mod depthwise;
 mod embedding;
 mod linear;
 mod norm;
@@ -10,6 +11,7 @@ mod structural;
 
 pub use activation::QActivation;
 pub use conv::{QConv1d, QConv2d, QConvTranspose2d};
+pub use depthwise::DepthwiseConv2d;
 pub use embedding::QEmbedding;
 pub use linear::QLinear;
 pub use norm::{QBatchNorm2d, QLayerNorm, fold_batch_norm};
