@@ -1,28 +1,42 @@
 //! `lowbit qat` and `lowbit pipeline`: quantization-aware training of `fashion_cnn`.
 //!
 //! - `qat`: the config's quantizers in the loop (fake-quant forward, straight-through
-//!   backward), AdamW with a cosine schedule, seeded data order; the test top-1 before training
-//!   (PTQ) and after every epoch; a checkpoint after every epoch (`checkpoint.safetensors`,
-//!   `best.safetensors`; `--init` resumes); `qat.json` with the curves.
+//!   backward), AdamW (or SGD) on a cosine (or step) schedule, seeded data order; the test
+//!   top-1 before training (PTQ) and after every epoch; after every epoch a resumable
+//!   checkpoint (`checkpoint/`: weights, optimizer state, run state; `--resume RUN_DIR`
+//!   continues bit for bit, see [`resume`]) and `checkpoint.safetensors` / `best.safetensors`;
+//!   `qat.json` with the curves. Batch norm in training mode or, with `--bn fold`, folded into
+//!   the convolutions with frozen statistics (see [`fold`]).
 //! - `pipeline` (the power-of-2 seed's workflow): (1) PTQ of weights and biases, (2) weight-only
 //!   QAT, (3) PTQ calibration of inputs and outputs on training batches (max, frozen), then
 //!   `hardware_report.json`: every quantized tensor's scales as the hardware applies them
 //!   (`2^(-k)`, `x >> k`, bit width) and the accuracies of every step.
 
+pub(crate) mod fold;
+pub(crate) mod optim;
+mod pipeline;
+pub(crate) mod resume;
+
+pub use pipeline::pipeline;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Device;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_core::{Device, Var};
+use candle_nn::{ParamsAdamW, VarMap};
 use lowbit_models::data::{self, FashionMnist, Split};
 use lowbit_models::{FashionCnn, fashion};
-use lowbit_nn::{Mode, QuantConfig, QuantModel, Quantizer};
-use lowbit_quant::{ScaleKind, shift_report};
-use serde::Serialize;
+use lowbit_nn::{Mode, QuantConfig, QuantModel};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CliError, Result};
 use crate::models::model_err;
-use crate::quantized_checkpoint::{load_quantized, quantized_params, save_quantized};
+use crate::qat::fold::{BnMode, Folding};
+use crate::qat::optim::{AdamW, NamedVar, Opt, Sgd, SgdParams};
+use crate::qat::resume::RunState;
+use crate::quantized_checkpoint::{
+    Params, load_quantized, quantized_params, save_quantized, vm_params,
+};
 
 /// Training options shared by `qat` and `pipeline`.
 #[derive(clap::Args, Debug, Clone)]
@@ -45,9 +59,12 @@ pub struct TrainOpts {
     /// AdamW's decoupled weight decay (AdamW only).
     #[arg(long, default_value_t = 1e-2)]
     pub weight_decay: f64,
-    /// Optimizer: `adamw` or `sgd` (plain SGD).
+    /// Optimizer: `adamw` or `sgd` (PyTorch's SGD: plain, or with `--momentum`).
     #[arg(long, default_value = "adamw")]
     pub optimizer: String,
+    /// SGD's momentum (SGD only; 0 = plain SGD).
+    #[arg(long, default_value_t = 0.0)]
+    pub momentum: f64,
     /// Learning-rate schedule: `cosine` (to 0 over all steps) or `step` (× `--gamma` every
     /// `--step-epochs` epochs).
     #[arg(long, default_value = "cosine")]
@@ -82,13 +99,28 @@ pub struct TrainOpts {
     /// gradient through the straight-through estimator), starting from the dynamic scales.
     #[arg(long)]
     pub learned_scales: bool,
+    /// Batch norm during QAT: `train` (batch statistics, running statistics updated) or
+    /// `fold` (folded into the convolution before it, w·γ/√(σ²+ε) quantized by the
+    /// convolution's weight quantizer, running statistics frozen; the low-bit checkpoint and
+    /// the hardware report hold the folded convolutions).
+    #[arg(long, default_value = "train")]
+    pub bn: String,
+    /// `qat` only: continue the run in this directory from its last checkpoint
+    /// (`checkpoint/`) up to `--epochs` epochs in all; every other training option and the
+    /// config must be the run's.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// `qat` only: stop after this many epochs in all (the schedule still spans `--epochs`;
+    /// continue later with `--resume`).
+    #[arg(long, value_name = "EPOCHS")]
+    pub stop_after: Option<usize>,
     /// Train on the committed test split instead (tests: CI has no training split).
     #[arg(long, hide = true)]
     pub train_on_test: bool,
 }
 
 /// One epoch of a training curve.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochRow {
     /// 1-based epoch.
     pub epoch: usize,
@@ -102,6 +134,28 @@ pub struct EpochRow {
     pub seconds: f64,
 }
 
+impl EpochRow {
+    fn exact(&self) -> resume::StateRow {
+        resume::StateRow {
+            epoch: self.epoch,
+            train_loss: self.train_loss,
+            test_loss: self.test_loss,
+            test_top1: self.test_top1,
+            seconds: self.seconds,
+        }
+    }
+
+    fn from_exact(r: &resume::StateRow) -> EpochRow {
+        EpochRow {
+            epoch: r.epoch,
+            train_loss: r.train_loss,
+            test_loss: r.test_loss,
+            test_top1: r.test_top1,
+            seconds: r.seconds,
+        }
+    }
+}
+
 /// `qat.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct QatReport {
@@ -111,6 +165,8 @@ pub struct QatReport {
     pub model: String,
     /// Config file.
     pub config: String,
+    /// Batch norm during QAT: `train` or `fold`.
+    pub bn: String,
     /// Training images per epoch.
     pub train_images: usize,
     /// Test images.
@@ -119,7 +175,9 @@ pub struct QatReport {
     pub fp32_top1: f64,
     /// Test top-1 with the quantizers on, before training.
     pub ptq_top1: f64,
-    /// One row per epoch.
+    /// `--epochs`: the epochs the schedule spans (more than `epochs[]` after `--stop-after`).
+    pub planned_epochs: usize,
+    /// One row per epoch done.
     pub epochs: Vec<EpochRow>,
     /// Best test top-1 over the epochs (and its epoch).
     pub best_top1: f64,
@@ -131,7 +189,9 @@ pub struct QatReport {
     pub quantized_checkpoint_top1: f64,
     /// With `--learned-scales`: how the weight scales moved.
     pub learned_scales: Option<LearnedSummary>,
-    /// Wall-clock seconds.
+    /// The epochs after which the run was resumed (`--resume`).
+    pub resumed_at: Vec<usize>,
+    /// Wall-clock seconds (all invocations).
     pub seconds: f64,
 }
 
@@ -147,13 +207,32 @@ fn config_label(path: &Path) -> String {
 
 struct Setup {
     model: FashionCnn,
-    vm: candle_nn::VarMap,
+    vm: VarMap,
     train: FashionMnist,
     test: FashionMnist,
     dev: Device,
+    /// With `--bn fold`.
+    folding: Option<Folding>,
 }
 
-fn setup(config: &QuantConfig, opts: &TrainOpts) -> Result<Setup> {
+impl Setup {
+    /// The parameters of the model as deployed (folded with `--bn fold`), by name.
+    fn params(&self) -> Result<Params> {
+        let vars = vm_params(&self.vm)?;
+        match &self.folding {
+            Some(f) => f.deploy(vars),
+            None => Ok(vars),
+        }
+    }
+
+    /// Optimizer steps per epoch.
+    fn steps_per_epoch(&self, opts: &TrainOpts) -> usize {
+        self.train.len().div_ceil(opts.batch_size)
+    }
+}
+
+/// Checks the options that need no data; returns the batch-norm mode.
+fn check_opts(opts: &TrainOpts) -> Result<BnMode> {
     if opts.batch_size == 0 || opts.epochs == 0 {
         return Err(CliError::Usage(
             "--batch-size and --epochs must be at least 1".into(),
@@ -171,12 +250,31 @@ fn setup(config: &QuantConfig, opts: &TrainOpts) -> Result<Setup> {
             opts.optimizer
         )));
     }
+    if !(opts.momentum.is_finite() && opts.momentum >= 0.0) {
+        return Err(CliError::Usage(format!(
+            "--momentum {}: expected a finite value ≥ 0",
+            opts.momentum
+        )));
+    }
+    if opts.momentum != 0.0 && opts.optimizer != "sgd" {
+        return Err(CliError::Usage(format!(
+            "--momentum {} is SGD's: add --optimizer sgd (AdamW has its own moments)",
+            opts.momentum
+        )));
+    }
     if !matches!(opts.schedule.as_str(), "cosine" | "step") {
         return Err(CliError::Usage(format!(
             "--schedule {}: expected cosine or step",
             opts.schedule
         )));
     }
+    if opts.stop_after == Some(0) {
+        return Err(CliError::Usage("--stop-after must be at least 1".into()));
+    }
+    BnMode::parse(&opts.bn)
+}
+
+fn setup(config: &QuantConfig, opts: &TrainOpts, bn: BnMode) -> Result<Setup> {
     let dev = Device::Cpu;
     let train = if opts.train_on_test {
         FashionMnist::committed_test(opts.limit)
@@ -189,7 +287,19 @@ fn setup(config: &QuantConfig, opts: &TrainOpts) -> Result<Setup> {
         ))
     })?;
     let test = FashionMnist::committed_test(opts.test_limit).map_err(model_err)?;
-    let (model, mut vm) = FashionCnn::new_trainable(config, opts.seed, &dev).map_err(model_err)?;
+    let (model, mut vm, folding) = match bn {
+        BnMode::Train => {
+            let (model, vm) =
+                FashionCnn::new_trainable(config, opts.seed, &dev).map_err(model_err)?;
+            (model, vm, None)
+        }
+        BnMode::Fold => {
+            let vm = VarMap::new();
+            FashionCnn::init_varmap(&vm, opts.seed, &dev).map_err(model_err)?;
+            let (model, folding) = Folding::build_fashion(&vm, config, &dev)?;
+            (model, vm, Some(folding))
+        }
+    };
     let init = opts
         .init
         .clone()
@@ -202,6 +312,7 @@ fn setup(config: &QuantConfig, opts: &TrainOpts) -> Result<Setup> {
         train,
         test,
         dev,
+        folding,
     })
 }
 
@@ -209,19 +320,36 @@ fn evaluate(s: &Setup) -> Result<fashion::EvalStats> {
     fashion::evaluate(&s.model, s.test.batches(500, &s.dev).map_err(model_err)?).map_err(model_err)
 }
 
-/// Trains `s.model` (in its current quantizer state) for `opts.epochs`; saves the checkpoints
-/// into `dir`; returns the curve and the best (top-1, epoch), starting from `start_top1`.
-fn train(
-    s: &mut Setup,
-    opts: &TrainOpts,
-    dir: &Path,
-    start_top1: f64,
-    extra: Vec<candle_core::Var>,
-) -> Result<(Vec<EpochRow>, f64, usize)> {
-    let mut vars = FashionCnn::trainable_vars(&s.vm).map_err(model_err)?;
-    vars.extend(extra);
-    let mut opt = match opts.optimizer.as_str() {
-        "adamw" => Opt::AdamW(AdamW::new(
+/// The learning rate of step `step` (0-based, within the epoch) of epoch `epoch` (0-based).
+fn lr_at(opts: &TrainOpts, steps_per_epoch: usize, epoch: usize, step: usize) -> f64 {
+    if opts.schedule == "step" {
+        opts.lr * opts.gamma.powi((epoch / opts.step_epochs.max(1)) as i32)
+    } else {
+        let total = (steps_per_epoch * opts.epochs).max(1) as f64;
+        let t = (epoch * steps_per_epoch + step) as f64;
+        opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos())
+    }
+}
+
+/// The variables the optimizer updates, by name (sorted): everything but the batch-norm
+/// running statistics (as [`FashionCnn::trainable_vars`]).
+fn named_vars(vm: &VarMap) -> Result<Vec<NamedVar>> {
+    let data = vm
+        .data()
+        .lock()
+        .map_err(|_| CliError::Other("the model's parameters are poisoned".into()))?;
+    let mut named: Vec<NamedVar> = data
+        .iter()
+        .filter(|(k, _)| !k.ends_with(".running_mean") && !k.ends_with(".running_var"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(named)
+}
+
+fn make_optimizer(opts: &TrainOpts, vars: Vec<NamedVar>) -> Result<Opt> {
+    Ok(match opts.optimizer.as_str() {
+        "adamw" => Opt::AdamW(AdamW::named(
             vars,
             ParamsAdamW {
                 lr: opts.lr,
@@ -229,41 +357,50 @@ fn train(
                 ..Default::default()
             },
         )?),
-        "sgd" => Opt::Sgd(candle_nn::SGD::new(vars, opts.lr)?),
+        "sgd" => Opt::Sgd(Sgd::named(
+            vars,
+            SgdParams {
+                lr: opts.lr,
+                momentum: opts.momentum,
+            },
+        )),
         other => {
             return Err(CliError::Usage(format!(
                 "--optimizer {other}: expected adamw or sgd"
             )));
         }
-    };
-    let step_schedule = match opts.schedule.as_str() {
-        "cosine" => false,
-        "step" => true,
-        other => {
-            return Err(CliError::Usage(format!(
-                "--schedule {other}: expected cosine or step"
-            )));
-        }
-    };
-    let steps = s.train.len().div_ceil(opts.batch_size);
-    let total = (steps * opts.epochs).max(1) as f64;
-    let (mut best, mut best_epoch) = (start_top1, 0);
-    let mut rows = Vec::new();
-    for epoch in 0..opts.epochs {
-        let offset = epoch * steps;
-        let lr = |step: usize| {
-            if step_schedule {
-                opts.lr * opts.gamma.powi((epoch / opts.step_epochs.max(1)) as i32)
-            } else {
-                let t = (offset + step) as f64;
-                opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos())
-            }
-        };
+    })
+}
+
+/// Where training stands.
+struct Progress {
+    epochs_done: usize,
+    rows: Vec<EpochRow>,
+    best: f64,
+    best_epoch: usize,
+}
+
+/// Trains `s.model` (in its current quantizer state) from epoch `p.epochs_done` up to epoch
+/// `until` (of a schedule over `opts.epochs`); after every epoch saves
+/// `checkpoint.safetensors` (and `best.safetensors` when the test top-1 improves) into `dir`,
+/// then calls `after_epoch`.
+fn train(
+    s: &Setup,
+    opts: &TrainOpts,
+    dir: &Path,
+    opt: &mut Opt,
+    p: &mut Progress,
+    until: usize,
+    after_epoch: &mut dyn FnMut(&Setup, &Opt, &Progress) -> Result<()>,
+) -> Result<()> {
+    let steps = s.steps_per_epoch(opts);
+    for epoch in p.epochs_done..until {
+        let lr = |step: usize| lr_at(opts, steps, epoch, step);
         let batches = s
             .train
             .shuffled_batches(opts.batch_size, opts.seed + epoch as u64, &s.dev)
             .map_err(model_err)?;
-        let st = match &mut opt {
+        let st = match &mut *opt {
             Opt::AdamW(o) => fashion::train_epoch(&s.model, o, batches, &lr),
             Opt::Sgd(o) => fashion::train_epoch(&s.model, o, batches, &lr),
         }
@@ -285,19 +422,23 @@ fn train(
             row.seconds
         );
         FashionCnn::save(&s.vm, dir.join("checkpoint.safetensors")).map_err(model_err)?;
-        if ev.accuracy > best {
-            best = ev.accuracy;
-            best_epoch = epoch + 1;
+        if ev.accuracy > p.best {
+            p.best = ev.accuracy;
+            p.best_epoch = epoch + 1;
             FashionCnn::save(&s.vm, dir.join("best.safetensors")).map_err(model_err)?;
         }
-        rows.push(row);
+        p.rows.push(row);
+        p.epochs_done = epoch + 1;
+        after_epoch(s, opt, p)?;
     }
-    Ok((rows, best, best_epoch))
+    Ok(())
 }
 
 /// A weight scale made trainable.
 struct Learned {
-    var: candle_core::Var,
+    /// The weight's name (`conv1.weight`).
+    name: String,
+    var: Var,
     init: Vec<f32>,
 }
 
@@ -315,13 +456,17 @@ pub struct LearnedSummary {
 }
 
 /// Turns every enabled weight quantizer's scale into a trainable tensor, initialised with the
-/// weight's dynamic scales.
+/// weight's dynamic scales (of the folded weight with `--bn fold`).
 fn learn_scales(s: &Setup) -> Result<Vec<Learned>> {
     let mut out = Vec::new();
-    for p in quantized_params(&s.model, &s.vm, false)? {
+    for p in quantized_params(&s.model, &s.params()?, false)? {
         let init = p.scales()?.values;
         let var = p.quantizer.enable_learned_scale(&init)?;
-        out.push(Learned { var, init });
+        out.push(Learned {
+            name: p.name(),
+            var,
+            init,
+        });
     }
     if out.is_empty() {
         return Err(CliError::Usage(
@@ -350,12 +495,6 @@ fn summarize_learned(learned: &[Learned]) -> Result<Option<LearnedSummary>> {
         min_scale: min,
         mean_abs_relative_change: rel / n.max(1) as f64,
     }))
-}
-
-/// The optimizer of a run.
-enum Opt {
-    AdamW(AdamW),
-    Sgd(candle_nn::SGD),
 }
 
 /// `report.html` of a training run: test top-1 per epoch (epoch 0 = before training) and the
@@ -421,43 +560,158 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     Ok(lowbit_eval::write_atomic(path, text.as_bytes())?)
 }
 
-/// `lowbit qat`.
-pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
-    let t0 = Instant::now();
-    let config = QuantConfig::from_file(config_path)?;
-    let mut s = setup(&config, opts)?;
+/// What `qat` trains from: a fresh start or a restored checkpoint.
+struct Run {
+    dir: PathBuf,
+    learned: Vec<Learned>,
+    fp32: f64,
+    ptq: f64,
+    progress: Progress,
+    opt: Opt,
+    /// Wall seconds of earlier invocations.
+    earlier_seconds: f64,
+    resumed_at: Vec<usize>,
+}
+
+/// A fresh run: learned scales, FP32 and PTQ accuracy, frozen scales, a new run directory.
+fn start(s: &Setup, config_path: &Path, opts: &TrainOpts) -> Result<Run> {
     // Learned scales start at the dynamic scales (so the PTQ figure below is unchanged);
     // a spec that cannot learn its scale fails here, before anything is written.
     let learned = if opts.learned_scales {
-        learn_scales(&s)?
+        learn_scales(s)?
     } else {
         Vec::new()
     };
     let dir = timestamp_dir(&opts.out, &format!("qat-{}", config_label(config_path)));
     std::fs::create_dir_all(&dir)
         .map_err(|e| CliError::Other(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::copy(config_path, dir.join("config.yaml"))
+        .map_err(|e| CliError::Other(format!("cannot copy the config: {e}")))?;
     s.model.layers().set_mode(Mode::Fp32);
-    let fp32 = evaluate(&s)?.accuracy;
+    let fp32 = evaluate(s)?.accuracy;
     s.model.layers().set_mode(Mode::Quantize);
     if opts.frozen_scales > 0 {
-        calibrate(&s, opts.batch_size, opts.frozen_scales)?;
-        let scales = s.model.layers().freeze()?;
-        scales.save(&dir.join("scales.json"))?;
+        calibrate(s, opts.batch_size, opts.frozen_scales)?;
+        let path = dir.join("scales.json");
+        s.model.layers().freeze()?.save(&path)?;
+        // Train with the scales as written, so that a resume (which reads the file) goes on
+        // with the same bits.
+        s.model
+            .layers()
+            .load_scales(&lowbit_nn::StaticScales::load(&path)?)?;
         println!(
             "scales calibrated on {} batches and frozen for training",
             opts.frozen_scales
         );
     }
-    let ptq = evaluate(&s)?.accuracy;
+    let ptq = evaluate(s)?.accuracy;
     println!(
         "fp32 top-1 {:.2} %, PTQ top-1 {:.2} %; training on {} images",
         100.0 * fp32,
         100.0 * ptq,
         s.train.len()
     );
-    let extra = learned.iter().map(|l| l.var.clone()).collect();
-    let (epochs, best, best_epoch) = train(&mut s, opts, &dir, ptq, extra)?;
-    let learned_summary = summarize_learned(&learned)?;
+    let mut vars = named_vars(&s.vm)?;
+    vars.extend(
+        learned
+            .iter()
+            .map(|l| (format!("{}.learned_scale", l.name), l.var.clone())),
+    );
+    let opt = make_optimizer(opts, vars)?;
+    Ok(Run {
+        dir,
+        learned,
+        fp32,
+        ptq,
+        progress: Progress {
+            epochs_done: 0,
+            rows: Vec::new(),
+            best: ptq,
+            best_epoch: 0,
+        },
+        opt,
+        earlier_seconds: 0.0,
+        resumed_at: Vec::new(),
+    })
+}
+
+/// `lowbit qat`.
+pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
+    let t0 = Instant::now();
+    let config = QuantConfig::from_file(config_path)?;
+    let bn = check_opts(opts)?;
+    // A resume is checked against the run before any work.
+    let resumed = match &opts.resume {
+        Some(run_dir) => {
+            let state = resume::load_state(run_dir)?;
+            resume::check_resume(&state, run_dir, opts, &config, config_path)?;
+            Some((run_dir.clone(), state))
+        }
+        None => None,
+    };
+    let s = setup(&config, opts, bn)?;
+    let mut run = match resumed {
+        Some((run_dir, state)) => resume::restore(&s, &run_dir, state, opts)?,
+        None => start(&s, config_path, opts)?,
+    };
+    let config_json = resume::config_value(&config)?;
+    let steps = s.steps_per_epoch(opts);
+    let until = opts.stop_after.map_or(opts.epochs, |k| k.min(opts.epochs));
+    let (dir, learned, fp32, ptq) = (&run.dir, &run.learned, run.fp32, run.ptq);
+    let (earlier, resumed_at) = (run.earlier_seconds, &run.resumed_at);
+    let mut after_epoch = |s: &Setup, opt: &Opt, p: &Progress| -> Result<()> {
+        let state = RunState {
+            schema_version: 1,
+            model: opts.model.clone(),
+            config_file: config_path.display().to_string(),
+            epochs_done: p.epochs_done,
+            planned_epochs: opts.epochs,
+            fp32_top1: fp32,
+            ptq_top1: ptq,
+            best_top1: p.best,
+            best_epoch: p.best_epoch,
+            curves: p.rows.iter().map(EpochRow::exact).collect(),
+            schedule: resume::ScheduleState {
+                kind: opts.schedule.clone(),
+                steps_per_epoch: steps,
+                total_steps: steps * opts.epochs,
+                steps_done: steps * p.epochs_done,
+                next_lr: lr_at(opts, steps, p.epochs_done, 0),
+            },
+            data_order: resume::DataOrder {
+                seed: opts.seed,
+                next_epoch: p.epochs_done,
+                rule: "epoch e (0-based) visits the training images in the order of a SplitMix64 Fisher-Yates shuffle seeded with seed + e".into(),
+            },
+            optimizer: resume::OptimizerInfo {
+                kind: opt.kind().into(),
+                steps: opt.steps(),
+            },
+            train_images: s.train.len(),
+            test_images: s.test.len(),
+            seconds: earlier + t0.elapsed().as_secs_f64(),
+            resumed_at: resumed_at.clone(),
+            options: resume::options_value(opts),
+            config: config_json.clone(),
+        };
+        resume::save(
+            dir,
+            &resume::checkpoint_tensors(s, learned)?,
+            &opt.export(),
+            &state,
+        )
+    };
+    train(
+        &s,
+        opts,
+        dir,
+        &mut run.opt,
+        &mut run.progress,
+        until,
+        &mut after_epoch,
+    )?;
+    let p = &run.progress;
+    let learned_summary = summarize_learned(learned)?;
     if let Some(l) = &learned_summary {
         println!(
             "learned scales: {} tensors, {} scales, smallest {:.3e}, mean |relative change| {:.2} %",
@@ -467,9 +721,15 @@ pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
             100.0 * l.mean_abs_relative_change
         );
     }
-    // The trained model as real low-bit tensors, reloaded and evaluated.
+    // The trained model as real low-bit tensors (folded with --bn fold), reloaded and
+    // evaluated.
     let qdir = dir.join("quantized");
-    let weight_bits = save_quantized(&s.model, &s.vm, &qdir)?;
+    let pairs = s
+        .folding
+        .as_ref()
+        .map(|f| f.pairs.clone())
+        .unwrap_or_default();
+    let weight_bits = save_quantized(&s.model, &s.params()?, &qdir, &pairs)?;
     let reloaded = load_quantized(&qdir, &config, &s.dev)?;
     if opts.frozen_scales > 0 {
         // The activations' frozen scales travel in scales.json.
@@ -489,17 +749,20 @@ pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
         schema_version: 1,
         model: "fashion_cnn".into(),
         config: config_path.display().to_string(),
+        bn: opts.bn.clone(),
         train_images: s.train.len(),
         test_images: s.test.len(),
         fp32_top1: fp32,
         ptq_top1: ptq,
-        epochs,
-        best_top1: best,
-        best_epoch,
+        planned_epochs: opts.epochs,
+        epochs: p.rows.clone(),
+        best_top1: p.best,
+        best_epoch: p.best_epoch,
         quantized_weight_bits: weight_bits,
         quantized_checkpoint_top1: reloaded_top1,
         learned_scales: learned_summary,
-        seconds: t0.elapsed().as_secs_f64(),
+        resumed_at: resumed_at.clone(),
+        seconds: earlier + t0.elapsed().as_secs_f64(),
     };
     write_json(&dir.join("qat.json"), &report)?;
     write_curves_html(
@@ -508,125 +771,31 @@ pub fn qat(config_path: &Path, opts: &TrainOpts) -> Result<()> {
         ptq,
         &report.epochs,
         &format!(
-            "FP32 top-1 {:.2} %, PTQ {:.2} %, best {:.2} % (epoch {best_epoch}); {} training images per epoch",
+            "FP32 top-1 {:.2} %, PTQ {:.2} %, best {:.2} % (epoch {}); {} training images per epoch; batch norm: {}",
             100.0 * fp32,
             100.0 * ptq,
-            100.0 * best,
-            report.train_images
+            100.0 * p.best,
+            p.best_epoch,
+            report.train_images,
+            opts.bn
         ),
     )?;
-    std::fs::copy(config_path, dir.join("config.yaml"))
-        .map_err(|e| CliError::Other(format!("cannot copy the config: {e}")))?;
+    if p.epochs_done < opts.epochs {
+        println!(
+            "stopped after epoch {} of {}; continue with: lowbit qat -c {} <the same options> --resume {}",
+            p.epochs_done,
+            opts.epochs,
+            config_path.display(),
+            dir.display()
+        );
+    }
     println!(
-        "best top-1 {:.2} % (epoch {best_epoch}); run: {}",
-        100.0 * best,
+        "best top-1 {:.2} % (epoch {}); run: {}",
+        100.0 * p.best,
+        p.best_epoch,
         dir.display()
     );
     Ok(())
-}
-
-/// One quantized tensor in `hardware_report.json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct HardwareTensor {
-    /// Layer name.
-    pub layer: String,
-    /// `weight`, `bias`, `input` or `output`.
-    pub role: String,
-    /// The spec (`Display`).
-    pub spec: String,
-    /// Element bit width.
-    pub bit_width: u32,
-    /// Power-of-two scales as shifts (one per group), when the scales are powers of two.
-    pub shifts: Option<Vec<lowbit_quant::ShiftReport>>,
-    /// The effective scales when they are not all powers of two.
-    pub scales: Option<Vec<f32>>,
-}
-
-/// `hardware_report.json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct HardwareReport {
-    /// Format version.
-    pub schema_version: u32,
-    /// Config file.
-    pub config: String,
-    /// FP32 top-1 of the initial weights.
-    pub initial_fp32_top1: f64,
-    /// Step 1: weights and biases quantized, before training.
-    pub ptq_top1: f64,
-    /// Step 2: best test top-1 of weight-only QAT.
-    pub best_qat_top1: f64,
-    /// Step 3: everything quantized, inputs/outputs with frozen calibrated scales.
-    pub final_top1: f64,
-    /// The weight-only QAT curve.
-    pub qat_epochs: Vec<EpochRow>,
-    /// Every quantized tensor.
-    pub tensors: Vec<HardwareTensor>,
-}
-
-fn set_roles(model: &FashionCnn, weights: bool, activations: bool) {
-    for l in model.layers().layers() {
-        let q = l.op.quant();
-        let set = |r: &Option<Quantizer>, on: bool| {
-            if let Some(r) = r {
-                r.set_enabled(on);
-            }
-        };
-        set(&q.weight, weights);
-        set(&q.bias, weights);
-        set(&q.input, activations);
-        set(&q.output, activations);
-    }
-}
-
-fn tensor_entry(
-    layer: &str,
-    role: &str,
-    q: &Quantizer,
-    scales: &lowbit_quant::Scales,
-) -> HardwareTensor {
-    let spec = q.spec();
-    let po2 = matches!(
-        spec.scale(),
-        ScaleKind::PowerOfTwo { .. } | ScaleKind::E8M0 { .. }
-    );
-    let shifts = if po2 {
-        shift_report(&spec, scales).ok()
-    } else {
-        None
-    };
-    let scales = shifts.is_none().then(|| {
-        (0..scales.values.len())
-            .map(|i| scales.effective(&spec, i).unwrap_or(f32::NAN))
-            .collect()
-    });
-    HardwareTensor {
-        layer: layer.into(),
-        role: role.into(),
-        spec: spec.to_string(),
-        bit_width: spec.format().bits(),
-        shifts,
-        scales,
-    }
-}
-
-fn hardware_tensors(s: &Setup) -> Result<Vec<HardwareTensor>> {
-    let params = quantized_params(&s.model, &s.vm, true)?;
-    let mut out = Vec::new();
-    for l in s.model.layers().layers() {
-        for p in params.iter().filter(|p| p.layer == l.name) {
-            out.push(tensor_entry(p.layer, p.role, p.quantizer, &p.scales()?));
-        }
-        let q = l.op.quant();
-        for (role, quant) in [("input", &q.input), ("output", &q.output)] {
-            let Some(quant) = quant.as_ref().filter(|q| q.is_enabled()) else {
-                continue;
-            };
-            if let Some(f) = quant.frozen() {
-                out.push(tensor_entry(&l.name, role, quant, &f));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Observes `n` training batches (in order) with every enabled quantizer in calibration mode
@@ -641,82 +810,5 @@ fn calibrate(s: &Setup, batch_size: usize, n: usize) -> Result<()> {
         let b = b.map_err(model_err)?;
         s.model.forward(&b.images)?;
     }
-    Ok(())
-}
-
-/// `lowbit pipeline`.
-pub fn pipeline(config_path: &Path, opts: &TrainOpts, calib_batches: usize) -> Result<()> {
-    let config = QuantConfig::from_file(config_path)?;
-    let mut s = setup(&config, opts)?;
-    let dir = timestamp_dir(
-        &opts.out,
-        &format!("pipeline-{}", config_label(config_path)),
-    );
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| CliError::Other(format!("cannot create {}: {e}", dir.display())))?;
-    s.model.layers().set_mode(Mode::Fp32);
-    let fp32 = evaluate(&s)?.accuracy;
-    // (1) PTQ of weights and biases.
-    s.model.layers().set_mode(Mode::Quantize);
-    set_roles(&s.model, true, false);
-    let ptq = evaluate(&s)?.accuracy;
-    println!(
-        "(1) weights and biases quantized: top-1 {:.2} % (FP32 {:.2} %)",
-        100.0 * ptq,
-        100.0 * fp32
-    );
-    // (2) Weight-only QAT; the best epoch's weights are kept.
-    let (epochs, best, best_epoch) = train(&mut s, opts, &dir, ptq, Vec::new())?;
-    if best_epoch > 0 {
-        s.vm.load(dir.join("best.safetensors"))
-            .map_err(|e| CliError::Other(format!("cannot reload the best weights: {e}")))?;
-    }
-    println!(
-        "(2) weight-only QAT: best top-1 {:.2} % (epoch {best_epoch})",
-        100.0 * best
-    );
-    // (3) Calibration of inputs and outputs on training batches, frozen.
-    set_roles(&s.model, true, true);
-    calibrate(&s, opts.batch_size, calib_batches)?;
-    let scales = s.model.layers().freeze()?;
-    scales.save(&dir.join("scales.json"))?;
-    let last = evaluate(&s)?.accuracy;
-    println!(
-        "(3) inputs and outputs calibrated (max, {calib_batches} batches) and frozen: top-1 {:.2} %",
-        100.0 * last
-    );
-    let report = HardwareReport {
-        schema_version: 1,
-        config: config_path.display().to_string(),
-        initial_fp32_top1: fp32,
-        ptq_top1: ptq,
-        best_qat_top1: best,
-        final_top1: last,
-        qat_epochs: epochs,
-        tensors: hardware_tensors(&s)?,
-    };
-    write_json(&dir.join("hardware_report.json"), &report)?;
-    write_curves_html(
-        &dir.join("report.html"),
-        &format!(
-            "PTQ → QAT → PTQ pipeline of fashion_cnn with {}",
-            config_path.display()
-        ),
-        ptq,
-        &report.qat_epochs,
-        &format!(
-            "FP32 {:.2} %; (1) weights quantized {:.2} %; (2) weight-only QAT best {:.2} %; (3) inputs and outputs calibrated {:.2} %",
-            100.0 * fp32,
-            100.0 * ptq,
-            100.0 * best,
-            100.0 * last
-        ),
-    )?;
-    std::fs::copy(config_path, dir.join("config.yaml"))
-        .map_err(|e| CliError::Other(format!("cannot copy the config: {e}")))?;
-    println!(
-        "hardware report: {}",
-        dir.join("hardware_report.json").display()
-    );
     Ok(())
 }

@@ -1,21 +1,52 @@
 //! A trained model as real low-bit tensors: every weight whose quantizer is on as a
 //! lowbit-quant [`QuantizedTensor`](lowbit_quant::QuantizedTensor) (packed codes, scales in
 //! their own dtype, the spec in the metadata), the other parameters in FP32; and the way back,
-//! for evaluation.
+//! for evaluation. A model trained with `--bn fold` is saved folded (`folding.json` lists the
+//! conv → batch norm pairs; the convolutions carry the folded weights and biases, the batch
+//! norms are gone) and reloads as such.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use lowbit_models::FashionCnn;
-use lowbit_nn::{QuantConfig, QuantModel, Quantizer};
+use lowbit_nn::{QBuilder, QuantConfig, QuantModel, Quantizer, Registry};
 use lowbit_quant::Scales;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CliError, Result};
 use crate::models::model_err;
+use crate::qat::fold::{Pair, deployed_registry};
 
 /// The file of the FP32 remainder of a quantized checkpoint.
 const FP32_REST: &str = "fp32.safetensors";
+
+/// The file that marks a folded checkpoint.
+const FOLDING: &str = "folding.json";
+
+/// Parameters by checkpoint name.
+pub(crate) type Params = BTreeMap<String, Tensor>;
+
+/// `folding.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct FoldingFile {
+    /// Always `fold`.
+    bn: String,
+    /// The folded pairs.
+    pairs: Vec<Pair>,
+}
+
+/// The variables of `vm` by name.
+pub(crate) fn vm_params(vm: &VarMap) -> Result<Params> {
+    Ok(vm
+        .data()
+        .lock()
+        .map_err(|_| CliError::Other("the model's parameters are poisoned".into()))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect())
+}
 
 /// A parameter (weight or bias) whose quantizer is on, with its current values.
 pub(crate) struct QuantizedParam<'a> {
@@ -57,17 +88,13 @@ impl QuantizedParam<'_> {
     }
 }
 
-/// The parameters of `model` (in `vm`) whose quantizer is on: the weights, and the biases too
-/// when `biases` is set.
+/// The parameters of `model` (`params`: the deployed model's, by name) whose quantizer is
+/// on: the weights, and the biases too when `biases` is set.
 pub(crate) fn quantized_params<'a>(
     model: &'a FashionCnn,
-    vm: &VarMap,
+    params: &Params,
     biases: bool,
 ) -> Result<Vec<QuantizedParam<'a>>> {
-    let vars = vm
-        .data()
-        .lock()
-        .map_err(|_| CliError::Other("the model's parameters are poisoned".into()))?;
     let mut out = Vec::new();
     for l in model.layers().layers() {
         let q = l.op.quant();
@@ -76,10 +103,9 @@ pub(crate) fn quantized_params<'a>(
             let Some(quantizer) = quant.as_ref().filter(|q| q.is_enabled()) else {
                 continue;
             };
-            let Some(var) = vars.get(&format!("{}.{role}", l.name)) else {
+            let Some(t) = params.get(&format!("{}.{role}", l.name)) else {
                 continue;
             };
-            let t = var.as_tensor();
             out.push(QuantizedParam {
                 layer: &l.name,
                 role,
@@ -92,16 +118,23 @@ pub(crate) fn quantized_params<'a>(
     Ok(out)
 }
 
-/// Writes `model`'s parameters as a low-bit checkpoint in `qdir`: every weight whose quantizer
-/// is on as a [`lowbit_quant::QuantizedTensor`] (`<name>.safetensors`: packed codes, scales in
-/// their own dtype, the spec in the metadata), every other parameter (biases, batch norm,
-/// running statistics) in `fp32.safetensors`. Returns the weights' storage in bits per element.
-pub fn save_quantized(model: &FashionCnn, vm: &VarMap, qdir: &Path) -> Result<f64> {
+/// Writes `model`'s parameters `params` (the deployed model's: see
+/// [`Folding::deploy`](crate::qat::fold::Folding::deploy)) as a low-bit checkpoint in `qdir`:
+/// every weight whose quantizer is on as a [`lowbit_quant::QuantizedTensor`]
+/// (`<name>.safetensors`: packed codes, scales in their own dtype, the spec in the metadata),
+/// every other parameter (biases, batch norm, running statistics) in `fp32.safetensors`, and
+/// with `folded` pairs `folding.json`. Returns the weights' storage in bits per element.
+pub fn save_quantized(
+    model: &FashionCnn,
+    params: &Params,
+    qdir: &Path,
+    folded: &[Pair],
+) -> Result<f64> {
     std::fs::create_dir_all(qdir)
         .map_err(|e| CliError::Other(format!("cannot create {}: {e}", qdir.display())))?;
     let mut done = std::collections::BTreeSet::new();
     let (mut bits, mut elems) = (0.0f64, 0usize);
-    for p in quantized_params(model, vm, false)? {
+    for p in quantized_params(model, params, false)? {
         let name = p.name();
         let qt = p
             .quantizer
@@ -114,15 +147,27 @@ pub fn save_quantized(model: &FashionCnn, vm: &VarMap, qdir: &Path) -> Result<f6
             .map_err(|e| CliError::Other(format!("{name}: {e}")))?;
         done.insert(name);
     }
-    let rest: std::collections::HashMap<String, candle_core::Tensor> = vm
-        .data()
-        .lock()
-        .map_err(|_| CliError::Other("the model's parameters are poisoned".into()))?
+    let rest: std::collections::HashMap<String, Tensor> = params
         .iter()
         .filter(|(k, _)| !done.contains(*k))
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     candle_core::safetensors::save(&rest, qdir.join(FP32_REST))?;
+    let folding = qdir.join(FOLDING);
+    if folded.is_empty() {
+        if folding.exists() {
+            std::fs::remove_file(&folding).map_err(|e| {
+                CliError::Other(format!("cannot remove {}: {e}", folding.display()))
+            })?;
+        }
+    } else {
+        let text = serde_json::to_string_pretty(&FoldingFile {
+            bn: "fold".into(),
+            pairs: folded.to_vec(),
+        })
+        .map_err(|e| CliError::Other(e.to_string()))?;
+        lowbit_eval::write_atomic(&folding, text.as_bytes())?;
+    }
     Ok(if elems == 0 {
         32.0
     } else {
@@ -132,7 +177,8 @@ pub fn save_quantized(model: &FashionCnn, vm: &VarMap, qdir: &Path) -> Result<f6
 
 /// Loads a checkpoint written by [`save_quantized`] for evaluation: the low-bit weights are
 /// dequantized (they are on their grid already, so their weight quantizers are switched off;
-/// the other quantizers of `config` stay as configured).
+/// the other quantizers of `config` stay as configured); a folded one (`folding.json`) is
+/// built folded.
 pub fn load_quantized(qdir: &Path, config: &QuantConfig, dev: &Device) -> Result<FashionCnn> {
     let rest = qdir.join(FP32_REST);
     let mut tensors = candle_core::safetensors::load(&rest, dev)
@@ -164,8 +210,18 @@ pub fn load_quantized(qdir: &Path, config: &QuantConfig, dev: &Device) -> Result
         );
         quantized.push(name.to_string());
     }
+    let folding = qdir.join(FOLDING);
+    let registry = if folding.exists() {
+        let text = std::fs::read_to_string(&folding)
+            .map_err(|e| CliError::Other(format!("cannot read {}: {e}", folding.display())))?;
+        let f: FoldingFile = serde_json::from_str(&text)
+            .map_err(|e| CliError::Other(format!("{}: {e}", folding.display())))?;
+        deployed_registry(&f.pairs)?
+    } else {
+        Registry::default()
+    };
     let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, dev);
-    let model = FashionCnn::from_var_builder(vb, config).map_err(model_err)?;
+    let model = FashionCnn::build(QBuilder::new(vb, config, registry)?).map_err(model_err)?;
     for l in model.layers().layers() {
         if quantized.contains(&format!("{}.weight", l.name))
             && let Some(wq) = &l.op.quant().weight
@@ -193,7 +249,7 @@ mod tests {
         let (model, mut vm) = FashionCnn::new_trainable(&cfg, 0, &dev).unwrap();
         vm.load(lowbit_models::fashion::weights_path()).unwrap();
         let tmp = tempfile::tempdir().unwrap();
-        let bits = save_quantized(&model, &vm, tmp.path()).unwrap();
+        let bits = save_quantized(&model, &vm_params(&vm).unwrap(), tmp.path(), &[]).unwrap();
         assert!(bits > 4.0 && bits < 5.0, "{bits} bits per weight");
         let reloaded = load_quantized(tmp.path(), &cfg, &dev).unwrap();
         let test = FashionMnist::committed_test(Some(200)).unwrap();
