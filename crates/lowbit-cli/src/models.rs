@@ -8,7 +8,7 @@
 //!   user's `--checkpoint`): ImageNet classifiers on the fetched photos or an `ImageFolder`
 //!   (`--data DIR`), see [`crate::image_models`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
@@ -88,12 +88,16 @@ pub trait ModelSource: Send + Sync {
 
 /// The model named `name`, with the weights file `checkpoint` (`--checkpoint`) for the models
 /// that take one ([`crate::image_models`]: required for ResNet and ViT, optional for
-/// EfficientNet-Lite0; a usage error for `fashion_cnn` and `tiny_mlp`).
+/// EfficientNet-Lite0; for `fashion_cnn` a weights file or a low-bit `quantized/` directory
+/// written by `lowbit qat`, instead of the committed weights; a usage error for `tiny_mlp`).
 pub fn model(name: &str, checkpoint: Option<&Path>) -> Result<Box<dyn ModelSource>> {
     if let Some(m) = crate::image_models::source(name, checkpoint)? {
         return Ok(Box::new(m));
     }
-    if let (Some(c), "tiny_mlp" | "fashion_cnn") = (checkpoint, name) {
+    if name == "fashion_cnn" {
+        return Ok(Box::new(FashionSource::new(checkpoint)?));
+    }
+    if let (Some(c), "tiny_mlp") = (checkpoint, name) {
         return Err(CliError::Usage(format!(
             "--checkpoint {}: --model {name} has built-in weights and takes no --checkpoint \
              (models that take one: {})",
@@ -151,12 +155,56 @@ pub const DEFAULT_MODEL: &str = "fashion_cnn";
 /// The Fashion-MNIST CNN of the `lowbit-models` crate (committed weights, committed 10k test
 /// split).
 pub fn fashion_cnn() -> Result<Box<dyn ModelSource>> {
-    Ok(Box::new(FashionSource))
+    Ok(Box::new(FashionSource::default()))
 }
 
-/// `fashion_cnn`.
-#[derive(Debug, Clone, Copy)]
-pub struct FashionSource;
+/// `fashion_cnn`: the committed weights, or those of `--checkpoint`.
+#[derive(Debug, Clone, Default)]
+pub struct FashionSource {
+    weights: FashionWeights,
+}
+
+/// Where `fashion_cnn`'s weights come from.
+#[derive(Debug, Clone, Default)]
+enum FashionWeights {
+    /// `crates/lowbit-models/weights/fashion_cnn.safetensors`.
+    #[default]
+    Committed,
+    /// A safetensors file with the model's names (`train_fashion_mnist`'s output, `lowbit
+    /// qat`'s `checkpoint/best.safetensors`).
+    File(PathBuf),
+    /// A low-bit checkpoint directory written by `lowbit qat` (`quantized/`): its weights are
+    /// dequantized from their codes and scales, so the FP32 reference of a run is the
+    /// quantized-trained model itself and a config's weight quantizers re-quantize them.
+    LowBit(PathBuf),
+}
+
+impl FashionSource {
+    /// With the weights of `checkpoint` (a file or a `quantized/` directory), if any.
+    pub fn new(checkpoint: Option<&Path>) -> Result<FashionSource> {
+        let weights = match checkpoint {
+            None => FashionWeights::Committed,
+            Some(p) if p.is_dir() => {
+                if !p.join(crate::quantized_checkpoint::FP32_REST).is_file() {
+                    return Err(CliError::Usage(format!(
+                        "--checkpoint {}: a directory must be a low-bit checkpoint written by `lowbit qat` (the run's quantized/ folder, with {})",
+                        p.display(),
+                        crate::quantized_checkpoint::FP32_REST
+                    )));
+                }
+                FashionWeights::LowBit(p.to_path_buf())
+            }
+            Some(p) if p.is_file() => FashionWeights::File(p.to_path_buf()),
+            Some(p) => {
+                return Err(CliError::Usage(format!(
+                    "--checkpoint {}: no such file or directory",
+                    p.display()
+                )));
+            }
+        };
+        Ok(FashionSource { weights })
+    }
+}
 
 /// A model-crate error as a CLI error (config errors keep their exit code).
 pub(crate) fn model_err(e: lowbit_models::ModelError) -> CliError {
@@ -171,7 +219,17 @@ impl ModelSource for FashionSource {
         "fashion_cnn"
     }
     fn build(&self, config: &QuantConfig, device: &Device) -> Result<Box<dyn QuantModel>> {
-        let m = lowbit_models::FashionCnn::load_default(config, device).map_err(model_err)?;
+        let m = match &self.weights {
+            FashionWeights::Committed => {
+                lowbit_models::FashionCnn::load_default(config, device).map_err(model_err)?
+            }
+            FashionWeights::File(p) => {
+                lowbit_models::FashionCnn::load(p, config, device).map_err(model_err)?
+            }
+            FashionWeights::LowBit(d) => {
+                crate::quantized_checkpoint::load_quantized(d, config, device)?
+            }
+        };
         Ok(Box::new(m))
     }
     fn data(&self, data: Option<&Path>, limit: Option<usize>, _seed: u64) -> Result<Dataset> {

@@ -20,7 +20,7 @@ use crate::models::model_err;
 use crate::qat::fold::{Pair, deployed_registry};
 
 /// The file of the FP32 remainder of a quantized checkpoint.
-const FP32_REST: &str = "fp32.safetensors";
+pub(crate) const FP32_REST: &str = "fp32.safetensors";
 
 /// The file that marks a folded checkpoint.
 const FOLDING: &str = "folding.json";

@@ -369,3 +369,76 @@ fn folded_batch_norm_is_what_the_checkpoint_and_the_hardware_report_hold() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--bn frozen"));
 }
+
+#[test]
+fn lowbit_run_evaluates_the_low_bit_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (qat_out, run_out) = (tmp.path().join("qat"), tmp.path().join("run"));
+    let cfg = config("w4a8_int4.yaml");
+    ok(&[
+        "qat",
+        "-c",
+        &cfg,
+        "--train-on-test",
+        "--limit",
+        "128",
+        "--test-limit",
+        "128",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--out",
+        qat_out.to_str().unwrap(),
+    ]);
+    let qrun = only_subdir(&qat_out);
+    let reloaded = json(&qrun.join("qat.json"))["quantized_checkpoint_top1"]
+        .as_f64()
+        .unwrap();
+    // The same 128 test images in one batch, the run's config: the quantized top-1 of
+    // `lowbit run` on the low-bit checkpoint is the one `qat` measured on it.
+    let o = ok(&[
+        "run",
+        "--model",
+        "fashion_cnn",
+        "--checkpoint",
+        qrun.join("quantized").to_str().unwrap(),
+        "-c",
+        &cfg,
+        "--limit",
+        "128",
+        "--layer-samples",
+        "0",
+        "--out",
+        run_out.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("w4a8_int4"));
+    let report = json(&only_subdir(&run_out).join("w4a8_int4/report.json"));
+    assert_eq!(report["quantized"]["top1"].as_f64().unwrap(), reloaded);
+    assert_eq!(report["compliance"]["passed"], true);
+    // Its FP32 weights file works too, and a directory that is no low-bit checkpoint is named.
+    ok(&[
+        "run",
+        "--model",
+        "fashion_cnn",
+        "--checkpoint",
+        qrun.join("checkpoint.safetensors").to_str().unwrap(),
+        "--formats",
+        "int8",
+        "--limit",
+        "64",
+        "--out",
+        run_out.to_str().unwrap(),
+    ]);
+    let o = lowbit(&[
+        "run",
+        "--model",
+        "fashion_cnn",
+        "--checkpoint",
+        tmp.path().to_str().unwrap(),
+        "--out",
+        run_out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("low-bit checkpoint"));
+}
