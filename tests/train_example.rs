@@ -12,7 +12,10 @@ use lowbit::nn::QuantConfig;
 fn example() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?.parent()?.join("examples");
-    let p = dir.join(format!("train_fashion_mnist{}", std::env::consts::EXE_SUFFIX));
+    let p = dir.join(format!(
+        "train_fashion_mnist{}",
+        std::env::consts::EXE_SUFFIX
+    ));
     p.is_file().then_some(p)
 }
 
