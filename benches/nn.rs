@@ -4,7 +4,9 @@
 //! - a conv block: Conv2d 3×3 64→64 (padding 1) + BatchNorm2d + ReLU on 32×64×56×56;
 //! - a depthwise Conv2d 3×3 (144 channels, padding 1) on 8×144×56×56, as in EfficientNet:
 //!   candle's grouped `conv2d` (one convolution per channel) against `QConv2d`, which runs
-//!   lowbit-nn's `DepthwiseConv2d` (the same numbers).
+//!   lowbit-nn's `DepthwiseConv2d` (the same numbers);
+//! - the Fashion-MNIST ResNet's dense 3×3 convs at batch 500 (32→32 on 14×14, 1→32 on
+//!   28×28): candle's `conv2d` against lowbit-nn's `TiledConv2d` (the same bits).
 //!
 //! The quantized variants are W8A8 FP8: `fp8_e4m3` (per tensor, dynamic) fake-quant on every
 //! weight and input. Weights are static, so they are quantized once and cached; inputs are
@@ -22,6 +24,7 @@ use std::time::Duration;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use criterion::Criterion;
+use lowbit::nn::layers::TiledConv2d;
 use lowbit::nn::{Activation, Mode, QBuilder, QuantConfig, Registry};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -152,6 +155,36 @@ fn main() -> Result<()> {
         g.bench_function(name, |bench| {
             bench.iter(|| {
                 let h = dw.forward1(black_box(&x));
+                black_box(h.map(|t| t.dims().len()).unwrap_or(0))
+            })
+        });
+    }
+    g.finish();
+
+    // Dense convs of the Fashion-MNIST ResNet at its evaluation batch (500): candle's conv2d
+    // against lowbit-nn's `TiledConv2d` (the same bits), the path `QConv2d` takes.
+    let mut g = c.benchmark_group("fashion_conv3x3_b500");
+    g.sample_size(10);
+    for (name, x_shape, w_shape) in [
+        ("32to32_14x14", [500, 32, 14, 14], [32, 32, 3, 3]),
+        ("1to32_28x28", [500, 1, 28, 28], [32, 1, 3, 3]),
+    ] {
+        let x = seeded(&x_shape, 1.0, 14)?;
+        let w = seeded(&w_shape, 0.2, 15)?;
+        let op = TiledConv2d {
+            padding: 1,
+            stride: 1,
+            dilation: 1,
+        };
+        g.bench_function(format!("candle_conv2d_{name}"), |bench| {
+            bench.iter(|| {
+                let h = black_box(&x).conv2d(&w, 1, 1, 1, 1);
+                black_box(h.map(|t| t.dims().len()).unwrap_or(0))
+            })
+        });
+        g.bench_function(format!("tiled_conv2d_{name}"), |bench| {
+            bench.iter(|| {
+                let h = op.forward(black_box(&x), &w);
                 black_box(h.map(|t| t.dims().len()).unwrap_or(0))
             })
         });

@@ -1,12 +1,13 @@
 //! Quantized convolutions: `Conv1d`, `Conv2d` (groups/depthwise, padding, stride, dilation)
-//! and `ConvTranspose2d`, each computed by candle's layer — except depthwise `Conv2d`s on the
-//! CPU, which run [`DepthwiseConv2d`] (the same numbers, several times faster).
+//! and `ConvTranspose2d`, each computed by candle's layer — except, on the CPU, depthwise
+//! `Conv2d`s, which run [`DepthwiseConv2d`], and dense ones with kernels above 1×1, which run
+//! [`TiledConv2d`] (the same numbers, faster).
 
 use candle_core::{Module, Tensor};
 use candle_nn::{VarBuilder, init};
 
 use crate::error::Result;
-use crate::layers::{DepthwiseConv2d, fan_in_uniform, wrong_params};
+use crate::layers::{DepthwiseConv2d, TiledConv2d, fan_in_uniform, wrong_params};
 use crate::op::{LayerQuant, QuantOp};
 use crate::registry::OpParams;
 
@@ -65,9 +66,10 @@ impl QuantOp for QConv1d {
     }
 }
 
-/// Quantized 2-D convolution. A depthwise one (`groups` = input channels, weight
-/// `[m·groups, 1, k, k]`, F32/F64 on the CPU) runs [`DepthwiseConv2d`]; the rest runs candle's
-/// `conv2d`.
+/// Quantized 2-D convolution. On the CPU with F32/F64, a depthwise one (`groups` = input
+/// channels, weight `[m·groups, 1, k, k]`) runs [`DepthwiseConv2d`] and a dense one
+/// (`groups` = 1, kernel larger than 1×1) runs [`TiledConv2d`]; the rest runs candle's
+/// `conv2d`. Both give candle's numbers (see each).
 #[derive(Debug)]
 pub struct QConv2d {
     /// Weight `[out, in/groups, k, k]`.
@@ -129,10 +131,13 @@ impl QuantOp for QConv2d {
         let w = self.quant.weight(&self.weight)?;
         let b = self.bias.as_ref().map(|b| self.quant.bias(b)).transpose()?;
         let x = &inputs[0];
-        if !DepthwiseConv2d::supports(x, &w, &self.cfg) {
+        let y = if DepthwiseConv2d::supports(x, &w, &self.cfg) {
+            DepthwiseConv2d::from_config(&self.cfg).forward(x, &w)?
+        } else if TiledConv2d::supports(x, &w, &self.cfg) {
+            TiledConv2d::from_config(&self.cfg).forward(x, &w)?
+        } else {
             return Ok(candle_nn::Conv2d::new(w, b, self.cfg).forward(x)?);
-        }
-        let y = DepthwiseConv2d::from_config(&self.cfg).forward(x, &w)?;
+        };
         Ok(match b {
             // As candle_nn's `Conv2d` adds it.
             Some(b) => y.broadcast_add(&b.reshape((1, b.dims1()?, 1, 1))?)?,

@@ -2,6 +2,7 @@
 
 mod activation;
 mod conv;
+mod conv_tiled;
 mod depthwise;
 mod embedding;
 mod linear;
@@ -11,6 +12,7 @@ mod structural;
 
 pub use activation::QActivation;
 pub use conv::{QConv1d, QConv2d, QConvTranspose2d};
+pub use conv_tiled::TiledConv2d;
 pub use depthwise::DepthwiseConv2d;
 pub use embedding::QEmbedding;
 pub use linear::QLinear;
