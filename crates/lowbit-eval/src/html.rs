@@ -26,6 +26,14 @@ fn chart_err(chart: &str) -> impl Fn(String) -> EvalError + '_ {
     }
 }
 
+/// A label for a rotated x axis: plotters centres rotated labels on their tick, so the first
+/// half of a long one ran up out of the label area and was cut off; as many no-break spaces in
+/// front put the text itself below the tick.
+fn rotated_label(s: &str) -> String {
+    let pad: String = std::iter::repeat_n('\u{a0}', s.chars().count() + 1).collect();
+    format!("{pad}{s}")
+}
+
 /// A vertical bar chart of `values` (one bar per label).
 pub fn bar_chart(title: &str, labels: &[String], values: &[f64], y_desc: &str) -> Result<String> {
     let err = chart_err(title);
@@ -52,7 +60,9 @@ pub fn bar_chart(title: &str, labels: &[String], values: &[f64], y_desc: &str) -
             .x_label_formatter(&|x| {
                 let i = x.floor();
                 if (x - i - 0.5).abs() < 1e-6 && i >= 0.0 {
-                    labels_owned.get(i as usize).cloned().unwrap_or_default()
+                    labels_owned
+                        .get(i as usize)
+                        .map_or_else(String::new, |l| rotated_label(l))
                 } else {
                     String::new()
                 }
@@ -123,7 +133,9 @@ pub fn line_chart(
             .x_label_formatter(&|x| {
                 let r = x.round();
                 if (x - r).abs() < 1e-6 && r >= 0.0 {
-                    labels_owned.get(r as usize).cloned().unwrap_or_default()
+                    labels_owned
+                        .get(r as usize)
+                        .map_or_else(String::new, |l| rotated_label(l))
                 } else {
                     String::new()
                 }
@@ -258,7 +270,7 @@ pub fn run_html(r: &RunReport) -> Result<String> {
     }
     match &r.embedding {
         Some(e) => {
-            let labels: Vec<String> = ["WordSim-353 ρ", "SimLex-999 ρ", "Lee r"]
+            let labels: Vec<String> = ["WordSim ρ", "SimLex ρ", "Lee r"]
                 .iter()
                 .flat_map(|t| [format!("{t} fp32"), format!("{t} {}", r.config)])
                 .collect();

@@ -646,16 +646,36 @@ pub fn format_comparison(r: &RunReport) -> String {
         "lowbit comparison report: model {}, config {}, {} samples (per-layer statistics on {})",
         r.model, r.config, r.quantized.samples, r.layer_samples
     );
-    let _ = writeln!(
-        out,
-        "top-1 {:.2}% (FP32 {:.2}%, Δ {:+.2}), top-5 {:.2}%, certainty {:.4}; output SQNR {} dB",
-        100.0 * r.quantized.top1,
-        100.0 * r.fp32.top1,
-        100.0 * r.delta_top1,
-        100.0 * r.quantized.top5,
-        r.quantized.avg_certainty,
-        r.output.sqnr_db
-    );
+    match &r.embedding {
+        Some(e) => {
+            let (f, q, a) = (&e.fp32, &e.quantized, &e.agreement);
+            let _ = writeln!(
+                out,
+                "WordSim-353 ρ {:.4} (FP32 {:.4}), SimLex-999 ρ {:.4} (FP32 {:.4}), Lee r {:.4} (FP32 {:.4}); cosine to FP32 mean {:.4}, min {:.4}; output SQNR {} dB",
+                q.wordsim353_spearman,
+                f.wordsim353_spearman,
+                q.simlex999_spearman,
+                f.simlex999_spearman,
+                q.lee_pearson,
+                f.lee_pearson,
+                a.cosine_mean,
+                a.cosine_min,
+                r.output.sqnr_db
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "top-1 {:.2}% (FP32 {:.2}%, Δ {:+.2}), top-5 {:.2}%, certainty {:.4}; output SQNR {} dB",
+                100.0 * r.quantized.top1,
+                100.0 * r.fp32.top1,
+                100.0 * r.delta_top1,
+                100.0 * r.quantized.top5,
+                r.quantized.avg_certainty,
+                r.output.sqnr_db
+            );
+        }
+    }
     if r.compliance.passed {
         let _ = writeln!(
             out,
