@@ -2,15 +2,8 @@
 //! MiniLM and gensim assets; skipped with a message without them).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn lowbit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lowbit"))
-        .args(args)
-        .output()
-        .expect("run lowbit")
-}
+mod common;
+use common::{json, lowbit, only_subdir};
 
 fn assets_present() -> bool {
     use lowbit_models::assets::present;
@@ -32,20 +25,6 @@ fn assets_present() -> bool {
         );
     }
     ok
-}
-
-fn only_subdir(dir: &Path) -> PathBuf {
-    let v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(v.len(), 1, "{v:?}");
-    v[0].clone()
-}
-
-fn json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 #[test]

@@ -5,55 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use lowbit_models::{ResNet, ResNetConfig, assets};
 
-fn lowbit(args: &[&str]) -> Output {
-    lowbit_env(args, &[])
-}
-
-fn lowbit_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lowbit"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run lowbit")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn only_subdir(dir: &Path) -> PathBuf {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(v.len(), 1, "{v:?}");
-    v.remove(0)
-}
-
-fn json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-/// The summary rows by config name.
-fn rows(summary: &serde_json::Value) -> HashMap<String, serde_json::Value> {
-    summary["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["config"].as_str().unwrap().to_string(), r.clone()))
-        .collect()
-}
+mod common;
+use common::{json, lowbit, lowbit_env, only_subdir, rows, text};
 
 #[test]
 fn efficientnet_lite0_on_the_photos_prints_the_table() {

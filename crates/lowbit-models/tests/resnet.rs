@@ -140,11 +140,10 @@ fn small() -> ResNetConfig {
 
 fn load_edited(edit: impl FnOnce(&mut std::collections::HashMap<String, Tensor>)) -> ModelError {
     let cfg = small();
-    let mut t = synthetic::checkpoint(&ResNet::tensor_specs(&cfg).unwrap(), None, true);
-    edit(&mut t);
-    let dir = tempfile::tempdir().unwrap();
-    let file = synthetic::save(&t, dir.path(), "edited.safetensors");
-    ResNet::load(&file, &cfg, &QuantConfig::default(), &Device::Cpu).unwrap_err()
+    let t = synthetic::checkpoint(&ResNet::tensor_specs(&cfg).unwrap(), None, true);
+    synthetic::load_edited(t, edit, |file| {
+        ResNet::load(file, &cfg, &QuantConfig::default(), &Device::Cpu)
+    })
 }
 
 #[test]
@@ -152,13 +151,7 @@ fn checkpoint_errors_name_the_tensor_and_its_shape() {
     let e = load_edited(|t| {
         t.remove("layer3.0.downsample.1.running_var");
     });
-    match &e {
-        ModelError::MissingTensor { name, expected, .. } => {
-            assert_eq!(name, "layer3.0.downsample.1.running_var");
-            assert_eq!(expected, &[256]);
-        }
-        e => panic!("{e}"),
-    }
+    synthetic::assert_missing(&e, "layer3.0.downsample.1.running_var", &[256]);
     assert!(e.to_string().contains("[256]"), "{e}");
 
     let e = load_edited(|t| {
@@ -167,19 +160,12 @@ fn checkpoint_errors_name_the_tensor_and_its_shape() {
             Tensor::zeros((64, 64, 1, 1), DType::F32, &Device::Cpu).unwrap(),
         );
     });
-    match &e {
-        ModelError::TensorShape {
-            name,
-            expected,
-            got,
-            ..
-        } => {
-            assert_eq!(name, "layer1.0.conv2.weight");
-            assert_eq!(expected, &[64, 64, 3, 3]);
-            assert_eq!(got, &[64, 64, 1, 1]);
-        }
-        e => panic!("{e}"),
-    }
+    synthetic::assert_misshaped(
+        &e,
+        "layer1.0.conv2.weight",
+        &[64, 64, 3, 3],
+        &[64, 64, 1, 1],
+    );
 
     let e = load_edited(|t| {
         t.insert(
@@ -187,10 +173,7 @@ fn checkpoint_errors_name_the_tensor_and_its_shape() {
             Tensor::zeros((64, 64, 3, 3), DType::F32, &Device::Cpu).unwrap(),
         );
     });
-    match &e {
-        ModelError::UnusedTensor { name, .. } => assert_eq!(name, "layer1.1.conv1.weight"),
-        e => panic!("{e}"),
-    }
+    synthetic::assert_unused(&e, "layer1.1.conv1.weight");
 }
 
 #[test]

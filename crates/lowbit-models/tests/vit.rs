@@ -127,14 +127,7 @@ fn attention_products_are_quantizable_by_name() {
     let fp8 = model.forward(&x).unwrap();
     let taps = model.context().take_taps();
     // The products are in the data path: quantizing their inputs moves the logits.
-    let diff = (fp32 - &fp8)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = synthetic::max_abs_diff(&fp32, &fp8);
     assert!(diff > 1e-4, "{diff}");
     // What each attention layer sees: q and kᵀ per head, then softmax rows, then A and v.
     let (b, h, t, hd) = (2, 3, 17, 16);
@@ -234,24 +227,18 @@ fn layer_patterns_address_timm_names() {
 
 fn load_edited(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> ModelError {
     let cfg = tiny();
-    let mut t = synthetic::checkpoint(&Vit::tensor_specs(&cfg).unwrap(), None, false);
-    edit(&mut t);
-    let dir = tempfile::tempdir().unwrap();
-    let file = synthetic::save(&t, dir.path(), "edited.safetensors");
-    Vit::load(&file, &cfg, &QuantConfig::default(), &Device::Cpu).unwrap_err()
+    let t = synthetic::checkpoint(&Vit::tensor_specs(&cfg).unwrap(), None, false);
+    synthetic::load_edited(t, edit, |file| {
+        Vit::load(file, &cfg, &QuantConfig::default(), &Device::Cpu)
+    })
 }
 
 #[test]
 fn checkpoint_errors_name_the_tensor_and_its_shape() {
-    match load_edited(|t| {
+    let e = load_edited(|t| {
         t.remove("blocks.1.attn.qkv.bias");
-    }) {
-        ModelError::MissingTensor { name, expected, .. } => {
-            assert_eq!(name, "blocks.1.attn.qkv.bias");
-            assert_eq!(expected, [144]);
-        }
-        e => panic!("{e}"),
-    }
+    });
+    synthetic::assert_missing(&e, "blocks.1.attn.qkv.bias", &[144]);
     // A checkpoint for 64×64 images: pos_embed has 1 + 64 tokens, not 1 + 16.
     let e = load_edited(|t| {
         t.insert(
@@ -259,38 +246,20 @@ fn checkpoint_errors_name_the_tensor_and_its_shape() {
             Tensor::zeros((1, 65, 48), DType::F32, &Device::Cpu).unwrap(),
         );
     });
-    match &e {
-        ModelError::TensorShape {
-            name,
-            expected,
-            got,
-            ..
-        } => {
-            assert_eq!(name, "pos_embed");
-            assert_eq!(expected, &[1, 17, 48]);
-            assert_eq!(got, &[1, 65, 48]);
-        }
-        e => panic!("{e}"),
-    }
+    synthetic::assert_misshaped(&e, "pos_embed", &[1, 17, 48], &[1, 65, 48]);
     assert!(e.to_string().contains("pos_embed"), "{e}");
     // A model with fc_norm (global average pooling) is another architecture.
-    match load_edited(|t| {
+    let e = load_edited(|t| {
         t.insert(
             "fc_norm.weight".into(),
             Tensor::ones(48, DType::F32, &Device::Cpu).unwrap(),
         );
-    }) {
-        ModelError::UnusedTensor { name, .. } => assert_eq!(name, "fc_norm.weight"),
-        e => panic!("{e}"),
-    }
-    match load_edited(|t| {
+    });
+    synthetic::assert_unused(&e, "fc_norm.weight");
+    let e = load_edited(|t| {
         t.remove("cls_token");
-    }) {
-        ModelError::MissingTensor { name, expected, .. } => {
-            assert_eq!((name.as_str(), expected), ("cls_token", vec![1, 1, 48]));
-        }
-        e => panic!("{e}"),
-    }
+    });
+    synthetic::assert_missing(&e, "cls_token", &[1, 1, 48]);
 }
 
 #[test]

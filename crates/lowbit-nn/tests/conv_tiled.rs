@@ -15,39 +15,16 @@
 //! - the cases it does not take, and errors instead of panics on bad shapes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Conv2dConfig, VarBuilder, VarMap};
+use lowbit_nn::OpParams;
 use lowbit_nn::layers::TiledConv2d;
-use lowbit_nn::{Mode, OpParams, QBuilder, QuantConfig, Registry, Ste};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
-
-fn tensor(v: &[f32], shape: [usize; 4]) -> Tensor {
-    Tensor::from_vec(v.to_vec(), &shape, &Device::Cpu).unwrap()
-}
-
-fn f32s(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
+mod common;
+use common::{
+    Built, Conv, ConvDims, Rng, assert_close, bits, build_op, check_stays_candles_layer, f32s,
+    grads, qat_step, reference, tensor, time,
+};
 
 /// One test geometry.
 #[derive(Clone, Copy, Debug)]
@@ -65,9 +42,23 @@ struct Case {
 }
 
 impl Case {
+    fn dims(&self) -> ConvDims {
+        ConvDims {
+            n: self.n,
+            ci: self.ci,
+            co: self.co,
+            groups: 1,
+            h: self.h,
+            w: self.w,
+            kh: self.kh,
+            kw: self.kw,
+            pad: self.pad,
+            stride: self.stride,
+            dil: self.dil,
+        }
+    }
     fn out(&self, len: usize, k: usize) -> Option<usize> {
-        let span = self.dil * (k - 1) + 1;
-        (len + 2 * self.pad >= span).then(|| (len + 2 * self.pad - span) / self.stride + 1)
+        self.dims().out(len, k)
     }
     fn oh(&self) -> usize {
         self.out(self.h, self.kh).unwrap()
@@ -219,81 +210,6 @@ fn inputs(case: &Case, i: usize) -> (Vec<f32>, Vec<f32>) {
     (x, w)
 }
 
-/// The f64 reference: the output, its gradients for the upstream gradient `r`
-/// (`loss = Σ y·r`), and for each the sum of the absolute terms.
-struct Reference {
-    y: Vec<f64>,
-    y_abs: Vec<f64>,
-    gx: Vec<f64>,
-    gx_abs: Vec<f64>,
-    gw: Vec<f64>,
-    gw_abs: Vec<f64>,
-}
-
-fn reference(case: &Case, x: &[f32], w: &[f32], r: &[f32]) -> Reference {
-    let (oh, ow) = (case.oh(), case.ow());
-    let ny = case.n * case.co * oh * ow;
-    let mut out = Reference {
-        y: vec![0.0; ny],
-        y_abs: vec![0.0; ny],
-        gx: vec![0.0; x.len()],
-        gx_abs: vec![0.0; x.len()],
-        gw: vec![0.0; w.len()],
-        gw_abs: vec![0.0; w.len()],
-    };
-    for b in 0..case.n {
-        for o in 0..case.co {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let yi = ((b * case.co + o) * oh + oy) * ow + ox;
-                    for c in 0..case.ci {
-                        for ky in 0..case.kh {
-                            for kx in 0..case.kw {
-                                let iy =
-                                    (oy * case.stride + ky * case.dil) as isize - case.pad as isize;
-                                let ix =
-                                    (ox * case.stride + kx * case.dil) as isize - case.pad as isize;
-                                if iy < 0
-                                    || ix < 0
-                                    || iy >= case.h as isize
-                                    || ix >= case.w as isize
-                                {
-                                    continue;
-                                }
-                                let xi = ((b * case.ci + c) * case.h + iy as usize) * case.w
-                                    + ix as usize;
-                                let wi = ((o * case.ci + c) * case.kh + ky) * case.kw + kx;
-                                let (xv, wv, rv) =
-                                    (f64::from(x[xi]), f64::from(w[wi]), f64::from(r[yi]));
-                                out.y[yi] += xv * wv;
-                                out.y_abs[yi] += (xv * wv).abs();
-                                out.gx[xi] += rv * wv;
-                                out.gx_abs[xi] += (rv * wv).abs();
-                                out.gw[wi] += rv * xv;
-                                out.gw_abs[wi] += (rv * xv).abs();
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-const REL: f64 = 1e-5;
-
-fn assert_close(what: &str, case: &Case, got: &[f32], want: &[f64], abs: &[f64]) {
-    assert_eq!(got.len(), want.len(), "{what} {case:?}");
-    for (i, ((g, w), a)) in got.iter().zip(want).zip(abs).enumerate() {
-        let err = (f64::from(*g) - w).abs();
-        assert!(
-            err <= REL * a + 1e-30,
-            "{what} {case:?} [{i}]: got {g}, want {w} (Σ|terms| {a}, error {err:e})"
-        );
-    }
-}
-
 fn assert_same_bits(what: &str, case: &Case, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what} {case:?}");
     for (j, (g, e)) in got.iter().zip(want).enumerate() {
@@ -324,7 +240,7 @@ fn forward_equals_candle_conv2d_bit_for_bit() {
         tiles.insert((case.oh() * case.ow()) % 512);
         // And the mathematics, independently of candle (every other, to keep it quick).
         if i % 2 == 0 {
-            let re = reference(case, &xv, &wv, &vec![0.0; got.len()]);
+            let re = reference(&case.dims(), &xv, &wv, &vec![0.0; got.len()]);
             assert_close("forward", case, &got, &re.y, &re.y_abs);
         }
     }
@@ -377,24 +293,6 @@ fn signed_zero_outputs_equal_candles() {
     }
 }
 
-/// Gradients of `Σ y·r` for the input and the weight, with `conv` computing `y`.
-fn grads(
-    x: &[f32],
-    w: &[f32],
-    r: &[f32],
-    case: &Case,
-    conv: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
-) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
-    let xv = Var::from_tensor(&tensor(x, case.x_shape()))?;
-    let wv = Var::from_tensor(&tensor(w, case.w_shape()))?;
-    let y = conv(xv.as_tensor(), wv.as_tensor())?;
-    let rt = Tensor::from_vec(r.to_vec(), y.dims(), &Device::Cpu)?;
-    let g = (y * rt)?.sum_all()?.backward()?;
-    let gx = g.get(xv.as_tensor()).map(f32s).unwrap_or_default();
-    let gw = g.get(wv.as_tensor()).map(f32s).unwrap_or_default();
-    Ok((gx, gw))
-}
-
 #[test]
 fn gradients_match_the_reference_and_equal_candles_backward() {
     let cases: Vec<Case> = grid().into_iter().chain(boundaries()).collect();
@@ -402,12 +300,17 @@ fn gradients_match_the_reference_and_equal_candles_backward() {
     for (i, case) in cases.iter().enumerate().step_by(3) {
         let (xv, wv) = inputs(case, i);
         let r = Rng(7 + i as u64).vec(case.n * case.co * case.oh() * case.ow(), 1.0);
-        let re = reference(case, &xv, &wv, &r);
+        let re = reference(&case.dims(), &xv, &wv, &r);
         let op = case.op();
-        let (gx, gw) = grads(&xv, &wv, &r, case, |x, w| op.forward(x, w)).unwrap();
+        let (gx, gw) = grads((&xv, case.x_shape()), (&wv, case.w_shape()), &r, |x, w| {
+            op.forward(x, w)
+        })
+        .unwrap();
         assert_close("grad input", case, &gx, &re.gx, &re.gx_abs);
         assert_close("grad weight", case, &gw, &re.gw, &re.gw_abs);
-        let candle = grads(&xv, &wv, &r, case, |x, w| case.candle(x, w));
+        let candle = grads((&xv, case.x_shape()), (&wv, case.w_shape()), &r, |x, w| {
+            case.candle(x, w)
+        });
         // Candle's backward sizes its transposed convolution with the output padding of the
         // height, so it fails when the width needs another one.
         let pads = |len: usize, out: usize, k: usize| {
@@ -471,29 +374,15 @@ fn constant_input_gets_no_gradient() {
 }
 
 fn build(case: &Case, vb: VarBuilder, yaml: &str) -> Built {
-    let config = QuantConfig::from_yaml(yaml, "test.yaml").unwrap();
-    let b = QBuilder::new(vb, &config, Registry::default()).unwrap();
-    let op = b
-        .op(
-            "conv2d",
-            "conv",
-            OpParams::Conv2d {
-                in_channels: case.ci,
-                out_channels: case.co,
-                kernel: case.kh,
-                cfg: case.cfg(),
-                bias: true,
-            },
-        )
-        .unwrap();
-    let table = b.finish().unwrap();
-    (op, table)
+    let params = OpParams::Conv2d {
+        in_channels: case.ci,
+        out_channels: case.co,
+        kernel: case.kh,
+        cfg: case.cfg(),
+        bias: true,
+    };
+    build_op(vb, yaml, "conv2d", "conv", params)
 }
-
-type Built = (
-    std::sync::Arc<dyn lowbit_nn::QuantOp>,
-    lowbit_nn::LayerTable,
-);
 
 #[test]
 fn qconv2d_takes_the_path_and_stays_candles_layer() {
@@ -511,30 +400,12 @@ fn qconv2d_takes_the_path_and_stays_candles_layer() {
     };
     let (xv, wv) = inputs(&case, 0);
     let (x, w) = (tensor(&xv, case.x_shape()), tensor(&wv, case.w_shape()));
-    let bias = Tensor::from_vec(Rng(3).vec(6, 0.1), 6, &Device::Cpu).unwrap();
-    let mut t = HashMap::new();
-    t.insert("conv.weight".to_string(), w.clone());
-    t.insert("conv.bias".to_string(), bias.clone());
-    let vb = VarBuilder::from_tensors(t, DType::F32, &Device::Cpu);
-    let (op, table) = build(&case, vb, "defaults: {}");
-    table.set_mode(Mode::Fp32);
-    let got = f32s(&op.forward1(&x).unwrap());
-    let want = f32s(
-        &candle_nn::Conv2d::new(w, Some(bias), case.cfg())
-            .forward(&x)
-            .unwrap(),
-    );
-    assert_eq!(bits(&got), bits(&want));
-
-    // The layer ran `TiledConv2d`: at this shape (11×10, stride 2) candle's own backward
+    // The layer runs `TiledConv2d`: at this shape (11×10, stride 2) candle's own backward
     // fails, the layer's works.
-    let xv = Var::from_tensor(&x).unwrap();
-    let y = op.forward1(xv.as_tensor()).unwrap();
-    let g = y.sum_all().unwrap().backward().unwrap();
-    assert_eq!(g.get(xv.as_tensor()).unwrap().dims(), x.dims());
-    let wv = Var::from_tensor(&tensor(&wv, case.w_shape())).unwrap();
-    let y = case.candle(&x, wv.as_tensor()).unwrap();
-    assert!(y.sum_all().unwrap().backward().is_err());
+    let build = |vb| build(&case, vb, "defaults: {}");
+    check_stays_candles_layer("conv", (&x, &w), case.cfg(), build, |x, w| {
+        case.candle(x, w)
+    });
 }
 
 /// QAT: a quantized dense `QConv2d` over a (randomly initialised) `VarMap` trains — its weight
@@ -556,39 +427,12 @@ fn qconv2d_dense_trains() {
     };
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let (op, table) = build(&case, vb, "defaults: { weight: int8 }");
-    table.set_mode(Mode::Quantize);
-    op.quant().weight.as_ref().unwrap().set_ste(Ste::Plain);
+    let built = build(&case, vb, "defaults: { weight: int8 }");
     let (xv, _) = inputs(&case, 0);
     let x = tensor(&xv, case.x_shape());
-    let y = op.forward1(&x).unwrap();
-    let r = Tensor::from_vec(Rng(5).vec(y.elem_count(), 1.0), y.dims(), &Device::Cpu).unwrap();
-    let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let vars = vm.data().lock().unwrap().clone();
-    let (wvar, bvar) = (&vars["conv.weight"], &vars["conv.bias"]);
-    let gw = f32s(grads.get(wvar.as_tensor()).unwrap());
-    let gb = f32s(grads.get(bvar.as_tensor()).unwrap());
-    assert!(gw.iter().any(|v| *v != 0.0) && gb.iter().any(|v| *v != 0.0));
-
-    // The same step with candle's conv2d on the layer's quantized weight.
-    let wq = {
-        let w = wvar.as_tensor().detach();
-        let spec: lowbit_quant::QuantSpec = "int8".parse().unwrap();
-        let v = f32s(&w);
-        let mut out = vec![0f32; v.len()];
-        spec.fake_quantize(&v, w.dims(), &mut out).unwrap();
-        Var::from_tensor(&Tensor::from_vec(out, w.dims(), &Device::Cpu).unwrap()).unwrap()
-    };
-    let b = bvar.as_tensor().detach();
-    let y2 = case
-        .candle(&x, wq.as_tensor())
-        .unwrap()
-        .broadcast_add(&b.reshape((1, 8, 1, 1)).unwrap())
-        .unwrap();
-    assert_eq!(bits(&f32s(&y)), bits(&f32s(&y2)));
-    let g2 = (&y2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let cgw = f32s(g2.get(wq.as_tensor()).unwrap());
-    assert_eq!(bits(&gw), bits(&cgw));
+    let step = qat_step(&built, &vm, "conv", &x, |x, w| case.candle(x, w));
+    assert_eq!(bits(&f32s(&step.y)), bits(&f32s(&step.candle_y)));
+    assert_eq!(bits(&step.gw), bits(&step.candle_gw));
 }
 
 #[test]
@@ -656,18 +500,6 @@ fn other_cases_stay_on_candle_and_bad_shapes_are_errors() {
     assert_eq!(op.forward(&x0, &w).unwrap().dims(), &[0, 5, 4, 4]);
 }
 
-/// Milliseconds per call of `f` (best of 3 after a warm-up).
-fn time(mut f: impl FnMut()) -> f64 {
-    f();
-    (0..3)
-        .map(|_| {
-            let t = std::time::Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
 /// The Fashion-MNIST ResNet's 3×3 convs (batch 100): candle's conv2d vs `TiledConv2d`,
 /// forward and forward + backward (input and weight gradients). A report:
 /// `cargo test --release -p lowbit-nn --test conv_tiled -- --ignored --nocapture`.
@@ -701,10 +533,10 @@ fn report_fashion_timing() {
         let candle = |x: &Tensor, w: &Tensor| case.candle(x, w);
         let convs: [(&str, &Conv); 2] = [("candle", &candle), ("tiled", &tiled)];
         for (name, conv) in convs {
-            let fwd = time(|| {
+            let fwd = time(3, || {
                 conv(x.as_tensor(), w.as_tensor()).unwrap();
             });
-            let bwd = time(|| {
+            let bwd = time(3, || {
                 let y = conv(x.as_tensor(), w.as_tensor()).unwrap();
                 y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
             });
@@ -715,6 +547,3 @@ fn report_fashion_timing() {
         }
     }
 }
-
-/// A convolution under test.
-type Conv<'a> = dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + 'a;

@@ -12,36 +12,16 @@
 //! - the cases it does not take, and errors instead of panics on bad shapes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
-use std::time::Instant;
-
-use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Conv2dConfig, VarBuilder, VarMap};
+use lowbit_nn::OpParams;
 use lowbit_nn::layers::DepthwiseConv2d;
-use lowbit_nn::{Mode, OpParams, QBuilder, QuantConfig, Registry, Ste};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
-
-fn tensor(v: &[f32], shape: [usize; 4]) -> Tensor {
-    Tensor::from_vec(v.to_vec(), &shape, &Device::Cpu).unwrap()
-}
-
-fn f32s(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
+mod common;
+use common::{
+    Built, Conv, ConvDims, Rng, assert_close, assert_close_f32, bits, build_op,
+    check_stays_candles_layer, f32s, grads, qat_step, reference, tensor, time,
+};
 
 /// One test geometry.
 #[derive(Clone, Copy, Debug)]
@@ -58,9 +38,23 @@ struct Case {
 }
 
 impl Case {
+    fn dims(&self) -> ConvDims {
+        ConvDims {
+            n: self.n,
+            ci: self.c,
+            co: self.c * self.m,
+            groups: self.c,
+            h: self.h,
+            w: self.w,
+            kh: self.k,
+            kw: self.k,
+            pad: self.pad,
+            stride: self.stride,
+            dil: self.dil,
+        }
+    }
     fn out(&self, len: usize) -> Option<usize> {
-        let span = self.dil * (self.k - 1) + 1;
-        (len + 2 * self.pad >= span).then(|| (len + 2 * self.pad - span) / self.stride + 1)
+        self.dims().out(len, self.k)
     }
     fn cfg(&self) -> Conv2dConfig {
         Conv2dConfig {
@@ -136,81 +130,6 @@ fn inputs(case: &Case, i: usize) -> (Vec<f32>, Vec<f32>) {
     (x, w)
 }
 
-/// The f64 reference: the output, its gradients for the upstream gradient `r`
-/// (`loss = Σ y·r`), and for each the sum of the absolute terms.
-struct Reference {
-    y: Vec<f64>,
-    y_abs: Vec<f64>,
-    gx: Vec<f64>,
-    gx_abs: Vec<f64>,
-    gw: Vec<f64>,
-    gw_abs: Vec<f64>,
-}
-
-fn reference(case: &Case, x: &[f32], w: &[f32], r: &[f32]) -> Reference {
-    let (oh, ow) = (case.out(case.h).unwrap(), case.out(case.w).unwrap());
-    let co = case.c * case.m;
-    let mut out = Reference {
-        y: vec![0.0; case.n * co * oh * ow],
-        y_abs: vec![0.0; case.n * co * oh * ow],
-        gx: vec![0.0; x.len()],
-        gx_abs: vec![0.0; x.len()],
-        gw: vec![0.0; w.len()],
-        gw_abs: vec![0.0; w.len()],
-    };
-    for b in 0..case.n {
-        for o in 0..co {
-            let c = o / case.m;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let yi = ((b * co + o) * oh + oy) * ow + ox;
-                    for ky in 0..case.k {
-                        for kx in 0..case.k {
-                            let iy =
-                                (oy * case.stride + ky * case.dil) as isize - case.pad as isize;
-                            let ix =
-                                (ox * case.stride + kx * case.dil) as isize - case.pad as isize;
-                            if iy < 0 || ix < 0 || iy >= case.h as isize || ix >= case.w as isize {
-                                continue;
-                            }
-                            let xi =
-                                ((b * case.c + c) * case.h + iy as usize) * case.w + ix as usize;
-                            let wi = (o * case.k + ky) * case.k + kx;
-                            let (xv, wv, rv) =
-                                (f64::from(x[xi]), f64::from(w[wi]), f64::from(r[yi]));
-                            out.y[yi] += xv * wv;
-                            out.y_abs[yi] += (xv * wv).abs();
-                            out.gx[xi] += rv * wv;
-                            out.gx_abs[xi] += (rv * wv).abs();
-                            out.gw[wi] += rv * xv;
-                            out.gw_abs[wi] += (rv * xv).abs();
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-const REL: f64 = 1e-5;
-
-fn assert_close(what: &str, case: &Case, got: &[f32], want: &[f64], abs: &[f64]) {
-    assert_eq!(got.len(), want.len(), "{what} {case:?}");
-    for (i, ((g, w), a)) in got.iter().zip(want).zip(abs).enumerate() {
-        let err = (f64::from(*g) - w).abs();
-        assert!(
-            err <= REL * a + 1e-30,
-            "{what} {case:?} [{i}]: got {g}, want {w} (Σ|terms| {a}, error {err:e})"
-        );
-    }
-}
-
-fn assert_close_f32(what: &str, case: &Case, got: &[f32], want: &[f32], abs: &[f64]) {
-    let want: Vec<f64> = want.iter().map(|v| f64::from(*v)).collect();
-    assert_close(what, case, got, &want, abs);
-}
-
 #[test]
 fn forward_equals_candle_grouped_conv2d_bit_for_bit() {
     let cases = cases();
@@ -244,7 +163,7 @@ fn forward_equals_candle_grouped_conv2d_bit_for_bit() {
         signed_zeros += want.iter().filter(|v| **v == 0.0).count();
         // And the mathematics, independently of candle.
         let r = vec![0.0; got.len()];
-        let re = reference(case, &xv, &wv, &r);
+        let re = reference(&case.dims(), &xv, &wv, &r);
         assert_close("forward", case, &got, &re.y, &re.y_abs);
     }
     // The zero inputs produced zero outputs (whose signs were compared above).
@@ -266,7 +185,6 @@ fn signed_zero_outputs_equal_candles() {
                 dilation: 1,
             };
             let got = f32s(&op.forward(&x, &w).unwrap());
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "m {m} pad {pad}");
             assert_eq!(got[0].is_sign_negative(), m == 1, "m {m} pad {pad}");
         }
@@ -295,24 +213,6 @@ fn forward_f64_equals_candle_bit_for_bit() {
     }
 }
 
-/// Gradients of `Σ y·r` for the input and the weight, with `conv` computing `y`.
-fn grads(
-    x: &[f32],
-    w: &[f32],
-    r: &[f32],
-    case: &Case,
-    conv: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
-) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
-    let xv = Var::from_tensor(&tensor(x, case.x_shape()))?;
-    let wv = Var::from_tensor(&tensor(w, case.w_shape()))?;
-    let y = conv(xv.as_tensor(), wv.as_tensor())?;
-    let rt = Tensor::from_vec(r.to_vec(), y.dims(), &Device::Cpu)?;
-    let g = (y * rt)?.sum_all()?.backward()?;
-    let gx = g.get(xv.as_tensor()).map(f32s).unwrap_or_default();
-    let gw = g.get(wv.as_tensor()).map(f32s).unwrap_or_default();
-    Ok((gx, gw))
-}
-
 #[test]
 fn gradients_match_the_reference_and_candle_backward() {
     let (mut compared, mut candle_failed) = (0, 0);
@@ -320,13 +220,16 @@ fn gradients_match_the_reference_and_candle_backward() {
         let (xv, wv) = inputs(case, i);
         let (oh, ow) = (case.out(case.h).unwrap(), case.out(case.w).unwrap());
         let r = Rng(7 + i as u64).vec(case.n * case.c * case.m * oh * ow, 1.0);
-        let re = reference(case, &xv, &wv, &r);
+        let re = reference(&case.dims(), &xv, &wv, &r);
         let op = case.op();
-        let (gx, gw) = grads(&xv, &wv, &r, case, |x, w| op.forward(x, w)).unwrap();
+        let (gx, gw) = grads((&xv, case.x_shape()), (&wv, case.w_shape()), &r, |x, w| {
+            op.forward(x, w)
+        })
+        .unwrap();
         assert_close("grad input", case, &gx, &re.gx, &re.gx_abs);
         assert_close("grad weight", case, &gw, &re.gw, &re.gw_abs);
         let cfg = case.cfg();
-        let candle = grads(&xv, &wv, &r, case, |x, w| {
+        let candle = grads((&xv, case.x_shape()), (&wv, case.w_shape()), &r, |x, w| {
             x.conv2d(w, cfg.padding, cfg.stride, cfg.dilation, cfg.groups)
         });
         // Candle's backward sizes its transposed convolution with an output padding taken
@@ -354,29 +257,15 @@ fn gradients_match_the_reference_and_candle_backward() {
 }
 
 fn build(c: usize, m: usize, k: usize, cfg: Conv2dConfig, vb: VarBuilder, yaml: &str) -> Built {
-    let config = QuantConfig::from_yaml(yaml, "test.yaml").unwrap();
-    let b = QBuilder::new(vb, &config, Registry::default()).unwrap();
-    let op = b
-        .op(
-            "conv2d",
-            "dw",
-            OpParams::Conv2d {
-                in_channels: c,
-                out_channels: c * m,
-                kernel: k,
-                cfg,
-                bias: true,
-            },
-        )
-        .unwrap();
-    let table = b.finish().unwrap();
-    (op, table)
+    let params = OpParams::Conv2d {
+        in_channels: c,
+        out_channels: c * m,
+        kernel: k,
+        cfg,
+        bias: true,
+    };
+    build_op(vb, yaml, "conv2d", "dw", params)
 }
-
-type Built = (
-    std::sync::Arc<dyn lowbit_nn::QuantOp>,
-    lowbit_nn::LayerTable,
-);
 
 #[test]
 fn qconv2d_takes_the_path_and_stays_candles_layer() {
@@ -393,34 +282,12 @@ fn qconv2d_takes_the_path_and_stays_candles_layer() {
     };
     let (xv, wv) = inputs(&case, 0);
     let (x, w) = (tensor(&xv, case.x_shape()), tensor(&wv, case.w_shape()));
-    let bias = Tensor::from_vec(Rng(3).vec(12, 0.1), 12, &Device::Cpu).unwrap();
-    let mut t = HashMap::new();
-    t.insert("dw.weight".to_string(), w.clone());
-    t.insert("dw.bias".to_string(), bias.clone());
-    let vb = VarBuilder::from_tensors(t, DType::F32, &Device::Cpu);
-    let (op, table) = build(6, 2, 3, case.cfg(), vb, "defaults: {}");
-    table.set_mode(Mode::Fp32);
-    let got = f32s(&op.forward1(&x).unwrap());
-    let want = f32s(
-        &candle_nn::Conv2d::new(w, Some(bias), case.cfg())
-            .forward(&x)
-            .unwrap(),
-    );
-    let same = got
-        .iter()
-        .zip(&want)
-        .all(|(a, b)| a.to_bits() == b.to_bits());
-    assert!(same && got.len() == want.len());
-
-    // The layer ran `DepthwiseConv2d`: at this shape (11×10, stride 2) candle's own backward
+    // The layer runs `DepthwiseConv2d`: at this shape (11×10, stride 2) candle's own backward
     // fails (see above), the layer's works.
-    let xv = Var::from_tensor(&x).unwrap();
-    let y = op.forward1(xv.as_tensor()).unwrap();
-    let g = y.sum_all().unwrap().backward().unwrap();
-    assert_eq!(g.get(xv.as_tensor()).unwrap().dims(), x.dims());
-    let wv = Var::from_tensor(&tensor(&wv, case.w_shape())).unwrap();
-    let y = x.conv2d(wv.as_tensor(), 1, 2, 1, 6).unwrap();
-    assert!(y.sum_all().unwrap().backward().is_err());
+    let build = |vb| build(6, 2, 3, case.cfg(), vb, "defaults: {}");
+    check_stays_candles_layer("dw", (&x, &w), case.cfg(), build, |x, w| {
+        x.conv2d(w, 1, 2, 1, 6)
+    });
 }
 
 /// QAT: a quantized depthwise `QConv2d` over a (randomly initialised) `VarMap` trains — its
@@ -441,45 +308,15 @@ fn qconv2d_depthwise_trains() {
     };
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let yaml = "defaults: { weight: int8 }";
-    let (op, table) = build(8, 1, 3, case.cfg(), vb, yaml);
-    table.set_mode(Mode::Quantize);
-    // The plain STE passes the whole gradient (the default clipped one drops it where an
-    // element rounds past the grid's end, which the absmax element of a random init may).
-    op.quant().weight.as_ref().unwrap().set_ste(Ste::Plain);
+    let built = build(8, 1, 3, case.cfg(), vb, "defaults: { weight: int8 }");
     let (xv, _) = inputs(&case, 0);
     let x = tensor(&xv, case.x_shape());
-    let y = op.forward1(&x).unwrap();
-    let r = Tensor::from_vec(Rng(5).vec(y.elem_count(), 1.0), y.dims(), &Device::Cpu).unwrap();
-    let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let vars = vm.data().lock().unwrap().clone();
-    let (wvar, bvar) = (&vars["dw.weight"], &vars["dw.bias"]);
-    let gw = f32s(grads.get(wvar.as_tensor()).unwrap());
-    let gb = f32s(grads.get(bvar.as_tensor()).unwrap());
-    assert!(gw.iter().any(|v| *v != 0.0) && gb.iter().any(|v| *v != 0.0));
-
-    // The same step with candle's conv2d on the layer's quantized weight.
-    let wq = {
-        let w = wvar.as_tensor().detach();
-        let spec: lowbit_quant::QuantSpec = "int8".parse().unwrap();
-        let v = f32s(&w);
-        let mut out = vec![0f32; v.len()];
-        spec.fake_quantize(&v, w.dims(), &mut out).unwrap();
-        Var::from_tensor(&Tensor::from_vec(out, w.dims(), &Device::Cpu).unwrap()).unwrap()
-    };
-    let b = bvar.as_tensor().detach();
-    let y2 = x
-        .conv2d(wq.as_tensor(), 1, 1, 1, 8)
-        .unwrap()
-        .broadcast_add(&b.reshape((1, 8, 1, 1)).unwrap())
-        .unwrap();
-    assert_eq!(f32s(&y), f32s(&y2));
-    let g2 = (&y2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let cgw = f32s(g2.get(wq.as_tensor()).unwrap());
-    let wv = f32s(wq.as_tensor());
-    let re = reference(&case, &xv, &wv, &f32s(&r));
-    assert_close_f32("QAT grad weight vs candle", &case, &gw, &cgw, &re.gw_abs);
-    assert_close("QAT grad weight", &case, &gw, &re.gw, &re.gw_abs);
+    let step = qat_step(&built, &vm, "dw", &x, |x, w| x.conv2d(w, 1, 1, 1, 8));
+    assert_eq!(f32s(&step.y), f32s(&step.candle_y));
+    let re = reference(&case.dims(), &xv, &step.wq, &f32s(&step.r));
+    let (gw, cgw) = (&step.gw, &step.candle_gw);
+    assert_close_f32("QAT grad weight vs candle", &case, gw, cgw, &re.gw_abs);
+    assert_close("QAT grad weight", &case, gw, &re.gw, &re.gw_abs);
 }
 
 #[test]
@@ -575,21 +412,6 @@ fn tensor_ops_depthwise(
     acc.ok_or_else(|| candle_core::Error::Msg("empty kernel".into()))
 }
 
-/// A convolution under test.
-type Conv<'a> = dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + 'a;
-
-/// Milliseconds per call of `f` (best of 5 after a warm-up).
-fn time(mut f: impl FnMut()) -> f64 {
-    f();
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
 /// EfficientNet-Lite0's depthwise layers (batch 1, 224×224 input; SAME padding as
 /// symmetric here): candle's grouped conv2d vs tensor ops vs `DepthwiseConv2d`, forward and
 /// forward + backward. A report: `cargo test -p lowbit-nn --test depthwise -- --ignored
@@ -642,11 +464,11 @@ fn report_depthwise_timing() {
         ];
         let mut row = [0f64; 6];
         for (j, f) in fwd.iter().enumerate() {
-            row[j] = time(|| {
+            row[j] = time(5, || {
                 f(&x, &w).unwrap();
             });
             let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
-            row[3 + j] = time(|| {
+            row[3 + j] = time(5, || {
                 let y = f(xv.as_tensor(), wv.as_tensor()).unwrap();
                 y.sum_all().unwrap().backward().unwrap();
             });

@@ -7,58 +7,14 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;
 use lowbit_nn::{Activation, Mode, OpParams, QBuilder, QuantConfig, Registry};
-use lowbit_quant::QuantSpec;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn tensor(&mut self, shape: &[usize], scale: f32) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| self.next() * scale).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-}
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f32::to_bits)
-        .collect()
-}
-
-fn fq(spec: &str, t: &Tensor) -> Tensor {
-    let spec: QuantSpec = spec.parse().unwrap();
-    let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let mut out = vec![0f32; v.len()];
-    spec.fake_quantize(&v, t.dims(), &mut out).unwrap();
-    Tensor::from_vec(out, t.dims(), &Device::Cpu).unwrap()
-}
+mod common;
+use common::{Built, Rng, build_op, fq, tensor_bits};
 
 /// Builds one op named `l` from `params` over `weights`, with `config`.
-fn build(
-    kind: &str,
-    params: OpParams,
-    weights: HashMap<String, Tensor>,
-    yaml: &str,
-) -> (
-    std::sync::Arc<dyn lowbit_nn::QuantOp>,
-    lowbit_nn::LayerTable,
-) {
+fn build(kind: &str, params: OpParams, weights: HashMap<String, Tensor>, yaml: &str) -> Built {
     let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
-    let config = QuantConfig::from_yaml(yaml, "test.yaml").unwrap();
-    let b = QBuilder::new(vb, &config, Registry::default()).unwrap();
-    let op = b.op(kind, "l", params).unwrap();
-    (op, b.finish().unwrap())
+    build_op(vb, yaml, kind, "l", params)
 }
 
 fn w(pairs: &[(&str, &Tensor)]) -> HashMap<String, Tensor> {
@@ -94,11 +50,11 @@ fn linear() {
             .forward(&fq("fp8_e4m3", &x))
             .unwrap(),
     );
-    assert_eq!(bits(&op.forward1(&x).unwrap()), bits(&want));
+    assert_eq!(tensor_bits(&op.forward1(&x).unwrap()), tensor_bits(&want));
     table.set_mode(Mode::Fp32);
     assert_eq!(
-        bits(&op.forward1(&x).unwrap()),
-        bits(&candle_nn::Linear::new(wt, Some(bt)).forward(&x).unwrap())
+        tensor_bits(&op.forward1(&x).unwrap()),
+        tensor_bits(&candle_nn::Linear::new(wt, Some(bt)).forward(&x).unwrap())
     );
 }
 
@@ -131,11 +87,11 @@ fn conv2d_grouped_strided_dilated() {
             .forward(&fq("fp8_e4m3", &x))
             .unwrap(),
     );
-    assert_eq!(bits(&op.forward1(&x).unwrap()), bits(&want));
+    assert_eq!(tensor_bits(&op.forward1(&x).unwrap()), tensor_bits(&want));
     table.set_mode(Mode::Fp32);
     assert_eq!(
-        bits(&op.forward1(&x).unwrap()),
-        bits(
+        tensor_bits(&op.forward1(&x).unwrap()),
+        tensor_bits(
             &candle_nn::Conv2d::new(wt, Some(bt), cfg)
                 .forward(&x)
                 .unwrap()
@@ -172,11 +128,11 @@ fn depthwise_conv2d_and_conv1d_and_transpose() {
             .forward(&fq("fp8_e4m3", &x))
             .unwrap(),
     );
-    assert_eq!(bits(&op.forward1(&x).unwrap()), bits(&want));
+    assert_eq!(tensor_bits(&op.forward1(&x).unwrap()), tensor_bits(&want));
     table.set_mode(Mode::Fp32);
     assert_eq!(
-        bits(&op.forward1(&x).unwrap()),
-        bits(&candle_nn::Conv2d::new(wt, None, cfg).forward(&x).unwrap())
+        tensor_bits(&op.forward1(&x).unwrap()),
+        tensor_bits(&candle_nn::Conv2d::new(wt, None, cfg).forward(&x).unwrap())
     );
 
     let c1 = candle_nn::Conv1dConfig {
@@ -209,11 +165,11 @@ fn depthwise_conv2d_and_conv1d_and_transpose() {
             .forward(&fq("fp8_e4m3", &x))
             .unwrap(),
     );
-    assert_eq!(bits(&op.forward1(&x).unwrap()), bits(&want));
+    assert_eq!(tensor_bits(&op.forward1(&x).unwrap()), tensor_bits(&want));
     table.set_mode(Mode::Fp32);
     assert_eq!(
-        bits(&op.forward1(&x).unwrap()),
-        bits(
+        tensor_bits(&op.forward1(&x).unwrap()),
+        tensor_bits(
             &candle_nn::Conv1d::new(wt, Some(bt), c1)
                 .forward(&x)
                 .unwrap()
@@ -249,11 +205,11 @@ fn depthwise_conv2d_and_conv1d_and_transpose() {
             .forward(&fq("fp8_e4m3", &x))
             .unwrap(),
     );
-    assert_eq!(bits(&op.forward1(&x).unwrap()), bits(&want));
+    assert_eq!(tensor_bits(&op.forward1(&x).unwrap()), tensor_bits(&want));
     table.set_mode(Mode::Fp32);
     assert_eq!(
-        bits(&op.forward1(&x).unwrap()),
-        bits(
+        tensor_bits(&op.forward1(&x).unwrap()),
+        tensor_bits(
             &candle_nn::ConvTranspose2d::new(wt, Some(bt), ct)
                 .forward(&x)
                 .unwrap()
@@ -303,12 +259,12 @@ fn batch_norm_eval_and_folded_quantization() {
             .broadcast_add(&tq)
             .unwrap(),
     );
-    assert_eq!(bits(&op.forward1(&x).unwrap()), bits(&want));
+    assert_eq!(tensor_bits(&op.forward1(&x).unwrap()), tensor_bits(&want));
     table.set_mode(Mode::Fp32);
     let bn = candle_nn::BatchNorm::new(4, m, v, g, b, 1e-5).unwrap();
     assert_eq!(
-        bits(&op.forward1(&x).unwrap()),
-        bits(&bn.forward_t(&x, false).unwrap())
+        tensor_bits(&op.forward1(&x).unwrap()),
+        tensor_bits(&bn.forward_t(&x, false).unwrap())
     );
 }
 
@@ -332,11 +288,11 @@ fn layer_norm_and_embedding() {
             .forward(&fq("fp8_e4m3", &x))
             .unwrap(),
     );
-    assert_eq!(bits(&op.forward1(&x).unwrap()), bits(&want));
+    assert_eq!(tensor_bits(&op.forward1(&x).unwrap()), tensor_bits(&want));
     table.set_mode(Mode::Fp32);
     assert_eq!(
-        bits(&op.forward1(&x).unwrap()),
-        bits(&candle_nn::LayerNorm::new(g, b, 1e-12).forward(&x).unwrap())
+        tensor_bits(&op.forward1(&x).unwrap()),
+        tensor_bits(&candle_nn::LayerNorm::new(g, b, 1e-12).forward(&x).unwrap())
     );
 
     let table_w = r.tensor(&[10, 4], 1.0);
@@ -353,11 +309,11 @@ fn layer_norm_and_embedding() {
             .forward(&ids)
             .unwrap(),
     );
-    assert_eq!(bits(&op.forward1(&ids).unwrap()), bits(&want));
+    assert_eq!(tensor_bits(&op.forward1(&ids).unwrap()), tensor_bits(&want));
     table.set_mode(Mode::Fp32);
     assert_eq!(
-        bits(&op.forward1(&ids).unwrap()),
-        bits(&candle_nn::Embedding::new(table_w, 4).forward(&ids).unwrap())
+        tensor_bits(&op.forward1(&ids).unwrap()),
+        tensor_bits(&candle_nn::Embedding::new(table_w, 4).forward(&ids).unwrap())
     );
 }
 
@@ -392,7 +348,11 @@ fn pooling() {
         let (op, table) = build(kind, p.clone(), HashMap::new(), QUANT);
         let got = op.forward1(&x).unwrap();
         table.set_mode(Mode::Fp32);
-        assert_eq!(bits(&op.forward1(&x).unwrap()), bits(&fp32), "{kind}");
+        assert_eq!(
+            tensor_bits(&op.forward1(&x).unwrap()),
+            tensor_bits(&fp32),
+            "{kind}"
+        );
         table.set_mode(Mode::Quantize);
         let q_in = fq("fp8_e4m3", &x);
         let want = match kind {
@@ -400,7 +360,11 @@ fn pooling() {
             "avg_pool2d" => q_in.avg_pool2d_with_stride(3, 2).unwrap(),
             _ => q_in.mean_keepdim(3).unwrap().mean_keepdim(2).unwrap(),
         };
-        assert_eq!(bits(&got), bits(&fq("fp8_e5m2", &want)), "{kind}");
+        assert_eq!(
+            tensor_bits(&got),
+            tensor_bits(&fq("fp8_e5m2", &want)),
+            "{kind}"
+        );
     }
     // Adaptive pooling to 3×2 with PyTorch's bin edges: rows [0,3) [2,5) [4,7), cols [0,4) [3,7).
     let (op, table) = build(
@@ -422,7 +386,7 @@ fn pooling() {
         .mean_keepdim(2)
         .unwrap();
     let got = y.narrow(2, 1, 1).unwrap().narrow(3, 1, 1).unwrap();
-    assert_eq!(bits(&got), bits(&manual));
+    assert_eq!(tensor_bits(&got), tensor_bits(&manual));
 }
 
 #[test]
@@ -456,12 +420,16 @@ fn activations_and_softmax() {
             Activation::Tanh => t.tanh().unwrap(),
         };
         assert_eq!(
-            bits(&op.forward1(&x).unwrap()),
-            bits(&fq("fp8_e4m3", &act_of(&qx))),
+            tensor_bits(&op.forward1(&x).unwrap()),
+            tensor_bits(&fq("fp8_e4m3", &act_of(&qx))),
             "{act:?}"
         );
         table.set_mode(Mode::Fp32);
-        assert_eq!(bits(&op.forward1(&x).unwrap()), bits(&fp32), "{act:?}");
+        assert_eq!(
+            tensor_bits(&op.forward1(&x).unwrap()),
+            tensor_bits(&fp32),
+            "{act:?}"
+        );
     }
     let (op, table) = build(
         "softmax",
@@ -473,11 +441,11 @@ fn activations_and_softmax() {
         "fp8_e4m3",
         &candle_nn::ops::softmax(&fq("fp8_e4m3", &x), 1).unwrap(),
     );
-    assert_eq!(bits(&op.forward1(&x).unwrap()), bits(&want));
+    assert_eq!(tensor_bits(&op.forward1(&x).unwrap()), tensor_bits(&want));
     table.set_mode(Mode::Fp32);
     assert_eq!(
-        bits(&op.forward1(&x).unwrap()),
-        bits(&candle_nn::ops::softmax(&x, 1).unwrap())
+        tensor_bits(&op.forward1(&x).unwrap()),
+        tensor_bits(&candle_nn::ops::softmax(&x, 1).unwrap())
     );
 }
 
@@ -490,25 +458,34 @@ fn add_concat_matmul_quantize_their_inputs() {
         "fp8_e5m2",
         &fq("fp8_e4m3", &a).matmul(&fq("fp8_e4m3", &b)).unwrap(),
     );
-    assert_eq!(bits(&op.forward(&[&a, &b]).unwrap()), bits(&want));
+    assert_eq!(
+        tensor_bits(&op.forward(&[&a, &b]).unwrap()),
+        tensor_bits(&want)
+    );
     let c = r.tensor(&[2, 3, 4], 3.0);
     let (op, table) = build("add", OpParams::Add, HashMap::new(), QUANT);
     let want = fq(
         "fp8_e5m2",
         &(fq("fp8_e4m3", &a) + fq("fp8_e4m3", &c)).unwrap(),
     );
-    assert_eq!(bits(&op.forward(&[&a, &c]).unwrap()), bits(&want));
+    assert_eq!(
+        tensor_bits(&op.forward(&[&a, &c]).unwrap()),
+        tensor_bits(&want)
+    );
     table.set_mode(Mode::Fp32);
     assert_eq!(
-        bits(&op.forward(&[&a, &c]).unwrap()),
-        bits(&(&a + &c).unwrap())
+        tensor_bits(&op.forward(&[&a, &c]).unwrap()),
+        tensor_bits(&(&a + &c).unwrap())
     );
     let (op, _) = build("concat", OpParams::Concat { dim: 2 }, HashMap::new(), QUANT);
     let want = fq(
         "fp8_e5m2",
         &Tensor::cat(&[fq("fp8_e4m3", &a), fq("fp8_e4m3", &c)], 2).unwrap(),
     );
-    assert_eq!(bits(&op.forward(&[&a, &c]).unwrap()), bits(&want));
+    assert_eq!(
+        tensor_bits(&op.forward(&[&a, &c]).unwrap()),
+        tensor_bits(&want)
+    );
 }
 
 #[test]
@@ -524,7 +501,7 @@ fn non_contiguous_and_half_inputs() {
     );
     let got = op.forward1(&xt).unwrap();
     let want = op.forward1(&xt.contiguous().unwrap()).unwrap();
-    assert_eq!(bits(&got), bits(&want));
+    assert_eq!(tensor_bits(&got), tensor_bits(&want));
     let xh = x.to_dtype(DType::F16).unwrap();
     let got = op.forward1(&xh).unwrap();
     assert_eq!(got.dtype(), DType::F16);
@@ -541,7 +518,10 @@ fn non_contiguous_and_half_inputs() {
             .relu()
             .unwrap(),
     ));
-    assert_eq!(bits(&got.to_dtype(DType::F32).unwrap()), bits(&want));
+    assert_eq!(
+        tensor_bits(&got.to_dtype(DType::F32).unwrap()),
+        tensor_bits(&want)
+    );
 }
 
 #[test]

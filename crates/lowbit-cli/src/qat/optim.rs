@@ -63,6 +63,29 @@ fn check_state(
     Ok(())
 }
 
+/// `vars` named by position (`"0"`, `"1"`, …), for [`Optimizer::new`].
+fn by_position(vars: Vec<Var>) -> Vec<NamedVar> {
+    vars.into_iter()
+        .enumerate()
+        .map(|(i, v)| (i.to_string(), v))
+        .collect()
+}
+
+/// The state tensors `<name>.<key>` (for every key of `keys`) of named variables, with their
+/// variable's shape.
+fn expected_state<'a>(
+    vars: impl Iterator<Item = (&'a str, &'a Var)>,
+    keys: &[&str],
+) -> BTreeMap<String, Vec<usize>> {
+    let mut expected = BTreeMap::new();
+    for (name, var) in vars {
+        for k in keys {
+            expected.insert(format!("{name}.{k}"), var.dims().to_vec());
+        }
+    }
+    expected
+}
+
 #[derive(Debug)]
 struct AdamVar {
     name: String,
@@ -120,12 +143,8 @@ impl AdamW {
         steps: usize,
         state: &BTreeMap<String, Tensor>,
     ) -> Result<(), StateMismatch> {
-        let mut expected = BTreeMap::new();
-        for v in &self.vars {
-            for k in ["exp_avg", "exp_avg_sq"] {
-                expected.insert(format!("{}.{k}", v.name), v.var.dims().to_vec());
-            }
-        }
+        let named = self.vars.iter().map(|v| (v.name.as_str(), &v.var));
+        let expected = expected_state(named, &["exp_avg", "exp_avg_sq"]);
         let required = expected.keys().cloned().collect();
         check_state(state, &expected, &required)?;
         for v in &mut self.vars {
@@ -147,12 +166,7 @@ impl Optimizer for AdamW {
 
     /// Names the variables by position (`"0"`, `"1"`, …); [`AdamW::named`] gives real names.
     fn new(vars: Vec<Var>, params: ParamsAdamW) -> candle_core::Result<AdamW> {
-        let named = vars
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (i.to_string(), v))
-            .collect();
-        AdamW::named(named, params)
+        AdamW::named(by_position(vars), params)
     }
 
     fn learning_rate(&self) -> f64 {
@@ -259,11 +273,8 @@ impl Sgd {
         steps: usize,
         state: &BTreeMap<String, Tensor>,
     ) -> Result<(), StateMismatch> {
-        let expected: BTreeMap<String, Vec<usize>> = self
-            .vars
-            .iter()
-            .map(|v| (format!("{}.momentum_buffer", v.name), v.var.dims().to_vec()))
-            .collect();
+        let named = self.vars.iter().map(|v| (v.name.as_str(), &v.var));
+        let expected = expected_state(named, &["momentum_buffer"]);
         let required = if self.params.momentum != 0.0 && steps > 0 {
             expected.keys().cloned().collect()
         } else {
@@ -283,12 +294,7 @@ impl Optimizer for Sgd {
 
     /// Names the variables by position; [`Sgd::named`] gives real names.
     fn new(vars: Vec<Var>, params: SgdParams) -> candle_core::Result<Sgd> {
-        let named = vars
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (i.to_string(), v))
-            .collect();
-        Ok(Sgd::named(named, params))
+        Ok(Sgd::named(by_position(vars), params))
     }
 
     fn learning_rate(&self) -> f64 {
@@ -395,17 +401,14 @@ mod tests {
         (a + b).unwrap()
     }
 
+    /// The bit patterns of an F32 tensor's elements.
+    fn tensor_bits(t: &Tensor) -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    }
+
     fn bits(vs: &[Var]) -> Vec<u32> {
-        vs.iter()
-            .flat_map(|v| {
-                v.as_tensor()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-            })
-            .map(f32::to_bits)
-            .collect()
+        vs.iter().flat_map(|v| tensor_bits(v.as_tensor())).collect()
     }
 
     fn run<O: Optimizer>(opt: &mut O, vs: &[Var], from: usize, to: usize) {
@@ -465,15 +468,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|(k, v)| {
-                    let b = v
-                        .as_tensor()
-                        .flatten_all()
-                        .unwrap()
-                        .to_vec1::<f32>()
-                        .unwrap();
-                    (k.clone(), b.into_iter().map(f32::to_bits).collect())
-                })
+                .map(|(k, v)| (k.clone(), tensor_bits(v.as_tensor())))
                 .collect();
             all.sort();
             weights.push(all);

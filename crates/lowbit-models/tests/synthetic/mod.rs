@@ -175,3 +175,73 @@ pub fn usizes(v: &Value) -> Vec<usize> {
         .map(|x| x.as_u64().unwrap() as usize)
         .collect()
 }
+
+/// The error of loading (with `load`) the checkpoint `tensors` after `edit`, saved to a
+/// temporary file.
+pub fn load_edited<T>(
+    mut tensors: HashMap<String, Tensor>,
+    edit: impl FnOnce(&mut HashMap<String, Tensor>),
+    load: impl FnOnce(&Path) -> Result<T, lowbit_models::ModelError>,
+) -> lowbit_models::ModelError {
+    edit(&mut tensors);
+    let dir = tempfile::tempdir().unwrap();
+    let file = save(&tensors, dir.path(), "edited.safetensors");
+    match load(&file) {
+        Ok(_) => panic!("the edited checkpoint loaded"),
+        Err(e) => e,
+    }
+}
+
+/// Checks that `e` is a missing tensor `name` of shape `expected`.
+pub fn assert_missing(e: &lowbit_models::ModelError, name: &str, expected: &[usize]) {
+    match e {
+        lowbit_models::ModelError::MissingTensor {
+            name: n,
+            expected: x,
+            ..
+        } => assert_eq!((n.as_str(), x.as_slice()), (name, expected), "{e}"),
+        e => panic!("{e}"),
+    }
+}
+
+/// Checks that `e` is a tensor `name` of shape `got` where the model expects `expected`.
+pub fn assert_misshaped(
+    e: &lowbit_models::ModelError,
+    name: &str,
+    expected: &[usize],
+    got: &[usize],
+) {
+    match e {
+        lowbit_models::ModelError::TensorShape {
+            name: n,
+            expected: x,
+            got: g,
+            ..
+        } => assert_eq!(
+            (n.as_str(), x.as_slice(), g.as_slice()),
+            (name, expected, got),
+            "{e}"
+        ),
+        e => panic!("{e}"),
+    }
+}
+
+/// Checks that `e` is an unused tensor `name`.
+pub fn assert_unused(e: &lowbit_models::ModelError, name: &str) {
+    match e {
+        lowbit_models::ModelError::UnusedTensor { name: n, .. } => assert_eq!(n, name, "{e}"),
+        e => panic!("{e}"),
+    }
+}
+
+/// The largest `|a − b|` of two F32 tensors of one shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}

@@ -36,9 +36,13 @@
 //! (e.g. 11×10 at stride 2) — here each axis gets its own; and the input gradient is skipped
 //! (`None`) when the input tracks no gradient (a constant input, e.g. the images).
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
+
+use super::conv_common::{Geom, check_grad_shape, cpu_floats, on_floats};
+
+/// The op's name in messages.
+const OP: &str = "conv2d";
 
 /// Output pixels per tile: candle's `TILE_SIZE` in `conv2d_tiled`.
 const TILE: usize = 512;
@@ -79,10 +83,7 @@ impl TiledConv2d {
         };
         cfg.groups == 1
             && !(kh == 1 && kw == 1)
-            && x.device().is_cpu()
-            && w.device().is_cpu()
-            && x.dtype() == w.dtype()
-            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && cpu_floats(x, w)
             && !candle_core::utils::has_mkl()
             && !candle_core::utils::has_accelerate()
     }
@@ -95,7 +96,7 @@ impl TiledConv2d {
     /// than the padded input, a zero stride, dilation, kernel or channel count), dtypes other
     /// than F32/F64 or differing, a non-CPU device.
     pub fn forward(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-        Geom::new(x.dims(), w.dims(), self)?;
+        geom(x.dims(), w.dims(), self)?;
         x.contiguous()?.apply_op2(&w.contiguous()?, *self)
     }
 }
@@ -123,73 +124,26 @@ fn conv2d_like_candle(
     }
 }
 
-/// The sizes of one convolution.
-#[derive(Clone, Copy, Debug)]
-struct Geom {
-    n: usize,
-    ci: usize,
-    co: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
-    pad: usize,
-    stride: usize,
-    dil: usize,
+/// The sizes of `x.conv2d(w, …)` with `op`.
+fn geom(x: &[usize], wd: &[usize], op: &TiledConv2d) -> candle_core::Result<Geom> {
+    Geom::new(
+        (OP, op.padding, op.stride, op.dilation),
+        (x, "[n, c_in, h, w]"),
+        (wd, "[c_out, c_in, kh, kw]"),
+        |ci, co, ci_w| {
+            if ci == 0 || co == 0 || ci_w != ci {
+                candle_core::bail!(
+                    "{OP}: weight of shape {wd:?} for an input of {ci} channels, expected \
+                     [c_out ≥ 1, {ci}, kh, kw] with at least one input channel"
+                )
+            }
+            Ok(())
+        },
+    )
 }
 
+/// The tiled path's sizes.
 impl Geom {
-    fn new(x: &[usize], wd: &[usize], op: &TiledConv2d) -> candle_core::Result<Geom> {
-        let &[n, ci, h, w] = x else {
-            candle_core::bail!("conv2d: input of shape {x:?}, expected [n, c_in, h, w]")
-        };
-        let &[co, ci_w, kh, kw] = wd else {
-            candle_core::bail!("conv2d: weight of shape {wd:?}, expected [c_out, c_in, kh, kw]")
-        };
-        if ci == 0 || co == 0 || ci_w != ci {
-            candle_core::bail!(
-                "conv2d: weight of shape {wd:?} for an input of {ci} channels, expected \
-                 [c_out ≥ 1, {ci}, kh, kw] with at least one input channel"
-            )
-        }
-        if op.stride == 0 || op.dilation == 0 || kh == 0 || kw == 0 {
-            candle_core::bail!(
-                "conv2d: stride {}, dilation {}, kernel {kh}×{kw} must be ≥ 1",
-                op.stride,
-                op.dilation
-            )
-        }
-        let out = |len: usize, k: usize| {
-            let span = op.dilation.checked_mul(k - 1)?.checked_add(1)?;
-            let padded = op.padding.checked_mul(2)?.checked_add(len)?;
-            (padded >= span).then(|| (padded - span) / op.stride + 1)
-        };
-        let (Some(oh), Some(ow)) = (out(h, kh), out(w, kw)) else {
-            candle_core::bail!(
-                "conv2d: input {h}×{w} with padding {} is smaller than the {kh}×{kw} kernel at \
-                 dilation {}",
-                op.padding,
-                op.dilation
-            )
-        };
-        Ok(Geom {
-            n,
-            ci,
-            co,
-            h,
-            w,
-            kh,
-            kw,
-            oh,
-            ow,
-            pad: op.padding,
-            stride: op.stride,
-            dil: op.dilation,
-        })
-    }
-
     /// Rows of the column matrix: `c_in · kh · kw`.
     fn k(&self) -> usize {
         self.ci * self.kh * self.kw
@@ -205,15 +159,6 @@ impl Geom {
 
     fn tiles(&self) -> usize {
         self.plane_out().div_ceil(TILE)
-    }
-
-    fn out_shape(&self) -> Shape {
-        Shape::from((self.n, self.co, self.oh, self.ow))
-    }
-
-    /// The padded width `w + 2·pad`.
-    fn wp(&self) -> usize {
-        self.w + 2 * self.pad
     }
 }
 
@@ -463,14 +408,6 @@ fn forward<T: Elem>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
     out
 }
 
-/// The elements of a contiguous layout.
-fn elements<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&v[start..end]),
-        None => candle_core::bail!("conv2d: the {what} is not contiguous"),
-    }
-}
-
 impl CustomOp2 for TiledConv2d {
     fn name(&self) -> &'static str {
         "lowbit-tiled-conv2d"
@@ -483,24 +420,10 @@ impl CustomOp2 for TiledConv2d {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), l2.dims(), self)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(forward(
-                elements(x, l1, "input")?,
-                elements(w, l2, "weight")?,
-                &g,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(forward(
-                elements(x, l1, "input")?,
-                elements(w, l2, "weight")?,
-                &g,
-            )),
-            (x, w) => candle_core::bail!(
-                "conv2d: input {:?} and weight {:?}, expected both f32 or both f64",
-                x.dtype(),
-                w.dtype()
-            ),
-        };
+        let g = geom(l1.dims(), l2.dims(), self)?;
+        let out = on_floats!(OP, (s1, l1, "input"), (s2, l2, "weight"), |x, w| forward(
+            x, w, &g
+        ))?;
         Ok((out, g.out_shape()))
     }
 
@@ -511,14 +434,8 @@ impl CustomOp2 for TiledConv2d {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = Geom::new(x.dims(), w.dims(), self)?;
-        if grad.dims() != g.out_shape().dims() {
-            candle_core::bail!(
-                "conv2d backward: gradient of shape {:?}, expected {:?}",
-                grad.dims(),
-                g.out_shape().dims()
-            )
-        }
+        let g = geom(x.dims(), w.dims(), self)?;
+        check_grad_shape(OP, grad, &g.out_shape())?;
         let (pad, s, d) = (g.pad, g.stride, g.dil);
         let gx = if x.track_op() {
             // Candle's formula: the transposed convolution, with the output padding that

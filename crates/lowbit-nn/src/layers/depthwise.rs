@@ -28,9 +28,13 @@
 //! convolution's output padding from the height alone, so it fails on inputs whose width
 //! needs another one (e.g. 11×10 at stride 2); this op's does not.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
+
+use super::conv_common::{Geom, check_grad_shape, cpu_floats, on_floats};
+
+/// The op's name in messages.
+const OP: &str = "depthwise conv2d";
 
 /// Depthwise 2-D convolution, `x [n, c, h, w] ⊛ weight [c·m, 1, kh, kw] → [n, c·m, oh, ow]`,
 /// output channel `o` reading input channel `o / m`: candle's `conv2d` with `groups = c`,
@@ -67,11 +71,8 @@ impl DepthwiseConv2d {
         };
         cfg.groups == c
             && c > 1
-            && x.device().is_cpu()
-            && w.device().is_cpu()
-            && x.dtype() == w.dtype()
-            && matches!(x.dtype(), DType::F32 | DType::F64)
-            && Geom::new(x.dims(), w.dims(), &DepthwiseConv2d::from_config(cfg)).is_ok()
+            && cpu_floats(x, w)
+            && geom(x.dims(), w.dims(), &DepthwiseConv2d::from_config(cfg)).is_ok()
     }
 
     /// Convolves `x` with `w` (both made contiguous first). Records the op for backprop when
@@ -81,90 +82,38 @@ impl DepthwiseConv2d {
     /// Shapes that are not a depthwise convolution (see [`DepthwiseConv2d::supports`]),
     /// dtypes other than F32/F64 or differing, a non-CPU device.
     pub fn forward(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-        Geom::new(x.dims(), w.dims(), self)?;
+        geom(x.dims(), w.dims(), self)?;
         x.contiguous()?.apply_op2(&w.contiguous()?, *self)
     }
 }
 
-/// The sizes of one depthwise convolution.
-#[derive(Clone, Copy, Debug)]
-struct Geom {
-    n: usize,
-    c: usize,
-    m: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
-    pad: usize,
-    stride: usize,
-    dil: usize,
+/// The sizes of `x.conv2d(w, …, groups = c)` with `op` (`ci` = `c`, `co` = `c·m`).
+fn geom(x: &[usize], wd: &[usize], op: &DepthwiseConv2d) -> candle_core::Result<Geom> {
+    Geom::new(
+        (OP, op.padding, op.stride, op.dilation),
+        (x, "[n, c, h, w]"),
+        (wd, "[c·m, 1, kh, kw]"),
+        |c, co, ci| {
+            if c == 0 || ci != 1 || co == 0 || co % c != 0 {
+                candle_core::bail!(
+                    "{OP}: weight of shape {wd:?} for an input of {c} channels, expected \
+                     [{c}·m, 1, kh, kw]"
+                )
+            }
+            Ok(())
+        },
+    )
 }
 
+/// The depthwise kernels' sizes.
 impl Geom {
-    fn new(x: &[usize], wd: &[usize], op: &DepthwiseConv2d) -> candle_core::Result<Geom> {
-        let &[n, c, h, w] = x else {
-            candle_core::bail!("depthwise conv2d: input of shape {x:?}, expected [n, c, h, w]")
-        };
-        let &[co, ci, kh, kw] = wd else {
-            candle_core::bail!(
-                "depthwise conv2d: weight of shape {wd:?}, expected [c·m, 1, kh, kw]"
-            )
-        };
-        if c == 0 || ci != 1 || co == 0 || co % c != 0 {
-            candle_core::bail!(
-                "depthwise conv2d: weight of shape {wd:?} for an input of {c} channels, \
-                 expected [{c}·m, 1, kh, kw]"
-            )
-        }
-        if op.stride == 0 || op.dilation == 0 || kh == 0 || kw == 0 {
-            candle_core::bail!(
-                "depthwise conv2d: stride {}, dilation {}, kernel {kh}×{kw} must be ≥ 1",
-                op.stride,
-                op.dilation
-            )
-        }
-        let out = |len: usize, k: usize| {
-            let span = op.dilation * (k - 1) + 1;
-            let padded = len + 2 * op.padding;
-            (padded >= span).then(|| (padded - span) / op.stride + 1)
-        };
-        let (Some(oh), Some(ow)) = (out(h, kh), out(w, kw)) else {
-            candle_core::bail!(
-                "depthwise conv2d: input {h}×{w} with padding {} is smaller than the \
-                 {kh}×{kw} kernel at dilation {}",
-                op.padding,
-                op.dilation
-            )
-        };
-        Ok(Geom {
-            n,
-            c,
-            m: co / c,
-            h,
-            w,
-            kh,
-            kw,
-            oh,
-            ow,
-            pad: op.padding,
-            stride: op.stride,
-            dil: op.dilation,
-        })
-    }
-
-    fn co(&self) -> usize {
-        self.c * self.m
+    /// The channel multiplier `m`: output channel `o` reads input channel `o / m`.
+    fn m(&self) -> usize {
+        self.co / self.ci
     }
 
     fn hp(&self) -> usize {
         self.h + 2 * self.pad
-    }
-
-    fn wp(&self) -> usize {
-        self.w + 2 * self.pad
     }
 
     /// Columns per phase row: `⌈wp / s⌉`.
@@ -183,10 +132,6 @@ impl Geom {
     fn at(&self, y: usize, kx: usize) -> usize {
         let c = kx * self.dil;
         (y * self.stride + c % self.stride) * self.wq() + c / self.stride
-    }
-
-    fn out_shape(&self) -> Shape {
-        Shape::from((self.n, self.co(), self.oh, self.ow))
     }
 }
 
@@ -279,6 +224,14 @@ fn unphase<T: Elem>(gq: &[T], g: &Geom, gx: &mut [T]) {
     }
 }
 
+// The three plane kernels below (forward, gradient of the input, gradient of the weight) walk
+// the same loop nest (output row, kernel row, kernel column) on purpose: each fixes its own
+// summation order (the forward's is candle's, bit for bit), and each is instantiated twice, as
+// the `avx2,fma` twin in `mod fused` (one FMA per `mac`, gemm's rounding) and the generic one
+// (a rounded product then a sum, gemm's elsewhere). Their innermost loops stay written out so
+// that they inline and vectorise inside the `target_feature` functions; a shared closure-taking
+// walker would put the arithmetic outside them.
+
 /// One output plane: `out[oy, ox] = Σ_t xp[oy·s + ky·d, ox·s + kx·d] · wk[t]` in tap order
 /// (`xq` phased).
 #[inline(always)]
@@ -289,7 +242,7 @@ fn forward_plane<T: Elem, const FMA: bool>(xq: &[T], wk: &[T], out: &mut [T], g:
             for kx in 0..g.kw {
                 let wv = wk[ky * g.kw + kx];
                 let src = &xq[g.at(y, kx)..][..g.ow];
-                if ky == 0 && kx == 0 && g.m == 1 {
+                if ky == 0 && kx == 0 && g.m() == 1 {
                     for (o, &x) in out_row.iter_mut().zip(src) {
                         *o = x * wv;
                     }
@@ -390,12 +343,12 @@ fn forward<T: Elem>(x: &[T], w: &[T], g: &Geom, fma: bool) -> Vec<T> {
     // The fused kernels only where they can run.
     let fma = fma && fused_available();
     let (plane_in, taps) = (g.h * g.w, g.kh * g.kw);
-    let mut out = vec![T::zero(); g.n * g.co() * g.oh * g.ow];
+    let mut out = vec![T::zero(); g.n * g.co * g.oh * g.ow];
     out.par_chunks_mut(g.oh * g.ow)
         .enumerate()
         .for_each_init(Vec::new, |scratch, (plane, out)| {
-            let (b, o) = (plane / g.co(), plane % g.co());
-            let src = &x[(b * g.c + o / g.m) * plane_in..][..plane_in];
+            let (b, o) = (plane / g.co, plane % g.co);
+            let src = &x[(b * g.ci + o / g.m()) * plane_in..][..plane_in];
             let xq = phased(src, g, scratch);
             let wk = &w[o * taps..][..taps];
             dispatch!(fma, forward_plane(xq, wk, out, g));
@@ -407,14 +360,14 @@ fn grad_input<T: Elem>(go: &[T], w: &[T], g: &Geom, fma: bool) -> Vec<T> {
     // The fused kernels only where they can run.
     let fma = fma && fused_available();
     let (plane_out, taps) = (g.oh * g.ow, g.kh * g.kw);
-    let mut gx = vec![T::zero(); g.n * g.c * g.h * g.w];
+    let mut gx = vec![T::zero(); g.n * g.ci * g.h * g.w];
     gx.par_chunks_mut(g.h * g.w).enumerate().for_each_init(
         Vec::new,
         |scratch: &mut Vec<T>, (plane, gx)| {
-            let (b, c) = (plane / g.c, plane % g.c);
+            let (b, c) = (plane / g.ci, plane % g.ci);
             let accumulate = |gq: &mut [T]| {
-                for o in c * g.m..(c + 1) * g.m {
-                    let gor = &go[(b * g.co() + o) * plane_out..][..plane_out];
+                for o in c * g.m()..(c + 1) * g.m() {
+                    let gor = &go[(b * g.co + o) * plane_out..][..plane_out];
                     let wk = &w[o * taps..][..taps];
                     dispatch!(fma, grad_input_plane(gor, wk, &mut *gq, g));
                 }
@@ -436,16 +389,16 @@ fn grad_weight<T: Elem>(x: &[T], go: &[T], g: &Geom, fma: bool) -> Vec<T> {
     // The fused kernels only where they can run.
     let fma = fma && fused_available();
     let (plane_in, plane_out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-    let mut gw = vec![T::zero(); g.co() * taps];
+    let mut gw = vec![T::zero(); g.co * taps];
     gw.par_chunks_mut(taps).enumerate().for_each_init(
         || (Vec::new(), Vec::new(), Vec::new()),
         |(scratch, acc, total): &mut (Vec<T>, Vec<T>, Vec<f64>), (o, gw)| {
             total.clear();
             total.resize(taps, 0.0);
             for b in 0..g.n {
-                let src = &x[(b * g.c + o / g.m) * plane_in..][..plane_in];
+                let src = &x[(b * g.ci + o / g.m()) * plane_in..][..plane_in];
                 let xq = phased(src, g, scratch);
-                let gor = &go[(b * g.co() + o) * plane_out..][..plane_out];
+                let gor = &go[(b * g.co + o) * plane_out..][..plane_out];
                 acc.clear();
                 acc.resize(taps * g.ow, T::zero());
                 dispatch!(fma, grad_weight_plane(xq, gor, &mut acc[..], g));
@@ -461,41 +414,6 @@ fn grad_weight<T: Elem>(x: &[T], go: &[T], g: &Geom, fma: bool) -> Vec<T> {
     gw
 }
 
-/// The elements of a contiguous layout.
-fn elements<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&v[start..end]),
-        None => candle_core::bail!("depthwise conv2d: the {what} is not contiguous"),
-    }
-}
-
-/// Runs `$f::<T>` on two storages of the same float dtype.
-macro_rules! on_floats {
-    ($s1:expr, $l1:expr, $what1:expr, $s2:expr, $l2:expr, $what2:expr, $f:ident($g:expr)) => {
-        match ($s1, $s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => Ok(CpuStorage::F32($f(
-                elements(a, $l1, $what1)?,
-                elements(b, $l2, $what2)?,
-                $g,
-                fused_available(),
-            ))),
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => Ok(CpuStorage::F64($f(
-                elements(a, $l1, $what1)?,
-                elements(b, $l2, $what2)?,
-                $g,
-                fused_available(),
-            ))),
-            (a, b) => Err(candle_core::Error::Msg(format!(
-                "depthwise conv2d: {} {:?} and {} {:?}, expected both f32 or both f64",
-                $what1,
-                a.dtype(),
-                $what2,
-                b.dtype()
-            ))),
-        }
-    };
-}
-
 impl CustomOp2 for DepthwiseConv2d {
     fn name(&self) -> &'static str {
         "lowbit-depthwise-conv2d"
@@ -508,8 +426,13 @@ impl CustomOp2 for DepthwiseConv2d {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), l2.dims(), self)?;
-        let out = on_floats!(s1, l1, "input", s2, l2, "weight", forward(&g))?;
+        let g = geom(l1.dims(), l2.dims(), self)?;
+        let out = on_floats!(OP, (s1, l1, "input"), (s2, l2, "weight"), |x, w| forward(
+            x,
+            w,
+            &g,
+            fused_available()
+        ))?;
         Ok((out, g.out_shape()))
     }
 
@@ -520,14 +443,8 @@ impl CustomOp2 for DepthwiseConv2d {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = Geom::new(x.dims(), w.dims(), self)?;
-        if grad_res.dims() != g.out_shape().dims() {
-            candle_core::bail!(
-                "depthwise conv2d backward: gradient of shape {:?}, expected {:?}",
-                grad_res.dims(),
-                g.out_shape().dims()
-            )
-        }
+        let g = geom(x.dims(), w.dims(), self)?;
+        check_grad_shape(OP, grad_res, &g.out_shape())?;
         let grad = grad_res.contiguous()?;
         let gx = grad.apply_op2_no_bwd(&w.contiguous()?, &GradInput(g))?;
         let gw = x.contiguous()?.apply_op2_no_bwd(&grad, &GradWeight(g))?;
@@ -551,8 +468,10 @@ impl CustomOp2 for GradInput {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let out = on_floats!(s1, l1, "gradient", s2, l2, "weight", grad_input(g))?;
-        Ok((out, Shape::from((g.n, g.c, g.h, g.w))))
+        let out = on_floats!(OP, (s1, l1, "gradient"), (s2, l2, "weight"), |go, w| {
+            grad_input(go, w, g, fused_available())
+        })?;
+        Ok((out, Shape::from((g.n, g.ci, g.h, g.w))))
     }
 }
 
@@ -572,8 +491,10 @@ impl CustomOp2 for GradWeight {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let out = on_floats!(s1, l1, "input", s2, l2, "gradient", grad_weight(g))?;
-        Ok((out, Shape::from((g.co(), 1, g.kh, g.kw))))
+        let out = on_floats!(OP, (s1, l1, "input"), (s2, l2, "gradient"), |x, go| {
+            grad_weight(x, go, g, fused_available())
+        })?;
+        Ok((out, Shape::from((g.co, 1, g.kh, g.kw))))
     }
 }
 
@@ -587,7 +508,7 @@ mod tests {
     fn naive(x: &[f32], w: &[f32], g: &Geom, fused: bool) -> Vec<f32> {
         let mut out = Vec::new();
         for b in 0..g.n {
-            for o in 0..g.co() {
+            for o in 0..g.co {
                 for oy in 0..g.oh {
                     for ox in 0..g.ow {
                         let mut acc = 0f32;
@@ -598,13 +519,14 @@ mod tests {
                                 let inside = (0..g.h as isize).contains(&iy)
                                     && (0..g.w as isize).contains(&ix);
                                 let v = if inside {
-                                    x[((b * g.c + o / g.m) * g.h + iy as usize) * g.w + ix as usize]
+                                    x[((b * g.ci + o / g.m()) * g.h + iy as usize) * g.w
+                                        + ix as usize]
                                 } else {
                                     0.0
                                 };
                                 let wv = w[(o * g.kh + ky) * g.kw + kx];
                                 let first = ky == 0 && kx == 0;
-                                acc = match (first && g.m == 1, fused) {
+                                acc = match (first && g.m() == 1, fused) {
                                     (true, _) => v * wv,
                                     (false, true) => v.mul_add(wv, acc),
                                     (false, false) => v * wv + acc,
@@ -644,7 +566,7 @@ mod tests {
                 stride,
                 dilation,
             };
-            let g = Geom::new(&xd, &wd, &op).unwrap();
+            let g = geom(&xd, &wd, &op).unwrap();
             let x = values(xd.iter().product(), 1);
             let w = values(wd.iter().product(), 2);
             let mut kinds = vec![false];
@@ -660,7 +582,7 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same && got.len() == want.len(), "{g:?} fused {fused}");
             }
-            let go = values(g.n * g.co() * g.oh * g.ow, 3);
+            let go = values(g.n * g.co * g.oh * g.ow, 3);
             for (a, b) in [
                 (
                     grad_input(&go, &w, &g, false),

@@ -2,6 +2,7 @@
 
 mod activation;
 mod conv;
+mod conv_common;
 mod conv_tiled;
 mod depthwise;
 mod embedding;
