@@ -1,6 +1,10 @@
-//! lowbit-quant throughput on 16M f32 beside a memcpy of the same bytes: per-tensor FP8,
-//! per-channel INT8, MX blocks of 32 (MXFP8 E4M3, MXFP4), NVFP4; percentile calibration of 16M
-//! values beside a full sort.
+//! lowbit-quant throughput on 16M f32 beside a memcpy of the same bytes: per-tensor FP8
+//! (dynamic, and static with frozen scales), per-channel INT8, MX blocks of 32 (MXFP8 E4M3,
+//! MXFP4), NVFP4; percentile calibration of 16M values beside a full sort.
+//!
+//! `memcpy` is `copy_from_slice` on one thread (the reference of the ratios in
+//! docs/quantization.md); `memcpy_2t` is the same copy split over rayon's threads in 64K
+//! chunks, as the quantizers are, to show what the machine's memory gives two cores.
 //!
 //! ```text
 //! cargo bench --bench quant -- --warm-up-time 1 --measurement-time 3
@@ -13,6 +17,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lowbit::quant::{Calibrator, Method, QuantSpec};
+use rayon::prelude::*;
 
 const N: usize = 1 << 24;
 
@@ -40,6 +45,13 @@ fn fake_quant(c: &mut Criterion) {
     g.throughput(Throughput::Bytes((N * 4) as u64));
     g.sample_size(10);
     g.bench_function("memcpy", |b| b.iter(|| y.copy_from_slice(&x)));
+    g.bench_function("memcpy_2t", |b| {
+        b.iter(|| {
+            y.par_chunks_mut(1 << 16)
+                .zip(x.par_chunks(1 << 16))
+                .for_each(|(d, s)| d.copy_from_slice(s))
+        })
+    });
     let shape = [4096usize, 4096];
     for name in ["fp8_e4m3", "int8", "mxfp8_e4m3", "mxfp4", "nvfp4"] {
         let spec: QuantSpec = name.parse().expect("preset");
@@ -50,6 +62,16 @@ fn fake_quant(c: &mut Criterion) {
             })
         });
     }
+    // Static per tensor: the scale frozen beforehand, so one pass over the data (the dynamic
+    // spec needs a full read for its amax first).
+    let spec: QuantSpec = "fp8_e4m3".parse().expect("preset");
+    let frozen = spec.compute_scales(&x, &shape).expect("scales");
+    g.bench_function(BenchmarkId::new("fake_quantize", "fp8_e4m3_static"), |b| {
+        b.iter(|| {
+            spec.fake_quantize_with_scales(&x, &shape, &frozen, &mut y)
+                .expect("fake_quantize_with_scales")
+        })
+    });
     g.finish();
 }
 

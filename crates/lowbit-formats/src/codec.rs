@@ -89,9 +89,10 @@ impl Codec {
         Ok(self)
     }
 
-    /// Writes the outputs of [`quantize_blocks_scaled`](Self::quantize_blocks_scaled) with
-    /// non-temporal stores (AVX-512), bypassing the caches: for callers that process a large
-    /// tensor chunk by chunk and will not read the result soon. (`quantize_slice` and
+    /// Writes the outputs of [`quantize_blocks_scaled`](Self::quantize_blocks_scaled) and
+    /// [`quantize_blocks_fused`](Self::quantize_blocks_fused) with non-temporal stores
+    /// (AVX-512), bypassing the caches: for callers that process a large tensor chunk by chunk
+    /// and will not read the result soon. (`quantize_slice` and
     /// `quantize_scaled_slice` stream on their own from 16 MiB of output.) Off by default.
     pub fn with_streaming(mut self, streaming: bool) -> Codec {
         self.streaming = streaming;
@@ -297,6 +298,104 @@ impl Codec {
                 .for_each(|(k, ((s, d), sc))| run(s, d, sc, first_index + (k * per) as u64));
         } else {
             run(src, dst, scales, first_index);
+        }
+        Ok(())
+    }
+
+    /// Fake-quantizes consecutive blocks of `block` elements with scales taken from the blocks
+    /// themselves, in one pass over memory. The blocks go by in groups (up to 16 blocks, and
+    /// at most about 32 KiB, so a group stays in L1): their maxima of `|x|` (computed as
+    /// [`abs_max_blocks`] does: on bit patterns, NaN above inf above numbers) are handed to
+    /// `scales_of(k0, amax, scales)`, which writes the scale `s` of blocks `k0, k0 + 1, …`
+    /// into `scales` (as long as `amax`), and each block is written as
+    /// `dst[i] = q(src[i] · (1/s)) · s` — bit for bit what [`abs_max_blocks`], the same scales
+    /// and [`quantize_blocks_scaled`](Self::quantize_blocks_scaled) give, with the group
+    /// re-read from L1 instead of memory.
+    ///
+    /// Runs on the calling thread, calling `scales_of` for the groups in order (callers split
+    /// large tensors across threads themselves); non-temporal stores with
+    /// [`with_streaming`](Self::with_streaming). Stochastic rounding numbers the elements from
+    /// `first_index`.
+    pub fn quantize_blocks_fused(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        block: usize,
+        first_index: u64,
+        mut scales_of: impl FnMut(usize, &[f32], &mut [f32]),
+    ) -> Result<()> {
+        if block == 0 {
+            return Err(FormatError::LengthMismatch {
+                op: "quantize_blocks_fused",
+                what: "block",
+                expected: 1,
+                got: 0,
+            });
+        }
+        if src.len() != dst.len() {
+            return Err(FormatError::LengthMismatch {
+                op: "quantize_blocks_fused",
+                what: "dst",
+                expected: src.len(),
+                got: dst.len(),
+            });
+        }
+        let f = &mut scales_of;
+        let stream = self.streaming;
+        match (&self.lane, self.isa) {
+            // SAFETY: the Codec's Isa passed `Isa::require`.
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Float(p)), Isa::Avx512) => match p.rounding {
+                RNE => unsafe {
+                    crate::kernels::avx512::quantize_float_blocks_fused::<RNE>(
+                        p, src, dst, block, stream, f,
+                    )
+                },
+                AWAY => unsafe {
+                    crate::kernels::avx512::quantize_float_blocks_fused::<AWAY>(
+                        p, src, dst, block, stream, f,
+                    )
+                },
+                _ => unsafe {
+                    crate::kernels::avx512::quantize_float_blocks_fused::<ZERO>(
+                        p, src, dst, block, stream, f,
+                    )
+                },
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Int(p)), Isa::Avx512) => match p.rounding {
+                RNE => unsafe {
+                    crate::kernels::avx512::quantize_int_blocks_fused::<RNE>(
+                        p, src, dst, block, stream, f,
+                    )
+                },
+                AWAY => unsafe {
+                    crate::kernels::avx512::quantize_int_blocks_fused::<AWAY>(
+                        p, src, dst, block, stream, f,
+                    )
+                },
+                _ => unsafe {
+                    crate::kernels::avx512::quantize_int_blocks_fused::<ZERO>(
+                        p, src, dst, block, stream, f,
+                    )
+                },
+            },
+            _ => {
+                // Groups of blocks on this level's kernels: the maxima of a group in one call,
+                // its scales, then its outputs in one call (the group is re-read from cache).
+                const GROUP: usize = 16;
+                let per = (8192 / block).clamp(1, GROUP) * block;
+                let (mut amax, mut scale) = ([0.0f32; GROUP], [0.0f32; GROUP]);
+                let groups = src.chunks(per).zip(dst.chunks_mut(per));
+                for (gi, (s, d)) in groups.enumerate() {
+                    let g = s.len().div_ceil(block);
+                    let (amax, scale) = (&mut amax[..g], &mut scale[..g]);
+                    abs_max_blocks_on(self.isa, s, block, amax)?;
+                    f(gi * (per / block), amax, scale);
+                    let at = first_index + (gi * per) as u64;
+                    self.quantize_blocks_chunk(s, d, block, scale, at);
+                }
+            }
         }
         Ok(())
     }

@@ -337,3 +337,127 @@ fn streaming_stores_on_large_misaligned_outputs_equal_reference() {
         }
     }
 }
+
+/// `quantize_blocks_fused` against its definition: `abs_max_blocks`, the scales the callback
+/// picks, then the scalar reference `q(x · (1/s)) · s` per element; every format, every
+/// deterministic rounding, block sizes on both kernel paths (16–64 in registers, others
+/// re-read), partial groups and a partial last block, plain and streaming stores into
+/// destinations at every 4-byte offset within a line, every instruction set.
+#[test]
+fn fused_block_kernel_equals_reference() {
+    let mut rng = SplitMix(21);
+    let n: usize = 16 * 64 * 3 + 5 * 32 + 19; // whole groups, a partial group, a short block
+    let mut src: Vec<f32> = (0..n)
+        .map(|_| {
+            let u = rng.next_u32();
+            let e = (u >> 24) as i32 % 40 - 20;
+            ((u & 0xFFFF) as f32 / 65536.0 - 0.5) * 2f32.powi(e)
+        })
+        .collect();
+    for (i, v) in [f32::NAN, f32::INFINITY, -0.0, 1e-40, -3.0e38, 0.0]
+        .into_iter()
+        .enumerate()
+    {
+        src[37 + 411 * i] = v;
+    }
+    src[1000..1040].fill(0.0); // an all-zero block
+    // A scale rule with every kind of outcome: powers of two, plain f32 quotients, a NaN
+    // scale for blocks holding NaN, subnormal scales for tiny blocks.
+    let rule = |a: f32| -> f32 {
+        if a.is_nan() {
+            f32::NAN
+        } else if a == 0.0 {
+            1.0
+        } else if a.to_bits() & 1 == 0 {
+            a / 448.0
+        } else {
+            f32::from_bits(a.to_bits() & 0x7F80_0000).max(1e-30)
+        }
+    };
+    for f in formats() {
+        for conv in [
+            Conversion::REFERENCE,
+            Conversion::SATURATE,
+            Conversion::new(Rounding::NearestAway, Overflow::Saturate),
+            Conversion::new(Rounding::TowardZero, Overflow::Reference),
+        ] {
+            for block in [1usize, 7, 16, 32, 48, 64, 100, 4096] {
+                let nb = n.div_ceil(block);
+                let mut amax = vec![0f32; nb];
+                lowbit_formats::abs_max_blocks(&src, block, &mut amax).unwrap();
+                let scales: Vec<f32> = amax.iter().map(|&a| rule(a)).collect();
+                let want: Vec<u32> = src
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| {
+                        let s = scales[i / block];
+                        (f.quantize_with(x * (1.0 / s), conv, 0) * s).to_bits()
+                    })
+                    .collect();
+                for isa in Isa::available() {
+                    for stream in [false, true] {
+                        for offset in [0usize, 1, 3, 15] {
+                            let codec = Codec::new(f, conv)
+                                .with_isa(isa)
+                                .unwrap()
+                                .with_streaming(stream);
+                            let mut buf = vec![0f32; n + 16];
+                            let dst = &mut buf[offset..offset + n];
+                            let mut seen = vec![f32::NAN; nb];
+                            let mut next = 0usize;
+                            codec
+                                .quantize_blocks_fused(&src, dst, block, 0, |k0, a, s| {
+                                    assert_eq!(k0, next, "groups in order");
+                                    assert_eq!(a.len(), s.len());
+                                    next += a.len();
+                                    for (j, (&a, s)) in a.iter().zip(s).enumerate() {
+                                        seen[k0 + j] = a;
+                                        *s = rule(a);
+                                    }
+                                })
+                                .unwrap();
+                            let ctx = format!(
+                                "{f} {conv:?} {isa} block {block} stream {stream} offset {offset}"
+                            );
+                            assert_eq!(next, nb, "{ctx}: every block once");
+                            let seen: Vec<u32> = seen.iter().map(|x| x.to_bits()).collect();
+                            let amax: Vec<u32> = amax.iter().map(|x| x.to_bits()).collect();
+                            assert_eq!(seen, amax, "{ctx}: block maxima");
+                            let got: Vec<u32> = dst.iter().map(|x| x.to_bits()).collect();
+                            // NaN results (NaN inputs or NaN scales) compare as NaN: Rust does
+                            // not fix which operand's NaN a product propagates.
+                            let same = |g: u32, w: u32| {
+                                g == w || (f32::from_bits(g).is_nan() && f32::from_bits(w).is_nan())
+                            };
+                            if let Some(i) = (0..n).find(|&i| !same(got[i], want[i])) {
+                                panic!(
+                                    "{ctx}: element {i} ({:#010x}): got {:#010x}, want {:#010x}",
+                                    src[i].to_bits(),
+                                    got[i],
+                                    want[i]
+                                );
+                            }
+                            // Nothing written outside the destination.
+                            assert!(
+                                buf[..offset]
+                                    .iter()
+                                    .chain(&buf[offset + n..])
+                                    .all(|&x| x == 0.0)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let codec = Codec::new(Format::E2M1, Conversion::SATURATE);
+    let err = codec
+        .quantize_blocks_fused(&src, &mut vec![0f32; n - 1], 32, 0, |_, _, _| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("dst"), "{err}");
+    assert!(
+        codec
+            .quantize_blocks_fused(&src, &mut vec![0f32; n], 0, 0, |_, _, _| {})
+            .is_err()
+    );
+}

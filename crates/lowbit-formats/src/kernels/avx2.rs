@@ -278,17 +278,6 @@ fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256 {
     _mm256_castsi256_ps(out)
 }
 
-/// One vector of fake-quant: the fast path when it applies, else the general one.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn quantize_one<const ROUND: u8>(p: &FloatLane, c: &Consts, f: &Fast, x: __m256) -> __m256 {
-    if ROUND == RNE && p.fast {
-        quantize_fast_vec(p, f, x)
-    } else {
-        quantize_vec::<ROUND>(p, c, x)
-    }
-}
-
 /// Fake-quantizes `src` into `dst`; with `SCALED`, `dst = q(src·inv)·scale`.
 #[target_feature(enable = "avx2")]
 pub(crate) fn quantize_float<const ROUND: u8, const SCALED: bool>(
@@ -314,14 +303,25 @@ fn quantize_run<const ROUND: u8, const SCALED: bool>(
     scale: f32,
 ) {
     let (vinv, vscale) = (_mm256_set1_ps(inv), _mm256_set1_ps(scale));
-    blocks(src, dst, |s, d| {
-        // SAFETY: `s` and `d` are 8-element arrays.
-        let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
-        let x = if SCALED { _mm256_mul_ps(x, vinv) } else { x };
-        let q = quantize_one::<ROUND>(p, c, f, x);
-        let q = if SCALED { _mm256_mul_ps(q, vscale) } else { q };
-        unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
-    });
+    let pre = |x| if SCALED { _mm256_mul_ps(x, vinv) } else { x };
+    let post = |q| if SCALED { _mm256_mul_ps(q, vscale) } else { q };
+    // The fast or the general path is chosen here, once, so that each loop holds one small
+    // closure the compiler inlines (one holding both was left out of line, a call per vector).
+    if ROUND == RNE && p.fast {
+        blocks(src, dst, |s, d| {
+            // SAFETY: `s` and `d` are 8-element arrays.
+            let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+            let q = post(quantize_fast_vec(p, f, pre(x)));
+            unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
+        });
+    } else {
+        blocks(src, dst, |s, d| {
+            // SAFETY: `s` and `d` are 8-element arrays.
+            let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+            let q = post(quantize_vec::<ROUND>(p, c, pre(x)));
+            unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
+        });
+    }
 }
 
 /// Fake-quantizes consecutive blocks of `block` elements, block `k` with scale `scales[k]`.

@@ -81,6 +81,19 @@ pub(crate) struct FloatLane {
     /// `2^(emin − m + 23)`: adding and subtracting it rounds a value below the smallest
     /// normal to a multiple of the subnormal step, nearest-even, in one float addition.
     pub magic: f32,
+    /// Whether the fast path may take its sign-symmetric form: a signed, non-FNUZ format
+    /// whose overflow, inf and NaN results are a positive value and that value with the sign
+    /// bit set, so the special results can be blended as magnitudes and the input's sign put
+    /// back with one OR ([`FloatLane::quantize_fast`] gives the same bits either way).
+    pub sym: bool,
+    /// Whether the fast path may take its finite-input form: as `sym`, but only the overflow
+    /// results need to be sign-symmetric (inputs known to be finite never reach the inf and
+    /// NaN cases).
+    pub sym_finite: bool,
+    /// `inf` gives the same results as `ovf` (the inf blend is then a no-op).
+    pub inf_is_ovf: bool,
+    /// `nan` gives the same results as `ovf` (the NaN blend is then a no-op).
+    pub nan_is_ovf: bool,
     /// Results for NaN, ±inf, ±0, finite overflow and (unsigned) negative inputs.
     pub nan: Special,
     pub inf: Special,
@@ -104,8 +117,20 @@ impl FloatLane {
         let magic_exp = emin - m as i32 + 23;
         let fast =
             rounding == RNE && f.encoding() != Encoding::Fnu && (-126..=127).contains(&magic_exp);
+        let (nan, inf, ovf) = (
+            Special::of(f, conv, f32::NAN),
+            Special::of(f, conv, f32::INFINITY),
+            Special::of(f, conv, f32::MAX),
+        );
+        let symmetric =
+            |s: &Special| s.value[0] & 0x8000_0000 == 0 && s.value[1] == s.value[0] | 0x8000_0000;
+        let fnuz = f.encoding() == Encoding::Fnuz;
         Some(FloatLane {
             fast,
+            sym: !fnuz && f.is_signed() && [nan, inf, ovf].iter().all(symmetric),
+            sym_finite: !fnuz && f.is_signed() && symmetric(&ovf),
+            inf_is_ovf: inf.value == ovf.value,
+            nan_is_ovf: nan.value == ovf.value,
             min_normal_bits: pow2_bits(emin.max(-126)),
             max_bits: f.decode(f.max_magnitude_code()).to_bits(),
             magic: f32::from_bits(pow2_bits(magic_exp.clamp(-126, 127))),
@@ -121,13 +146,13 @@ impl FloatLane {
                 0
             },
             code_sign: f.sign_bit(),
-            fnuz: f.encoding() == Encoding::Fnuz,
+            fnuz,
             unsigned: !f.is_signed(),
             rounding,
-            nan: Special::of(f, conv, f32::NAN),
-            inf: Special::of(f, conv, f32::INFINITY),
+            nan,
+            inf,
             zero: Special::of(f, conv, 0.0),
-            ovf: Special::of(f, conv, f32::MAX),
+            ovf,
             neg: Special::of(f, conv, 1.0),
         })
     }
