@@ -43,6 +43,10 @@ pub enum NnError {
         /// What went wrong.
         message: String,
     },
+    /// A fake-quant op that the device kernels cannot run as asked (frozen scales of the
+    /// wrong shape, an axis out of range).
+    #[error("{0}")]
+    Kernel(String),
     /// From Candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

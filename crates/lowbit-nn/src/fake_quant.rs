@@ -83,7 +83,7 @@ fn strided_offsets(layout: &Layout) -> Vec<usize> {
 /// The `cuda_fwd` of every op here: runs `job` on the device, errors prefixed by `what`.
 #[cfg(feature = "cuda")]
 fn cuda_fwd(
-    job: &crate::cuda::Job<'_>,
+    job: &crate::kernel_plan::Job<'_>,
     storage: &candle_core::CudaStorage,
     layout: &Layout,
     what: impl Fn() -> String,
@@ -170,10 +170,10 @@ impl CustomOp1 for FakeQuant {
         layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         cuda_fwd(
-            &crate::cuda::Job::Spec {
+            &crate::kernel_plan::Job::Spec {
                 spec: &self.spec,
                 frozen: self.scales.as_deref(),
-                output: crate::cuda::Output::Fake,
+                output: crate::kernel_plan::Output::Fake,
             },
             storage,
             layout,
@@ -231,10 +231,10 @@ impl CustomOp1 for ClipMask {
         layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         cuda_fwd(
-            &crate::cuda::Job::Spec {
+            &crate::kernel_plan::Job::Spec {
                 spec: &self.0.spec,
                 frozen: self.0.scales.as_deref(),
-                output: crate::cuda::Output::Mask,
+                output: crate::kernel_plan::Output::Mask,
             },
             storage,
             layout,
@@ -291,7 +291,7 @@ impl CustomOp1 for ElementQuant {
         layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         cuda_fwd(
-            &crate::cuda::Job::Element {
+            &crate::kernel_plan::Job::Element {
                 format: self.format,
                 conv: self.conversion,
             },

@@ -29,8 +29,9 @@
 //! - [`FakeQuant`], [`Ste`], [`ElementQuant`] (`fake_quant.rs`): the Candle ops and the
 //!   straight-through backward.
 //! - [`LsqFakeQuant`] (`lsq.rs`): fake-quant with a learned (trainable) scale (LSQ).
-//! - `cuda.rs` + `kernels/*.cu` (feature `cuda`): the same ops on the GPU, bit for bit
-//!   (docs/cuda.md).
+//! - [`kernel_plan`]: what the GPU does for one op (kernels, buffers, arguments), as data;
+//!   `cuda.rs` + `kernels/*.cu` (feature `cuda`) run it: the same ops on the GPU, bit for bit;
+//!   the tests also run it through the host emulator `kernels/emulator/` (docs/cuda.md).
 //! - [`Quantizer`], [`Role`] (`quantizer.rs`): one role of one layer: spec, calibration, mode.
 //! - [`QuantOp`], [`LayerQuant`] (`op.rs`): the trait every quantized op implements.
 //! - [`Registry`], [`OpFactory`], [`OpParams`] (`registry.rs`): op kind → implementation.
@@ -53,6 +54,7 @@ mod context;
 mod cuda;
 mod error;
 mod fake_quant;
+pub mod kernel_plan;
 pub mod layers;
 mod lsq;
 mod op;

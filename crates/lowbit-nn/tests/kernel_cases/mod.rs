@@ -1,0 +1,520 @@
+//! The device test bodies, one per check, run by every device the kernels have: the GPU
+//! (`cuda.rs`, feature `cuda`) and the host emulator of the same kernel source
+//! (`cuda_emulator.rs`). Each body compares a [`Runner`] against an independent reference:
+//! the ml_dtypes golden tables, the scalar reference of lowbit-formats, the CPU engine of
+//! lowbit-quant (through the CPU `FakeQuant` op), or values derived by hand from the OCP MX
+//! and NVFP4 definitions.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, Var};
+use lowbit_formats::{Conversion, Format, Overflow, Rounding, stochastic_bits};
+use lowbit_nn::{FakeQuant, Ste};
+use lowbit_quant::{
+    E4m3Rounding, E8m0Rounding, Granularity, Po2Rounding, QuantSpec, ScaleKind, ScaleMode,
+};
+
+#[path = "../../../lowbit-formats/tests/common/mod.rs"]
+mod formats_common;
+pub use formats_common::{GOLDEN, SplitMix, boundary_inputs, class_inputs, golden_code};
+
+/// A device that runs the fake-quant kernels. Outputs are f32 bit patterns (f16/bf16 outputs
+/// widened exactly).
+pub trait Runner {
+    /// The bare element cast (`ElementQuant`) of `x`.
+    fn cast(&self, x: &[f32], format: Format, conv: Conversion) -> Vec<u32>;
+    /// `op` on `x` of shape `shape` and type `dtype`, stored `start` elements into its
+    /// buffer.
+    fn fake_quant(
+        &self,
+        op: &FakeQuant,
+        x: &[f32],
+        shape: &[usize],
+        dtype: DType,
+        start: usize,
+    ) -> Vec<u32>;
+    /// The clipped-STE mask of `op` on `x` (the gradient of `sum(op(x))`: 1 or 0 per element).
+    fn ste_mask(&self, op: &FakeQuant, x: &[f32], shape: &[usize]) -> Vec<u32>;
+}
+
+/// The golden tables of lowbit-formats (`LOWBIT_GOLDEN_DIR` overrides the path, for test
+/// binaries run away from the source tree).
+pub fn golden(stem: &str, ext: &str) -> Vec<(u32, u32)> {
+    let dir = std::env::var("LOWBIT_GOLDEN_DIR").unwrap_or_else(|_| {
+        format!(
+            "{}/../lowbit-formats/tests/golden",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    });
+    let path = format!("{dir}/{stem}.{ext}");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            (
+                u32::from_str_radix(it.next().unwrap(), 16).unwrap(),
+                u32::from_str_radix(it.next().unwrap(), 16).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// f32 bits of a tensor (any device, f32/f16/bf16).
+pub fn bits(t: &Tensor) -> Vec<u32> {
+    t.to_device(&Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f32::to_bits)
+        .collect()
+}
+
+/// `None` when `got == want`, else a description of the first difference.
+pub fn diff(got: &[u32], want: &[u32], inputs: &[u32], what: &str) -> Option<String> {
+    if got.len() != want.len() {
+        return Some(format!(
+            "{what}: {} values, expected {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    let bad: Vec<usize> = (0..got.len()).filter(|&i| got[i] != want[i]).collect();
+    bad.first().map(|&i| {
+        format!(
+            "{what}: {} of {} elements differ; first at {i}: input {:#010x} → device {:#010x}, reference {:#010x}",
+            bad.len(),
+            got.len(),
+            inputs.get(i).copied().unwrap_or(0),
+            got[i],
+            want[i]
+        )
+    })
+}
+
+pub fn assert_same(got: &[u32], want: &[u32], inputs: &[u32], what: &str) {
+    if let Some(d) = diff(got, want, inputs, what) {
+        panic!("{d}");
+    }
+}
+
+/// The bare cast against ml_dtypes' tables for its 9 formats: every run boundary of the f32
+/// line ±2, every value and midpoint ±1 ulp, 2^16 top halves × 6 low halves, specials, NaN
+/// payloads; every code casts to itself.
+pub fn golden_casts(r: &dyn Runner) {
+    for (stem, f) in GOLDEN {
+        let runs = golden(stem, "runs");
+        let table: Vec<u32> = golden(stem, "decode").into_iter().map(|(_, v)| v).collect();
+        let mut inputs = boundary_inputs(&runs);
+        inputs.extend(class_inputs(&f).iter().map(|x| x.to_bits()));
+        let xs: Vec<f32> = inputs.iter().map(|&b| f32::from_bits(b)).collect();
+        let want: Vec<u32> = inputs
+            .iter()
+            .map(|&b| table[golden_code(&runs, b) as usize])
+            .collect();
+        let got = r.cast(&xs, f, Conversion::REFERENCE);
+        assert_same(&got, &want, &inputs, &format!("{stem} vs ml_dtypes"));
+        let vals: Vec<f32> = table.iter().map(|&b| f32::from_bits(b)).collect();
+        let got = r.cast(&vals, f, Conversion::REFERENCE);
+        let nan_eq: Vec<u32> = got
+            .iter()
+            .zip(&table)
+            .map(|(&g, &w)| {
+                if f32::from_bits(w).is_nan() && f32::from_bits(g).is_nan() {
+                    w
+                } else {
+                    g
+                }
+            })
+            .collect();
+        assert_same(&nan_eq, &table, &table, &format!("{stem} codes"));
+    }
+}
+
+/// Every named format plus integers, full-range and odd minifloats.
+pub fn all_formats() -> Vec<Format> {
+    let mut v: Vec<Format> = Format::named().collect();
+    for name in [
+        "int2",
+        "int3",
+        "int4",
+        "int8",
+        "int16",
+        "uint4",
+        "uint8",
+        "int8_full",
+        "int4_full",
+        "e5m10",
+        "e3m4",
+        "e2m5",
+        "e4m3_b11_fnuz",
+        "e6m1",
+        "e5m2_fn",
+        "e3m3_ieee",
+        "e4m0_fn",
+        "e8m7",
+    ] {
+        v.push(name.parse().unwrap_or_else(|e| panic!("{name}: {e}")));
+    }
+    v
+}
+
+/// 4 roundings (stochastic included) × 2 overflow policies.
+pub fn conversions() -> Vec<Conversion> {
+    let mut v = Vec::new();
+    for rounding in [
+        Rounding::NearestEven,
+        Rounding::NearestAway,
+        Rounding::TowardZero,
+        Rounding::Stochastic { seed: 0x5EED },
+    ] {
+        for overflow in [Overflow::Reference, Overflow::Saturate] {
+            v.push(Conversion::new(rounding, overflow));
+        }
+    }
+    v
+}
+
+/// The bare cast against `Format::quantize_with` for every format and conversion, on the
+/// format's class inputs (`sample` = `None`: all of them; `Some(k)`: every value, midpoint and
+/// special plus `k` of the 2^16 × 6 sweep) and 65 536 random bit patterns.
+pub fn scalar_reference_casts(r: &dyn Runner, sample: Option<usize>) {
+    let mut rng = SplitMix(11);
+    for f in all_formats() {
+        let mut xs = class_inputs(&f);
+        if let Some(k) = sample {
+            // The sweep comes first (6 · 2^16 values); keep a strided sample of it.
+            let sweep = 6 << 16;
+            let step = (sweep / k.max(1)).max(1);
+            let rest = xs.split_off(sweep);
+            xs = xs.into_iter().step_by(step).chain(rest).collect();
+        }
+        xs.extend((0..1 << 16).map(|_| f32::from_bits(rng.next_u32())));
+        let inputs: Vec<u32> = xs.iter().map(|x| x.to_bits()).collect();
+        for conv in conversions() {
+            let want: Vec<u32> = xs
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    let rand = match conv.rounding {
+                        Rounding::Stochastic { seed } => stochastic_bits(seed, i as u64),
+                        _ => 0,
+                    };
+                    f.quantize_with(x, conv, rand).to_bits()
+                })
+                .collect();
+            let got = r.cast(&xs, f, conv);
+            assert_same(&got, &want, &inputs, &format!("{f} {conv:?}"));
+        }
+    }
+}
+
+/// Test data of `n` elements: Gaussian-like values whose magnitude changes every 64 elements
+/// over 2^-140 .. 2^120, with planted zero blocks, ±inf, NaN, f32::MAX, subnormals and the
+/// 957-in-an-MX-block outlier.
+pub fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = SplitMix(seed);
+    let mut u = || (r.next_u32() as f64 + 0.5) / 4_294_967_296.0;
+    let mut v: Vec<f32> = (0..n)
+        .map(|i| {
+            let g = (-2.0 * u().ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
+            let e = ((i / 64) * 37 % 260) as i32 - 140;
+            (g * 2f64.powi(e.clamp(-140, 120))) as f32
+        })
+        .collect();
+    for x in v.iter_mut().take(32) {
+        *x = 0.0;
+    }
+    let mut plant = |i: usize, x: f32| {
+        if i < n {
+            v[i] = x;
+        }
+    };
+    plant(40, 957.0);
+    plant(41, 17.0);
+    plant(100, f32::INFINITY);
+    plant(170, f32::NAN);
+    plant(171, -f32::NAN);
+    plant(230, f32::NEG_INFINITY);
+    plant(300, f32::MAX);
+    plant(301, -f32::MAX);
+    plant(400, f32::from_bits(1));
+    plant(401, -f32::from_bits(0x7F_FFFF));
+    plant(402, f32::MIN_POSITIVE);
+    plant(500, -0.0);
+    v
+}
+
+pub fn spec(name: &str) -> QuantSpec {
+    name.parse().unwrap()
+}
+
+/// All presets and ~120 variants: every E8M0 and power-of-two rule, NVFP4 round-up,
+/// asymmetric, stochastic, 9 granularities (blocks along axes 0/1, partial blocks, whole
+/// axis), other conversions.
+pub fn variants() -> Vec<QuantSpec> {
+    let mut v: Vec<QuantSpec> = QuantSpec::presets().map(|(_, s)| s).collect();
+    let b = |s: &str| spec(s).to_builder();
+    for r in [E8m0Rounding::Ceil, E8m0Rounding::Even, E8m0Rounding::RCeil] {
+        for base in ["mxfp8_e4m3", "mxfp4", "mxfp6_e3m2", "mxint8"] {
+            v.push(
+                b(base)
+                    .scale(ScaleKind::E8M0 { rounding: r })
+                    .build()
+                    .unwrap(),
+            );
+        }
+    }
+    v.push(
+        b("nvfp4")
+            .scale(ScaleKind::Nvfp4 {
+                block_rounding: E4m3Rounding::Up,
+            })
+            .build()
+            .unwrap(),
+    );
+    for r in [Po2Rounding::Floor, Po2Rounding::Ceil, Po2Rounding::Nearest] {
+        v.push(
+            b("fp8_e4m3")
+                .scale(ScaleKind::PowerOfTwo { rounding: r })
+                .build()
+                .unwrap(),
+        );
+        v.push(
+            b("int8")
+                .scale(ScaleKind::PowerOfTwo { rounding: r })
+                .asymmetric(true)
+                .build()
+                .unwrap(),
+        );
+    }
+    let stochastic = Conversion::new(Rounding::Stochastic { seed: 99 }, Overflow::Saturate);
+    for base in ["mxfp4", "int8", "fp8_e5m2", "int4_g128", "nvfp4"] {
+        v.push(b(base).conversion(stochastic).build().unwrap());
+    }
+    for g in [
+        Granularity::PerTensor,
+        Granularity::PerChannel { axis: 1 },
+        Granularity::PerChannel { axis: -1 },
+        Granularity::PerBlock { axis: 0, size: 16 },
+        Granularity::PerBlock { axis: 1, size: 8 },
+        Granularity::PerBlock { axis: -1, size: 24 },
+        Granularity::PerBlock {
+            axis: -1,
+            size: 1000,
+        },
+        Granularity::WholeAxis { axis: -1 },
+        Granularity::WholeAxis { axis: 0 },
+    ] {
+        v.push(b("int8").granularity(g).asymmetric(true).build().unwrap());
+        v.push(
+            b("int4_g128")
+                .granularity(g)
+                .conversion(stochastic)
+                .build()
+                .unwrap(),
+        );
+        v.push(b("mxfp8_e4m3").granularity(g).build().unwrap());
+        v.push(b("fp8_e4m3").granularity(g).build().unwrap());
+    }
+    for c in [
+        Conversion::REFERENCE,
+        Conversion::new(Rounding::NearestAway, Overflow::Saturate),
+        Conversion::new(Rounding::TowardZero, Overflow::Reference),
+    ] {
+        v.push(b("fp8_e4m3").conversion(c).build().unwrap());
+        v.push(b("mxfp8_e5m2").conversion(c).build().unwrap());
+    }
+    v
+}
+
+pub fn fq(spec: QuantSpec, scales: Option<Arc<lowbit_quant::Scales>>) -> FakeQuant {
+    FakeQuant {
+        spec,
+        scales,
+        ste: Ste::Clipped,
+        grad_spec: None,
+    }
+}
+
+/// Whether a spec can run on a shape (its axis must exist).
+pub fn fits(s: &QuantSpec, shape: &[usize]) -> bool {
+    let axis = match s.granularity() {
+        Granularity::PerTensor => return true,
+        Granularity::PerChannel { axis }
+        | Granularity::PerBlock { axis, .. }
+        | Granularity::WholeAxis { axis } => axis,
+    };
+    let rank = shape.len() as isize;
+    (-rank..rank).contains(&axis)
+}
+
+/// The device and the CPU op on the same values give the same bits (`Some(difference)` if
+/// not). Static specs get the scales the CPU engine computes for `x`.
+pub fn check(
+    r: &dyn Runner,
+    spec: QuantSpec,
+    shape: &[usize],
+    x: &[f32],
+    dtype: DType,
+    start: usize,
+) -> Option<String> {
+    let cpu = Tensor::from_slice(x, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
+    let inputs: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
+    let frozen = (spec.mode() == ScaleMode::Static).then(|| {
+        let host = cpu
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        Arc::new(
+            spec.to_builder()
+                .mode(ScaleMode::Dynamic)
+                .build()
+                .unwrap()
+                .compute_scales(&host, shape)
+                .unwrap(),
+        )
+    });
+    let op = fq(spec, frozen);
+    let want = bits(&cpu.apply_op1_no_bwd(&op).unwrap());
+    let got = r.fake_quant(&op, x, shape, dtype, start);
+    diff(
+        &got,
+        &want,
+        &inputs,
+        &format!("{spec} {shape:?} {dtype:?} start {start}"),
+    )
+}
+
+/// Every variant, dynamic and static, on `shapes`; f16/bf16 inputs for five presets.
+pub fn every_quantizer(r: &dyn Runner, shapes: &[&[usize]]) {
+    let mut count = 0;
+    let mut failures = Vec::new();
+    for s in variants() {
+        for (k, shape) in shapes.iter().enumerate() {
+            let n: usize = shape.iter().product();
+            let x = data(n, 7 + k as u64);
+            if fits(&s, shape) {
+                failures.extend(check(r, s, shape, &x, DType::F32, 0));
+                let frozen = s.to_builder().mode(ScaleMode::Static).build().unwrap();
+                failures.extend(check(r, frozen, shape, &x, DType::F32, 0));
+                count += 2;
+            }
+        }
+    }
+    for name in ["mxfp8_e4m3", "nvfp4", "int8", "fp8_e4m3", "mxfp4"] {
+        for dtype in [DType::F16, DType::BF16] {
+            failures.extend(check(
+                r,
+                spec(name),
+                &[64, 256],
+                &data(64 * 256, 3),
+                dtype,
+                0,
+            ));
+        }
+    }
+    assert!(count > 200, "{count} cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Tensors that start 1..7 elements into their buffer (no vector loads, no fused kernel for
+/// unaligned starts) and sizes that are not a multiple of 4.
+pub fn offset_inputs(r: &dyn Runner) {
+    let mut failures = Vec::new();
+    for name in [
+        "mxfp8_e4m3",
+        "int8",
+        "nvfp4",
+        "fp8_e4m3",
+        "int4_g128",
+        "mxfp4",
+    ] {
+        for start in 0..8 {
+            for shape in [&[40, 96][..], &[3, 37]] {
+                let n: usize = shape.iter().product();
+                let x = data(n, 21 + start as u64);
+                for dtype in [DType::F32, DType::BF16] {
+                    failures.extend(check(r, spec(name), shape, &x, dtype, start));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// OCP MX v1.0 §6.3 and the NVFP4 definition, by hand.
+pub fn hand_derived_blocks(r: &dyn Runner) {
+    let run = |s: QuantSpec, x: &[f32]| -> Vec<f32> {
+        r.fake_quant(&fq(s, None), x, &[x.len()], DType::F32, 0)
+            .into_iter()
+            .map(f32::from_bits)
+            .collect()
+    };
+    // amax 957 → shared exponent floor(log2 957) − 8 = 1, X = 2; 957/2 = 478.5 saturates to
+    // 448 → 896. CEIL and RCEIL: X = 4, 957/4 = 239.25 → 240 → 960.
+    let mut block = vec![1.0f32; 32];
+    block[5] = 957.0;
+    let mx = spec("mxfp8_e4m3");
+    assert_eq!(run(mx, &block)[5], 896.0);
+    for rr in [E8m0Rounding::Ceil, E8m0Rounding::RCeil] {
+        let s = mx
+            .to_builder()
+            .scale(ScaleKind::E8M0 { rounding: rr })
+            .build()
+            .unwrap();
+        assert_eq!(run(s, &block)[5], 960.0, "{rr:?}");
+    }
+    // All-zero block → zeros; a block holding inf → NaN everywhere (E8M0 NaN scale).
+    assert!(run(mx, &[0.0; 32]).iter().all(|&v| v == 0.0));
+    let mut inf = vec![1.0f32; 32];
+    inf[0] = f32::INFINITY;
+    assert!(run(mx, &inf).iter().all(|v| v.is_nan()));
+    // NVFP4: tensor amax 2688 → tensor scale 2688/(448·6) = 1; block scale 2688/6 = 448 (an
+    // E4M3 value); elements /448: 6 → 6, 2.23 → 2, 0.22 → 0, 0.67 → 0.5.
+    let mut x = vec![0.0f32; 16];
+    x[..4].copy_from_slice(&[2688.0, 1000.0, 100.0, 300.0]);
+    let got = run(spec("nvfp4"), &x);
+    assert_eq!(&got[..4], &[2688.0, 896.0, 0.0, 224.0]);
+}
+
+/// The clipped-STE mask against the CPU op's gradient.
+pub fn ste_masks(r: &dyn Runner) {
+    let mut x = data(8 * 64, 9);
+    x[3] = 957.0;
+    for name in [
+        "mxfp8_e4m3",
+        "int8",
+        "fp8_e4m3",
+        "nvfp4",
+        "int4_g128",
+        "mxfp6_e2m3",
+        "fp8_e5m2",
+    ] {
+        let op = fq(spec(name), None);
+        let xv = Var::from_slice(&x, (8, 64), &Device::Cpu).unwrap();
+        let y = xv.as_tensor().apply_op1(op.clone()).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let want = bits(g.get(&xv).unwrap());
+        let got = r.ste_mask(&op, &x, &[8, 64]);
+        let inputs: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
+        assert_same(&got, &want, &inputs, &format!("{name} STE mask"));
+    }
+}
