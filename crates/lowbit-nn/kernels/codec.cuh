@@ -11,14 +11,19 @@ typedef unsigned long long u64;
 typedef long long i64;
 
 #define LB_D __device__ __forceinline__
+// Out of line: the reference codec and the rare paths. The kernels unroll their fast path
+// several times; one call instead of an inlined copy keeps each unrolled step small
+// (registers, PTX size, the driver's JIT time).
+#define LB_SLOW __device__ __noinline__
 
 // ---- element format and conversion (lowbit_formats::{MiniFloat, IntFormat, Conversion}) ----
 
 enum { ENC_IEEE = 0, ENC_FN = 1, ENC_FNUZ = 2, ENC_FINITE = 3, ENC_FNU = 4 };
 enum { R_NEAREST_EVEN = 0, R_NEAREST_AWAY = 1, R_TOWARD_ZERO = 2, R_STOCHASTIC = 3 };
 
-// Mirrors the Rust `#[repr(C)] struct DevFormat` in src/cuda.rs (same field order).
-struct LbFormat {
+// The element format and conversion: what the reference codec reads. The first fields of
+// the Rust `#[repr(C)] struct DevFormat` in src/kernel_plan.rs (same order).
+struct LbCodec {
     int is_int;     // 0: minifloat, 1: integer
     int exp_bits;   // minifloat exponent bits
     int man_bits;   // minifloat mantissa bits
@@ -30,6 +35,12 @@ struct LbFormat {
     int rounding;   // R_*
     int saturate;   // Overflow::Saturate
     u64 seed;       // stochastic-rounding seed
+};
+
+// Mirrors the Rust `#[repr(C)] struct DevFormat` in src/kernel_plan.rs (the same layout: the
+// codec's fields, then the fast path's constants).
+struct LbFormat {
+    LbCodec c;
     // The nearest-even fast path (FloatLane::quantize_fast of lowbit-formats' lane.rs), set
     // by the host where the lane algorithm applies (nearest-even, bias <= 127, not E8M0).
     int fast;
@@ -48,15 +59,20 @@ LB_D float bits_f(u32 b) { return __uint_as_float(b); }
 LB_D u32 f_bits(float f) { return __float_as_uint(f); }
 LB_D bool is_nan(float x) { return x != x; }
 
-// The x86 rule for a NaN operand of a multiplication (what the CPU reference produces): the
-// NaN operand, quieted. GPU arithmetic would return the canonical NaN instead and lose the
-// sign, which the minifloat encoders read.
-// An invalid operation (inf · 0) gives x86's default NaN, 0xFFC00000.
-LB_D float mul(float a, float b) {
+// The x86 rule for a NaN result (what the CPU reference produces): the first NaN operand,
+// quieted; x86's default NaN 0xFFC00000 for an invalid operation (inf · 0). GPU arithmetic
+// returns the canonical NaN instead and would lose the sign, which the minifloat encoders read.
+LB_D float x86_nan(float a, float b) {
     if (is_nan(a)) return bits_f(f_bits(a) | 0x00400000u);
     if (is_nan(b)) return bits_f(f_bits(b) | 0x00400000u);
+    return bits_f(0xFFC00000u);
+}
+
+// a · b with the x86 NaN rule (a NaN operand makes a NaN product, so only NaN products look
+// at the operands).
+LB_D float mul(float a, float b) {
     float r = __fmul_rn(a, b);
-    return is_nan(r) ? bits_f(0xFFC00000u) : r;
+    return is_nan(r) ? x86_nan(a, b) : r;
 }
 
 // lowbit_formats::stochastic_bits
@@ -92,13 +108,13 @@ LB_D u32 pow2_bits(int k) {
     return k >= -126 ? ((u32)(k + 127)) << 23 : 1u << (k + 149);
 }
 
-LB_D bool mf_signed(const LbFormat& f) { return f.encoding != ENC_FNU; }
-LB_D u32 mf_magnitude_mask(const LbFormat& f) { return (1u << (f.exp_bits + f.man_bits)) - 1u; }
-LB_D u32 mf_sign_bit(const LbFormat& f) {
+LB_D bool mf_signed(const LbCodec& f) { return f.encoding != ENC_FNU; }
+LB_D u32 mf_magnitude_mask(const LbCodec& f) { return (1u << (f.exp_bits + f.man_bits)) - 1u; }
+LB_D u32 mf_sign_bit(const LbCodec& f) {
     return mf_signed(f) ? 1u << (f.exp_bits + f.man_bits) : 0u;
 }
 // MiniFloat::max_magnitude_code
-LB_D u32 mf_max_magnitude_code(const LbFormat& f) {
+LB_D u32 mf_max_magnitude_code(const LbCodec& f) {
     u32 m = (u32)f.man_bits;
     switch (f.encoding) {
     case ENC_IEEE: return (((1u << f.exp_bits) - 2u) << m) | ((1u << m) - 1u);
@@ -108,7 +124,7 @@ LB_D u32 mf_max_magnitude_code(const LbFormat& f) {
     }
 }
 // MiniFloat::nan_code (0 where the format has none)
-LB_D u32 mf_nan_bits_unsigned(const LbFormat& f) {
+LB_D u32 mf_nan_bits_unsigned(const LbCodec& f) {
     u32 m = (u32)f.man_bits;
     switch (f.encoding) {
     case ENC_IEEE: return (((1u << f.exp_bits) - 1u) << m) | (1u << (m - 1u));
@@ -119,7 +135,7 @@ LB_D u32 mf_nan_bits_unsigned(const LbFormat& f) {
     }
 }
 // MiniFloat::is_nan_code
-LB_D bool mf_is_nan_code(const LbFormat& f, u32 code) {
+LB_D bool mf_is_nan_code(const LbCodec& f, u32 code) {
     u32 mag = code & mf_magnitude_mask(f);
     switch (f.encoding) {
     case ENC_IEEE: return mag > (((1u << f.exp_bits) - 1u) << f.man_bits);
@@ -130,12 +146,12 @@ LB_D bool mf_is_nan_code(const LbFormat& f, u32 code) {
     }
 }
 // MiniFloat::is_inf_code
-LB_D bool mf_is_inf_code(const LbFormat& f, u32 code) {
+LB_D bool mf_is_inf_code(const LbCodec& f, u32 code) {
     return f.encoding == ENC_IEEE &&
            (code & mf_magnitude_mask(f)) == (((1u << f.exp_bits) - 1u) << f.man_bits);
 }
 // MiniFloat::overflow_code
-LB_D u32 mf_overflow_code(const LbFormat& f, bool neg) {
+LB_D u32 mf_overflow_code(const LbCodec& f, bool neg) {
     u32 sign = neg ? mf_sign_bit(f) : 0u;
     switch (f.encoding) {
     case ENC_IEEE: return sign | (((1u << f.exp_bits) - 1u) << f.man_bits);
@@ -147,7 +163,7 @@ LB_D u32 mf_overflow_code(const LbFormat& f, bool neg) {
 }
 
 // MiniFloat::decode
-LB_D float mf_decode(const LbFormat& f, u32 code) {
+LB_D float mf_decode(const LbCodec& f, u32 code) {
     u32 m = (u32)f.man_bits;
     code &= (mf_sign_bit(f) | mf_magnitude_mask(f));
     u32 sign = (code & mf_sign_bit(f)) ? 0x80000000u : 0u;
@@ -175,7 +191,7 @@ LB_D float mf_decode(const LbFormat& f, u32 code) {
 }
 
 // MiniFloat::encode_with
-LB_D u32 mf_encode(const LbFormat& f, float x, u32 rand) {
+LB_D u32 mf_encode(const LbCodec& f, float x, u32 rand) {
     u32 bits = f_bits(x);
     bool neg = (bits >> 31) != 0u;
     u32 a = bits & 0x7FFFFFFFu;
@@ -236,7 +252,7 @@ LB_D u32 mf_encode(const LbFormat& f, float x, u32 rand) {
 }
 
 // IntFormat::round_value
-LB_D float int_round_value(const LbFormat& f, float x, u32 rand) {
+LB_D float int_round_value(const LbCodec& f, float x, u32 rand) {
     if (is_nan(x)) return 0.0f;
     float r;
     switch (f.rounding) {
@@ -282,12 +298,17 @@ LB_D float quantize_fast(const LbFormat& f, float x) {
 }
 
 // Format::quantize_with: decode(encode_with(x, conv, rand)), `index` numbers the element for
-// stochastic rounding.
-LB_D float quantize_elem(const LbFormat& f, float x, u64 index) {
-    if (f.fast) return quantize_fast(f, x);
+// stochastic rounding. The reference path, out of line.
+LB_SLOW float quantize_ref(LbCodec f, float x, u64 index) {
     u32 rand = f.rounding == R_STOCHASTIC ? stochastic_bits(f.seed, index) : 0u;
     if (f.is_int) return int_round_value(f, x, rand);
     return mf_decode(f, mf_encode(f, x, rand));
+}
+
+// Format::quantize_with: the lane fast path where the host enabled it, else the reference.
+LB_D float quantize_elem(const LbFormat& f, float x, u64 index) {
+    if (f.fast) return quantize_fast(f, x);
+    return quantize_ref(f.c, x, index);
 }
 
 // ---- scales (lowbit_quant::scale) ----
@@ -419,7 +440,7 @@ LB_D float effective_scale(const LbScale& s, float stored, float tensor_scale) {
 }
 
 // scale::affine_from_minmax (PyTorch's affine observer rule)
-LB_D void affine_from_minmax(const LbScale& s, const LbFormat& f, float mn, float mx,
+LB_D void affine_from_minmax(const LbScale& s, const LbCodec& f, float mn, float mx,
                              float* scale, float* zero) {
     if (!is_finite(mn) || !is_finite(mx)) {
         *scale = bits_f(0x7FC00000u);
@@ -459,7 +480,15 @@ LB_D LbApply prepare_sym(float eff) {
         p.mode = 1;
         return p;
     }
-    bool normal = (f_bits(eff) & 0x7F800000u) != 0u && is_finite(eff);
+    u32 eb = f_bits(eff);
+    // 1 / 2^k is exact for a positive power of two whose reciprocal is normal: 2^-k, the
+    // division's result without the division (MX and power-of-two scales).
+    if ((eb & 0x807FFFFFu) == 0u && eb >= 0x00800000u && eb <= 0x7E800000u) {
+        p.mode = 0;
+        p.inv = bits_f((254u - (eb >> 23)) << 23);
+        return p;
+    }
+    bool normal = (eb & 0x7F800000u) != 0u && is_finite(eff);
     float inv = __fdiv_rn(1.0f, eff);
     bool prescale = !normal || !is_finite(inv);
     if (prescale && eff > 0.0f && is_finite(eff)) {
@@ -473,31 +502,28 @@ LB_D LbApply prepare_sym(float eff) {
     return p;
 }
 
+// The rare modes of apply_sym, out of line: a NaN scale, or the 2^64 prescale.
+LB_SLOW float apply_sym_rare(LbFormat f, LbApply p, float x, u64 index) {
+    if (p.mode == 1) return bits_f(0x7FC00000u);
+    float q = mul(quantize_elem(f, mul(mul(x, LB_PRESCALE), p.inv), index), p.eff);
+    return mul(q, LB_INV_PRESCALE);
+}
+
 // engine::fake_block / Codec::quantize_scaled_slice for one element: q(x · (1/s)) · s, with
 // the 2^64 prescale for scales whose reciprocal does not fit f32 and NaN for a NaN scale.
 LB_D float apply_sym(const LbFormat& f, const LbApply& p, float x, u64 index) {
-    if (p.mode == 1) return bits_f(0x7FC00000u);
-    if (p.mode == 2) {
-        float q = mul(quantize_elem(f, mul(mul(x, LB_PRESCALE), p.inv), index), p.eff);
-        return mul(q, LB_INV_PRESCALE);
-    }
+    if (p.mode != 0) return apply_sym_rare(f, p, x, index);
     return mul(quantize_elem(f, mul(x, p.inv), index), p.eff);
 }
 
-LB_D float fake_sym(const LbFormat& f, float x, float eff, u64 index) {
-    return apply_sym(f, prepare_sym(eff), x, index);
-}
-
-// x86 division with a NaN operand: that NaN, quieted (GPU division returns the canonical NaN).
+// a / b with the x86 NaN rule.
 LB_D float div(float a, float b) {
-    if (is_nan(a)) return bits_f(f_bits(a) | 0x00400000u);
-    if (is_nan(b)) return bits_f(f_bits(b) | 0x00400000u);
     float r = __fdiv_rn(a, b);
-    return is_nan(r) ? bits_f(0xFFC00000u) : r;
+    return is_nan(r) ? x86_nan(a, b) : r;
 }
 
 // engine::affine_fake_block for one element: (round(x · (1/s) + z) − z) · s.
-LB_D float fake_affine(const LbFormat& f, float x, float scale, float zero, u64 index) {
+LB_D float fake_affine(const LbCodec& f, float x, float scale, float zero, u64 index) {
     float inv = div(1.0f, scale);
     u32 rand = f.rounding == R_STOCHASTIC ? stochastic_bits(f.seed, index) : 0u;
     float q = int_round_value(f, __fadd_rn(mul(x, inv), zero), rand);

@@ -13,10 +13,21 @@
 //
 // Element order: groups and stochastic-rounding indices follow the CPU engine's work layout
 // (per channel: (len, outer, inner); per block along an axis: (outer, inner, len)).
+//
+// Memory-level parallelism: the element kernels step through the tensor in warp tiles of
+// LB_UNROLL · 32 quads (4 consecutive elements); lane l takes quads tile + u·32 + l, so each
+// load instruction of a warp reads 512 contiguous bytes (f32), and every thread issues its
+// LB_UNROLL loads before it computes anything. The reference codec and the rare paths are
+// out of line (codec.cuh), so the unrolled fast path stays small.
 #include <cuda_fp16.h>
 #include "codec.cuh"
 
-// Mirrors the Rust `#[repr(C)] struct DevGroups` in src/cuda.rs.
+#define LB_UNROLL 4
+// At least 3 blocks of 256 threads per SM (at most 85 registers a thread, no spills with
+// nvcc 13.0 for sm_90): 768 threads, each with LB_UNROLL 16-byte loads in flight.
+#define LB_BOUNDS __launch_bounds__(256, 3)
+
+// Mirrors the Rust `#[repr(C)] struct DevGroups` in src/kernel_plan.rs.
 struct LbGroups {
     i64 n;
     i64 outer;
@@ -115,9 +126,21 @@ extern "C" __global__ void lb_stats_init(u32* st, i64 count, int asym) {
         st[i] = (asym && (i % 3) == 1) ? 0xFFFFFFFFu : 0u;
 }
 
+// Merges one group's statistics into the buffer.
+LB_D void flush_stats(u32* st, int asym, i64 g, u32 kmax, u32 kmin, u32 nan) {
+    if (asym) {
+        atomicMax(&st[3 * g], kmax);
+        atomicMin(&st[3 * g + 1], kmin);
+        if (nan) atomicOr(&st[3 * g + 2], 1u);
+    } else {
+        atomicMax(&st[g], kmax);
+    }
+}
+
 // Each warp owns `per_warp` consecutive elements (a multiple of 32). A step where every lane
 // sees the same group is reduced in registers; lane 0 keeps a running value per group and
 // flushes it with one atomic when the group changes. Mixed steps go straight to atomics.
+// A step of LB_UNROLL sub-steps loads first, then reduces sub-step by sub-step.
 //
 // With `quad` set (host: every aligned run of 4 elements lies in one group, and x is 4-element
 // aligned), each lane takes 4 consecutive elements per step, with one vector load and one
@@ -131,83 +154,70 @@ LB_D void reduce_impl(const T* x, const LbGroups& G, u32* st, int asym, i64 per_
     i64 accg = -1;
     u32 acc_max = 0u, acc_min = 0xFFFFFFFFu, acc_nan = 0u;
     int width = quad ? 4 : 1;
-    for (i64 base = w0; base < w1; base += 32 * width) {
-        i64 idx = base + (i64)lane * width;
-        bool valid = idx < w1;
-        I g = 0, w = 0;
-        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (valid) {
-            locate<I>(G, (I)idx, &g, &w);
-            if (quad) {
-                Vec4<T>::load(x, idx, v);
-            } else {
-                v[0] = Io<T>::load(x, idx);
-            }
-        }
-        i64 gg = valid ? (i64)g : -1;
-        u32 kmax = 0u, kmin = 0xFFFFFFFFu, nan = 0u;
+    for (i64 tile = w0; tile < w1; tile += 32 * width * LB_UNROLL) {
+        // All loads of the tile first.
+        float v[LB_UNROLL][4];
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            if (j > 0 && !quad) break;
-            if (!valid) break;
-            if (asym) {
-                if (is_nan(v[j])) {
-                    nan = 1u;
+        for (int u = 0; u < LB_UNROLL; u++) {
+            i64 idx = tile + (i64)(u * 32 + lane) * width;
+            v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
+            if (idx < w1) {
+                if (quad) {
+                    Vec4<T>::load(x, idx, v[u]);
                 } else {
-                    kmax = max(kmax, key_of(v[j]));
-                    kmin = min(kmin, key_of(v[j]));
+                    v[u][0] = Io<T>::load(x, idx);
                 }
-            } else {
-                kmax = max(kmax, f_bits(v[j]) & 0x7FFFFFFFu);
             }
         }
-        i64 g0 = __shfl_sync(FULL, gg, 0);
-        bool uniform = __all_sync(FULL, gg == g0 || gg == -1);
-        if (uniform) {
-            kmax = __reduce_max_sync(FULL, kmax);
-            if (asym) {
-                kmin = __reduce_min_sync(FULL, kmin);
-                nan = __reduce_or_sync(FULL, nan);
-            }
-            if (lane == 0) {
-                if (g0 != accg) {
-                    if (accg >= 0) {
-                        if (asym) {
-                            atomicMax(&st[3 * accg], acc_max);
-                            atomicMin(&st[3 * accg + 1], acc_min);
-                            if (acc_nan) atomicOr(&st[3 * accg + 2], 1u);
-                        } else {
-                            atomicMax(&st[accg], acc_max);
-                        }
+#pragma unroll
+        for (int u = 0; u < LB_UNROLL; u++) {
+            i64 idx = tile + (i64)(u * 32 + lane) * width;
+            bool valid = idx < w1;
+            I g = 0, w = 0;
+            if (valid) locate<I>(G, (I)idx, &g, &w);
+            i64 gg = valid ? (i64)g : -1;
+            u32 kmax = 0u, kmin = 0xFFFFFFFFu, nan = 0u;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                if (j > 0 && !quad) break;
+                if (!valid) break;
+                if (asym) {
+                    if (is_nan(v[u][j])) {
+                        nan = 1u;
+                    } else {
+                        kmax = max(kmax, key_of(v[u][j]));
+                        kmin = min(kmin, key_of(v[u][j]));
                     }
-                    accg = g0;
-                    acc_max = 0u;
-                    acc_min = 0xFFFFFFFFu;
-                    acc_nan = 0u;
+                } else {
+                    kmax = max(kmax, f_bits(v[u][j]) & 0x7FFFFFFFu);
                 }
-                acc_max = max(acc_max, kmax);
-                acc_min = min(acc_min, kmin);
-                acc_nan |= nan;
             }
-        } else if (valid) {
-            if (asym) {
-                atomicMax(&st[3 * gg], kmax);
-                atomicMin(&st[3 * gg + 1], kmin);
-                if (nan) atomicOr(&st[3 * gg + 2], 1u);
-            } else {
-                atomicMax(&st[gg], kmax);
+            i64 g0 = __shfl_sync(FULL, gg, 0);
+            bool uniform = __all_sync(FULL, gg == g0 || gg == -1);
+            if (uniform) {
+                kmax = __reduce_max_sync(FULL, kmax);
+                if (asym) {
+                    kmin = __reduce_min_sync(FULL, kmin);
+                    nan = __reduce_or_sync(FULL, nan);
+                }
+                if (lane == 0 && g0 >= 0) {
+                    if (g0 != accg) {
+                        if (accg >= 0) flush_stats(st, asym, accg, acc_max, acc_min, acc_nan);
+                        accg = g0;
+                        acc_max = 0u;
+                        acc_min = 0xFFFFFFFFu;
+                        acc_nan = 0u;
+                    }
+                    acc_max = max(acc_max, kmax);
+                    acc_min = min(acc_min, kmin);
+                    acc_nan |= nan;
+                }
+            } else if (valid) {
+                flush_stats(st, asym, gg, kmax, kmin, nan);
             }
         }
     }
-    if (lane == 0 && accg >= 0) {
-        if (asym) {
-            atomicMax(&st[3 * accg], acc_max);
-            atomicMin(&st[3 * accg + 1], acc_min);
-            if (acc_nan) atomicOr(&st[3 * accg + 2], 1u);
-        } else {
-            atomicMax(&st[accg], acc_max);
-        }
-    }
+    if (lane == 0 && accg >= 0) flush_stats(st, asym, accg, acc_max, acc_min, acc_nan);
 }
 
 extern "C" __global__ void lb_scales(const u32* st, LbGroups G, LbFormat F, LbScale S,
@@ -227,7 +237,7 @@ extern "C" __global__ void lb_scales(const u32* st, LbGroups G, LbFormat F, LbSc
                 mn = value_of(st[3 * g + 1]);
             }
             float sc, z;
-            affine_from_minmax(S, F, mn, mx, &sc, &z);
+            affine_from_minmax(S, F.c, mn, mx, &sc, &z);
             scales[g] = sc;
             zeros[g] = z;
         } else {
@@ -237,8 +247,7 @@ extern "C" __global__ void lb_scales(const u32* st, LbGroups G, LbFormat F, LbSc
 }
 
 // Every element: its group's scale (cached while consecutive elements share a group), then
-// the fake-quant, the affine fake-quant, the bare cast or the clipped-STE mask. Each thread
-// takes 4 consecutive elements per step (vector loads when `vec`: x is 4-element aligned).
+// the fake-quant, the affine fake-quant or the clipped-STE mask.
 // The state of the group an element belongs to, kept while consecutive elements share it.
 struct GroupState {
     i64 g;
@@ -259,15 +268,15 @@ LB_D float apply_one(const LbGroups& G, const LbFormat& F, const LbScale& S, con
         // The clipped-STE mask: 1 inside [q(-MAX), q(+MAX)] of the group (F saturates).
         float hi, lo;
         if (S.asym) {
-            hi = fake_affine(F, 3.4028234663852886e38f, st.sc, st.z, (u64)w);
-            lo = fake_affine(F, -3.4028234663852886e38f, st.sc, st.z, (u64)w);
+            hi = fake_affine(F.c, 3.4028234663852886e38f, st.sc, st.z, (u64)w);
+            lo = fake_affine(F.c, -3.4028234663852886e38f, st.sc, st.z, (u64)w);
         } else {
             hi = apply_sym(F, st.p, 3.4028234663852886e38f, (u64)w);
             lo = apply_sym(F, st.p, -3.4028234663852886e38f, (u64)w);
         }
         return (v >= lo && v <= hi) ? 1.0f : 0.0f;
     }
-    if (S.asym) return fake_affine(F, v, st.sc, st.z, (u64)w);
+    if (S.asym) return fake_affine(F.c, v, st.sc, st.z, (u64)w);
     return apply_sym(F, st.p, v, (u64)w);
 }
 
@@ -275,119 +284,193 @@ LB_D float apply_one(const LbGroups& G, const LbFormat& F, const LbScale& S, con
 // clipped-STE mask. Threads take 4 consecutive elements per step. With `quad` set (host: x is
 // 4-element aligned and every aligned run of 4 elements lies in one group, whose work indices
 // are then consecutive) a step is one vector load, one group lookup, one vector store.
+// The quad-tile loop of the element kernels: every quad (4 consecutive elements, x and y
+// 4-element aligned) of the first `nq`, loads of a tile first, then `op(first element index,
+// inputs, outputs)`, then the store.
+template <typename T, typename I, typename Op>
+LB_D void quad_tiles(const T* x, T* y, I nq, Op& op) {
+    I lane = threadIdx.x & 31;
+    I warp = ((I)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    I warps = ((I)gridDim.x * blockDim.x) >> 5;
+    for (I tile = warp * (32 * LB_UNROLL); tile < nq; tile += warps * (32 * LB_UNROLL)) {
+        float v[LB_UNROLL][4];
+#pragma unroll
+        for (int u = 0; u < LB_UNROLL; u++) {
+            I q = tile + u * 32 + lane;
+            v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
+            if (q < nq) Vec4<T>::load(x, 4 * q, v[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < LB_UNROLL; u++) {
+            I q = tile + u * 32 + lane;
+            if (q < nq) {
+                float o[4];
+                op(4 * q, v[u], o);
+                Vec4<T>::store(y, 4 * q, o);
+            }
+        }
+    }
+}
+
+// The bare cast on the lane fast path.
+struct CastFast {
+    const LbFormat& F;
+    template <typename I> LB_D void operator()(I, const float v[4], float o[4]) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) o[j] = quantize_fast(F, v[j]);
+    }
+};
+
+// The bare cast through the reference codec.
+struct CastRef {
+    const LbFormat& F;
+    template <typename I> LB_D void operator()(I base, const float v[4], float o[4]) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) o[j] = quantize_ref(F.c, v[j], (u64)(base + j));
+    }
+};
+
+// Fake-quant / affine / mask with the group's scale (every aligned quad in one group, with
+// consecutive work indices).
+template <typename I> struct Scaled {
+    const LbGroups& G;
+    const LbFormat& F;
+    const LbScale& S;
+    const float* scales;
+    const float* zeros;
+    float ts;
+    int mode;
+    GroupState st;
+    LB_D void operator()(I base, const float v[4], float o[4]) {
+        I g, w;
+        locate<I>(G, base, &g, &w);
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            o[j] = apply_one<I>(G, F, S, scales, zeros, ts, mode, st, v[j], g, w + j);
+    }
+};
+
+// Every element: the bare cast (SK_UNIT), or its group's fake-quant / affine fake-quant /
+// clipped-STE mask. With `quad` set (host: x is 4-element aligned and every aligned run of 4
+// elements lies in one group, whose work indices are then consecutive) the quads go through
+// the tile loop; the rest (or everything, without `quad`) one element per thread and step.
 template <typename T, typename I>
 LB_D void apply_impl(const T* x, T* y, const LbGroups& G, const LbFormat& F, const LbScale& S,
                      const float* scales, const float* zeros, const float* ts_p, int mode,
                      int quad) {
     float ts = ts_p[0];
     I n = (I)G.n;
-    I stride = (I)gridDim.x * blockDim.x;
-    I t = (I)blockIdx.x * blockDim.x + threadIdx.x;
-    GroupState st;
-    st.g = -1;
-    st.sc = 0.0f;
-    st.z = 0.0f;
-    st.p = prepare_sym(1.0f);
-    if (quad) {
-        for (I q = t; q < n / 4; q += stride) {
-            I base = 4 * q;
-            float v[4], o[4];
-            Vec4<T>::load(x, base, v);
-            if (S.kind == SK_UNIT) {
-#pragma unroll
-                for (int j = 0; j < 4; j++) o[j] = quantize_elem(F, v[j], (u64)(base + j));
-            } else {
-                I g, w;
-                locate<I>(G, base, &g, &w);
-#pragma unroll
-                for (int j = 0; j < 4; j++)
-                    o[j] = apply_one<I>(G, F, S, scales, zeros, ts, mode, st, v[j], g, w + j);
-            }
-            Vec4<T>::store(y, base, o);
+    I nq = quad ? n / 4 : 0;
+    Scaled<I> scaled{G, F, S, scales, zeros, ts, mode, {-1, 0.0f, 0.0f, prepare_sym(1.0f)}};
+    if (nq > 0) {
+        if (S.kind == SK_UNIT && F.fast) {
+            CastFast op{F};
+            quad_tiles<T, I>(x, y, nq, op);
+        } else if (S.kind == SK_UNIT) {
+            CastRef op{F};
+            quad_tiles<T, I>(x, y, nq, op);
+        } else {
+            quad_tiles<T, I>(x, y, nq, scaled);
         }
     }
-    for (I idx = (quad ? (n / 4) * 4 : 0) + t; idx < n; idx += stride) {
+    I stride = (I)gridDim.x * blockDim.x;
+    I t = (I)blockIdx.x * blockDim.x + threadIdx.x;
+    for (I idx = 4 * nq + t; idx < n; idx += stride) {
         float v = Io<T>::load(x, idx), o;
         if (S.kind == SK_UNIT) {
             o = quantize_elem(F, v, (u64)idx);
         } else {
             I g, w;
             locate<I>(G, idx, &g, &w);
-            o = apply_one<I>(G, F, S, scales, zeros, ts, mode, st, v, g, w);
+            o = apply_one<I>(G, F, S, scales, zeros, ts, mode, scaled.st, v, g, w);
         }
         Io<T>::store(y, idx, o);
     }
 }
 
-// max |x| of the whole tensor (NaN > inf > numbers on the bit patterns), into st[0].
+// max |x| of the whole tensor (NaN > inf > numbers on the bit patterns), into st[0]. With
+// `vec` (x 4-element aligned) in quad tiles, loads first.
 template <typename T>
 LB_D void amax_impl(const T* x, i64 n, u32* st, int vec) {
     u32 a = 0u;
     i64 stride = (i64)gridDim.x * blockDim.x;
     i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (vec) {
-        for (i64 q = t; 4 * q + 3 < n; q += stride) {
-            float v[4];
-            Vec4<T>::load(x, 4 * q, v);
-            for (int j = 0; j < 4; j++) a = max(a, f_bits(v[j]) & 0x7FFFFFFFu);
+    i64 nq = vec ? n / 4 : 0;
+    i64 lane = threadIdx.x & 31;
+    for (i64 tile = (t - lane) * LB_UNROLL; tile < nq; tile += stride * LB_UNROLL) {
+        float v[LB_UNROLL][4];
+#pragma unroll
+        for (int u = 0; u < LB_UNROLL; u++) {
+            i64 q = tile + u * 32 + lane;
+            v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
+            if (q < nq) Vec4<T>::load(x, 4 * q, v[u]);
         }
-        for (i64 i = (n / 4) * 4 + t; i < n; i += stride)
-            a = max(a, f_bits(Io<T>::load(x, i)) & 0x7FFFFFFFu);
-    } else {
-        for (i64 i = t; i < n; i += stride) a = max(a, f_bits(Io<T>::load(x, i)) & 0x7FFFFFFFu);
+#pragma unroll
+        for (int u = 0; u < LB_UNROLL; u++)
+            for (int j = 0; j < 4; j++) a = max(a, f_bits(v[u][j]) & 0x7FFFFFFFu);
     }
+    for (i64 i = 4 * nq + t; i < n; i += stride) a = max(a, f_bits(Io<T>::load(x, i)) & 0x7FFFFFFFu);
     a = __reduce_max_sync(FULL, a);
     if ((threadIdx.x & 31) == 0) atomicMax(st, a);
 }
 
 // Dynamic symmetric blocks of `size` = 4·L contiguous elements (L = 1..32 lanes, a power of
-// two), blocks along the last axis, n a multiple of `size`: each thread holds 4 elements, the
-// L lanes of a block reduce their amax with shuffles, every lane derives the block's scale
-// (the same rule as lb_scales) and writes its 4 outputs. One read, one write.
-// Warps step through the tensor together (a warp-uniform loop, so the shuffles see all lanes).
+// two), blocks along the last axis, n a multiple of `size`: each thread holds 4 elements per
+// sub-step, the L lanes of a block reduce their amax with shuffles, every lane derives the
+// block's scale (the same rule as lb_scales) and writes its 4 outputs. One read, one write.
+// Warps step through the tensor in quad tiles (a warp-uniform loop, so the shuffles see all
+// lanes); a tile's loads come first.
 template <typename T>
-LB_D void fused_block_impl(const T* x, T* y, i64 n, int lanes, LbFormat F, LbScale S,
-                           const u32* tensor_amax) {
+LB_D void fused_block_impl(const T* x, T* y, i64 n, int lanes, const LbFormat& F,
+                           const LbScale& S, const u32* tensor_amax) {
     float ts = S.kind == SK_NVFP4 ? nvfp4_tensor_scale(S, bits_f(tensor_amax[0])) : 1.0f;
     i64 nq = n / 4;
-    i64 stride = (i64)gridDim.x * blockDim.x;
-    i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     i64 lane = threadIdx.x & 31;
-    for (i64 wb = t - lane; wb < nq; wb += stride) {
-        i64 q = wb + lane;
-        bool ok = q < nq;
-        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (ok) Vec4<T>::load(x, 4 * q, v);
-        u32 a = 0u;
+    i64 warp = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    i64 warps = ((i64)gridDim.x * blockDim.x) >> 5;
+    for (i64 tile = warp * (32 * LB_UNROLL); tile < nq; tile += warps * (32 * LB_UNROLL)) {
+        float v[LB_UNROLL][4];
 #pragma unroll
-        for (int j = 0; j < 4; j++) a = max(a, f_bits(v[j]) & 0x7FFFFFFFu);
-        for (int off = lanes >> 1; off > 0; off >>= 1) a = max(a, __shfl_xor_sync(FULL, a, off));
-        if (ok) {
-            LbApply p = prepare_sym(effective_scale(S, scale_from_amax(S, bits_f(a), ts), ts));
-            float o[4];
+        for (int u = 0; u < LB_UNROLL; u++) {
+            i64 q = tile + u * 32 + lane;
+            v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
+            if (q < nq) Vec4<T>::load(x, 4 * q, v[u]);
+        }
 #pragma unroll
-            for (int j = 0; j < 4; j++) o[j] = apply_sym(F, p, v[j], (u64)(4 * q + j));
-            Vec4<T>::store(y, 4 * q, o);
+        for (int u = 0; u < LB_UNROLL; u++) {
+            i64 q = tile + u * 32 + lane;
+            u32 a = 0u;
+#pragma unroll
+            for (int j = 0; j < 4; j++) a = max(a, f_bits(v[u][j]) & 0x7FFFFFFFu);
+            for (int off = lanes >> 1; off > 0; off >>= 1)
+                a = max(a, __shfl_xor_sync(FULL, a, off));
+            if (q < nq) {
+                LbApply p = prepare_sym(effective_scale(S, scale_from_amax(S, bits_f(a), ts), ts));
+                float o[4];
+#pragma unroll
+                for (int j = 0; j < 4; j++) o[j] = apply_sym(F, p, v[u][j], (u64)(4 * q + j));
+                Vec4<T>::store(y, 4 * q, o);
+            }
         }
     }
 }
 
 #define LB_INSTANTIATE(T, SUF)                                                                  \
-    extern "C" __global__ void lb_reduce_##SUF##_u32(const T* x, LbGroups G, u32* st, int asym,   \
+    extern "C" __global__ void LB_BOUNDS lb_reduce_##SUF##_u32(const T* x, LbGroups G, u32* st, int asym,   \
                                                      i64 per_warp, int quad) {                  \
         reduce_impl<T, u32>(x, G, st, asym, per_warp, quad);                                    \
     }                                                                                           \
-    extern "C" __global__ void lb_reduce_##SUF##_u64(const T* x, LbGroups G, u32* st, int asym,   \
+    extern "C" __global__ void LB_BOUNDS lb_reduce_##SUF##_u64(const T* x, LbGroups G, u32* st, int asym,   \
                                                      i64 per_warp, int quad) {                  \
         reduce_impl<T, u64>(x, G, st, asym, per_warp, quad);                                    \
     }                                                                                           \
-    extern "C" __global__ void lb_apply_##SUF##_u32(const T* x, T* y, LbGroups G, LbFormat F,    \
+    extern "C" __global__ void LB_BOUNDS lb_apply_##SUF##_u32(const T* x, T* y, LbGroups G, LbFormat F,    \
                                                     LbScale S, const float* scales,             \
                                                     const float* zeros, const float* ts,        \
                                                     int mode, int quad) {                       \
         apply_impl<T, u32>(x, y, G, F, S, scales, zeros, ts, mode, quad);                        \
     }                                                                                           \
-    extern "C" __global__ void lb_apply_##SUF##_u64(const T* x, T* y, LbGroups G, LbFormat F,    \
+    extern "C" __global__ void LB_BOUNDS lb_apply_##SUF##_u64(const T* x, T* y, LbGroups G, LbFormat F,    \
                                                     LbScale S, const float* scales,             \
                                                     const float* zeros, const float* ts,        \
                                                     int mode, int quad) {                       \
@@ -396,7 +479,7 @@ LB_D void fused_block_impl(const T* x, T* y, i64 n, int lanes, LbFormat F, LbSca
     extern "C" __global__ void lb_amax_##SUF(const T* x, i64 n, u32* st, int vec) {              \
         amax_impl<T>(x, n, st, vec);                                                            \
     }                                                                                           \
-    extern "C" __global__ void lb_fused_block_##SUF(const T* x, T* y, i64 n, int lanes,          \
+    extern "C" __global__ void LB_BOUNDS lb_fused_block_##SUF(const T* x, T* y, i64 n, int lanes,          \
                                                     LbFormat F, LbScale S,                      \
                                                     const u32* tensor_amax) {                   \
         fused_block_impl<T>(x, y, n, lanes, F, S, tensor_amax);                                 \
