@@ -545,11 +545,12 @@ pub struct Plan {
     pub buffers: Vec<Buffer>,
     /// Launches, run in order on one stream.
     pub launches: Vec<Launch>,
+    /// The grid limit the plan was made with.
+    max_blocks: u32,
 }
 
-fn blocks(b: u64) -> u32 {
-    b.clamp(1, u32::MAX as u64 / 2) as u32
-}
+/// The largest grid a plan launches by default.
+pub const MAX_BLOCKS: u32 = u32::MAX / 2;
 
 impl Plan {
     fn buffer(&mut self, b: Buffer) -> usize {
@@ -560,7 +561,7 @@ impl Plan {
     fn launch(&mut self, kernel: String, grid: u64, args: Vec<Arg>) {
         self.launches.push(Launch {
             kernel,
-            blocks: blocks(grid),
+            blocks: grid.clamp(1, self.max_blocks as u64) as u32,
             args,
         });
     }
@@ -607,6 +608,20 @@ fn quad_groups(g: &DevGroups) -> bool {
 /// `start` elements into its storage (the storage is 256-byte aligned, as CUDA allocations
 /// are). Errors: an axis out of range, frozen scales that do not fit.
 pub fn plan(job: &Job<'_>, dims: &[usize], start: usize, dtype: KernelDType) -> Result<Plan> {
+    plan_with_grid_limit(job, dims, start, dtype, MAX_BLOCKS)
+}
+
+/// [`plan`] with every grid cut to at most `max_blocks` blocks (≥ 1). The kernels loop over
+/// what a smaller grid leaves (grid-stride loops; the reduction gives each warp a longer
+/// range), so the results are the same: the tests use tiny grids to run those loops on small
+/// tensors.
+pub fn plan_with_grid_limit(
+    job: &Job<'_>,
+    dims: &[usize],
+    start: usize,
+    dtype: KernelDType,
+    max_blocks: u32,
+) -> Result<Plan> {
     let n: usize = dims.iter().product();
     let mut p = Plan {
         n,
@@ -614,7 +629,9 @@ pub fn plan(job: &Job<'_>, dims: &[usize], start: usize, dtype: KernelDType) -> 
         dtype,
         buffers: vec![Buffer::Input, Buffer::Output],
         launches: Vec::new(),
+        max_blocks: max_blocks.clamp(1, MAX_BLOCKS),
     };
+    let max_warps = p.max_blocks as u64 * (THREADS as u64 / 32);
     if n == 0 {
         return Ok(p);
     }
@@ -734,7 +751,9 @@ pub fn plan(job: &Job<'_>, dims: &[usize], start: usize, dtype: KernelDType) -> 
             } else {
                 let quad = i32::from(vec == 1 && n.is_multiple_of(4) && quad_groups(&g));
                 let step = if quad == 1 { 128 } else { 32 };
-                let warps = (n as u64).div_ceil(4096).clamp(1, 1 << 15);
+                // Each warp reduces `per_warp` consecutive elements: no grid-stride loop, so
+                // the grid limit lengthens the ranges.
+                let warps = (n as u64).div_ceil(4096).clamp(1, (1 << 15).min(max_warps));
                 let per_warp = (n as u64).div_ceil(warps).div_ceil(step) * step;
                 let warps = (n as u64).div_ceil(per_warp);
                 p.launch(

@@ -21,7 +21,9 @@ use candle_core::DType;
 use kernel_cases::Runner;
 use lowbit_formats::{Conversion, Format};
 use lowbit_nn::FakeQuant;
-use lowbit_nn::kernel_plan::{Buffer, Job, KernelDType, Output, Plan, plan};
+use lowbit_nn::kernel_plan::{
+    Buffer, Job, KernelDType, MAX_BLOCKS, Output, Plan, plan_with_grid_limit,
+};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -97,8 +99,11 @@ fn emulator() -> Option<&'static Path> {
     .as_deref()
 }
 
-/// The emulator as a device.
-struct Emulator(&'static Path);
+/// The emulator as a device, with every grid cut to `max_blocks`.
+struct Emulator {
+    exe: &'static Path,
+    max_blocks: u32,
+}
 
 fn put_u32(b: &mut Vec<u8>, v: u32) {
     b.extend_from_slice(&v.to_le_bytes());
@@ -194,7 +199,7 @@ impl Emulator {
         let job_path = dir.join(format!("emu-{}-{k}.job", std::process::id()));
         let out_path = job_path.with_extension("out");
         std::fs::write(&job_path, &job).unwrap();
-        let o = Command::new(self.0)
+        let o = Command::new(self.exe)
             .arg(&job_path)
             .arg(&out_path)
             .output()
@@ -231,7 +236,7 @@ impl Emulator {
         start: usize,
     ) -> Vec<u32> {
         let kd = kernel_dtype(dtype);
-        let p = plan(job, shape, start, kd).unwrap();
+        let p = plan_with_grid_limit(job, shape, start, kd, self.max_blocks).unwrap();
         let mut storage = encode(&vec![0.0; start], kd);
         storage.extend(encode(x, kd));
         if x.is_empty() {
@@ -277,7 +282,7 @@ macro_rules! on_emulator {
         #[test]
         fn $name() {
             if let Some(exe) = emulator() {
-                let r = Emulator(exe);
+                let r = Emulator { exe, max_blocks: MAX_BLOCKS };
                 $body(&r);
             }
         }
@@ -302,4 +307,19 @@ on_emulator! {
     offset_inputs_match_the_cpu => kernel_cases::offset_inputs;
     hand_derived_mx_and_nvfp4_blocks => kernel_cases::hand_derived_blocks;
     ste_mask_matches_the_cpu => kernel_cases::ste_masks;
+}
+
+/// The grid-stride loops (a warp taking several tiles, the reduction's longer ranges), which
+/// the default grids reach only on tensors of millions of elements, on grids of 1 and 3
+/// blocks.
+#[test]
+fn small_grids_give_the_same_bits() {
+    let Some(exe) = emulator() else { return };
+    for max_blocks in [1, 3] {
+        let r = Emulator { exe, max_blocks };
+        let shapes: [&[usize]; 4] = [&[64, 256], &[4, 8, 12, 32], &[3, 100], &[7, 33]];
+        kernel_cases::every_quantizer(&r, &shapes);
+        kernel_cases::offset_inputs(&r);
+        kernel_cases::ste_masks(&r);
+    }
 }
