@@ -5,9 +5,9 @@
 //   lb_stats_init      fills the statistics buffer with the neutral elements
 //   lb_reduce_*        per-group abs-max (symmetric) or min/max/NaN (asymmetric), warp-reduced,
 //                      flushed with atomics on ordered integer keys
-//   lb_scales          one thread per group: the stored scale (and zero point) from its statistics
 //   lb_apply_*         every element: q(x · (1/s)) · s with its group's scale, the affine
-//                      (round(x/s + z) − z) · s, the raw element cast, or the clipped-STE mask
+//                      (round(x/s + z) − z) · s, the raw element cast, or the clipped-STE mask;
+//                      the scale frozen, or computed from the group's statistics (dynamic)
 //   lb_fused_block_*   dynamic blocks of 4..128 contiguous elements (MX, NVFP4, int4 groups):
 //                      one pass computes the block's amax, its scale and its outputs
 //
@@ -220,34 +220,42 @@ LB_D void reduce_impl(const T* x, const LbGroups& G, u32* st, int asym, i64 per_
     if (lane == 0 && accg >= 0) flush_stats(st, asym, accg, acc_max, acc_min, acc_nan);
 }
 
-extern "C" __global__ void lb_scales(const u32* st, LbGroups G, LbFormat F, LbScale S,
-                                     const u32* tensor_amax, float* scales, float* zeros,
-                                     float* ts_out) {
-    float ts = S.kind == SK_NVFP4 ? nvfp4_tensor_scale(S, bits_f(tensor_amax[0])) : 1.0f;
-    i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (g == 0) ts_out[0] = ts;
-    for (; g < G.n_groups; g += (i64)gridDim.x * blockDim.x) {
-        if (S.asym) {
-            float mn, mx;
-            if (st[3 * g + 2]) {
-                mn = bits_f(0x7FC00000u);
-                mx = mn;
-            } else {
-                mx = value_of(st[3 * g]);
-                mn = value_of(st[3 * g + 1]);
-            }
-            float sc, z;
-            affine_from_minmax(S, F.c, mn, mx, &sc, &z);
-            scales[g] = sc;
-            zeros[g] = z;
+// The stored scale (and zero point) of group g from its statistics: ScaleRule::scale, or the
+// affine rule from min/max (NaN when the group held a NaN). Out of line: it runs once per
+// group a thread meets.
+struct ScaleZero {
+    float sc, z;
+};
+LB_SLOW ScaleZero group_scale(const u32* st, i64 g, LbCodec c, LbScale S, float ts) {
+    ScaleZero r;
+    if (S.asym) {
+        float mn, mx;
+        if (st[3 * g + 2]) {
+            mn = bits_f(0x7FC00000u);
+            mx = mn;
         } else {
-            scales[g] = scale_from_amax(S, bits_f(st[g]), ts);
+            mx = value_of(st[3 * g]);
+            mn = value_of(st[3 * g + 1]);
         }
+        affine_from_minmax(S, c, mn, mx, &r.sc, &r.z);
+    } else {
+        r.sc = scale_from_amax(S, bits_f(st[g]), ts);
+        r.z = 0.0f;
     }
+    return r;
 }
 
-// Every element: its group's scale (cached while consecutive elements share a group), then
-// the fake-quant, the affine fake-quant or the clipped-STE mask.
+// Where the element kernel finds its groups' scales: frozen (uploaded scales, zero points and
+// tensor scale), or computed from the statistics of the reduction pass (dynamic specs: the
+// scale computation is fused into the element kernel).
+struct ScaleSource {
+    const float* scales;
+    const float* zeros;
+    const u32* stats;
+    int from_stats;
+    float ts;
+};
+
 // The state of the group an element belongs to, kept while consecutive elements share it.
 struct GroupState {
     i64 g;
@@ -255,14 +263,22 @@ struct GroupState {
     LbApply p;
 };
 
+// Every element: its group's scale (cached while consecutive elements share a group), then
+// the fake-quant, the affine fake-quant or the clipped-STE mask.
 template <typename I>
-LB_D float apply_one(const LbGroups& G, const LbFormat& F, const LbScale& S, const float* scales,
-                     const float* zeros, float ts, int mode, GroupState& st, float v, I g, I w) {
+LB_D float apply_one(const LbFormat& F, const LbScale& S, const ScaleSource& src, int mode,
+                     GroupState& st, float v, I g, I w) {
     if ((i64)g != st.g) {
         st.g = (i64)g;
-        st.sc = scales[g];
-        st.z = S.asym ? zeros[g] : 0.0f;
-        if (!S.asym) st.p = prepare_sym(effective_scale(S, st.sc, ts));
+        if (src.from_stats) {
+            ScaleZero r = group_scale(src.stats, (i64)g, F.c, S, src.ts);
+            st.sc = r.sc;
+            st.z = r.z;
+        } else {
+            st.sc = src.scales[g];
+            st.z = S.asym ? src.zeros[g] : 0.0f;
+        }
+        if (!S.asym) st.p = prepare_sym(effective_scale(S, st.sc, src.ts));
     }
     if (mode == MODE_MASK) {
         // The clipped-STE mask: 1 inside [q(-MAX), q(+MAX)] of the group (F saturates).
@@ -280,10 +296,6 @@ LB_D float apply_one(const LbGroups& G, const LbFormat& F, const LbScale& S, con
     return apply_sym(F, st.p, v, (u64)w);
 }
 
-// Every element: the bare cast (SK_UNIT), or its group's fake-quant / affine fake-quant /
-// clipped-STE mask. Threads take 4 consecutive elements per step. With `quad` set (host: x is
-// 4-element aligned and every aligned run of 4 elements lies in one group, whose work indices
-// are then consecutive) a step is one vector load, one group lookup, one vector store.
 // The quad-tile loop of the element kernels: every quad (4 consecutive elements, x and y
 // 4-element aligned) of the first `nq`, loads of a tile first, then `op(first element index,
 // inputs, outputs)`, then the store.
@@ -336,32 +348,37 @@ template <typename I> struct Scaled {
     const LbGroups& G;
     const LbFormat& F;
     const LbScale& S;
-    const float* scales;
-    const float* zeros;
-    float ts;
+    ScaleSource src;
     int mode;
     GroupState st;
     LB_D void operator()(I base, const float v[4], float o[4]) {
         I g, w;
         locate<I>(G, base, &g, &w);
 #pragma unroll
-        for (int j = 0; j < 4; j++)
-            o[j] = apply_one<I>(G, F, S, scales, zeros, ts, mode, st, v[j], g, w + j);
+        for (int j = 0; j < 4; j++) o[j] = apply_one<I>(F, S, src, mode, st, v[j], g, w + j);
     }
 };
 
 // Every element: the bare cast (SK_UNIT), or its group's fake-quant / affine fake-quant /
-// clipped-STE mask. With `quad` set (host: x is 4-element aligned and every aligned run of 4
+// clipped-STE mask, with frozen scales or (`from_stats`) scales computed here from the
+// reduction's statistics and the tensor amax (NVFP4). With `quad` set (host: x is 4-element aligned and every aligned run of 4
 // elements lies in one group, whose work indices are then consecutive) the quads go through
 // the tile loop; the rest (or everything, without `quad`) one element per thread and step.
 template <typename T, typename I>
 LB_D void apply_impl(const T* x, T* y, const LbGroups& G, const LbFormat& F, const LbScale& S,
-                     const float* scales, const float* zeros, const float* ts_p, int mode,
+                     const float* scales, const float* zeros, const float* ts_p,
+                     const u32* stats, const u32* tensor_amax, int from_stats, int mode,
                      int quad) {
-    float ts = ts_p[0];
+    float ts;
+    if (!from_stats) {
+        ts = ts_p[0];
+    } else {
+        ts = S.kind == SK_NVFP4 ? nvfp4_tensor_scale(S, bits_f(tensor_amax[0])) : 1.0f;
+    }
+    ScaleSource src{scales, zeros, stats, from_stats, ts};
     I n = (I)G.n;
     I nq = quad ? n / 4 : 0;
-    Scaled<I> scaled{G, F, S, scales, zeros, ts, mode, {-1, 0.0f, 0.0f, prepare_sym(1.0f)}};
+    Scaled<I> scaled{G, F, S, src, mode, {-1, 0.0f, 0.0f, prepare_sym(1.0f)}};
     if (nq > 0) {
         if (S.kind == SK_UNIT && F.fast) {
             CastFast op{F};
@@ -382,7 +399,7 @@ LB_D void apply_impl(const T* x, T* y, const LbGroups& G, const LbFormat& F, con
         } else {
             I g, w;
             locate<I>(G, idx, &g, &w);
-            o = apply_one<I>(G, F, S, scales, zeros, ts, mode, scaled.st, v, g, w);
+            o = apply_one<I>(F, S, src, mode, scaled.st, v, g, w);
         }
         Io<T>::store(y, idx, o);
     }
@@ -417,7 +434,7 @@ LB_D void amax_impl(const T* x, i64 n, u32* st, int vec) {
 // Dynamic symmetric blocks of `size` = 4·L contiguous elements (L = 1..32 lanes, a power of
 // two), blocks along the last axis, n a multiple of `size`: each thread holds 4 elements per
 // sub-step, the L lanes of a block reduce their amax with shuffles, every lane derives the
-// block's scale (the same rule as lb_scales) and writes its 4 outputs. One read, one write.
+// block's scale (the same rule as group_scale) and writes its 4 outputs. One read, one write.
 // Warps step through the tensor in quad tiles (a warp-uniform loop, so the shuffles see all
 // lanes); a tile's loads come first.
 template <typename T>
@@ -464,17 +481,19 @@ LB_D void fused_block_impl(const T* x, T* y, i64 n, int lanes, const LbFormat& F
                                                      i64 per_warp, int quad) {                  \
         reduce_impl<T, u64>(x, G, st, asym, per_warp, quad);                                    \
     }                                                                                           \
-    extern "C" __global__ void LB_BOUNDS lb_apply_##SUF##_u32(const T* x, T* y, LbGroups G, LbFormat F,    \
-                                                    LbScale S, const float* scales,             \
-                                                    const float* zeros, const float* ts,        \
-                                                    int mode, int quad) {                       \
-        apply_impl<T, u32>(x, y, G, F, S, scales, zeros, ts, mode, quad);                        \
+    extern "C" __global__ void LB_BOUNDS lb_apply_##SUF##_u32(                                  \
+        const T* x, T* y, LbGroups G, LbFormat F, LbScale S, const float* scales,                \
+        const float* zeros, const float* ts, const u32* stats, const u32* tensor_amax,          \
+        int from_stats, int mode, int quad) {                                                   \
+        apply_impl<T, u32>(x, y, G, F, S, scales, zeros, ts, stats, tensor_amax, from_stats,      \
+                          mode, quad);                                                          \
     }                                                                                           \
-    extern "C" __global__ void LB_BOUNDS lb_apply_##SUF##_u64(const T* x, T* y, LbGroups G, LbFormat F,    \
-                                                    LbScale S, const float* scales,             \
-                                                    const float* zeros, const float* ts,        \
-                                                    int mode, int quad) {                       \
-        apply_impl<T, u64>(x, y, G, F, S, scales, zeros, ts, mode, quad);                        \
+    extern "C" __global__ void LB_BOUNDS lb_apply_##SUF##_u64(                                  \
+        const T* x, T* y, LbGroups G, LbFormat F, LbScale S, const float* scales,                \
+        const float* zeros, const float* ts, const u32* stats, const u32* tensor_amax,          \
+        int from_stats, int mode, int quad) {                                                   \
+        apply_impl<T, u64>(x, y, G, F, S, scales, zeros, ts, stats, tensor_amax, from_stats,      \
+                          mode, quad);                                                          \
     }                                                                                           \
     extern "C" __global__ void lb_amax_##SUF(const T* x, i64 n, u32* st, int vec) {              \
         amax_impl<T>(x, n, st, vec);                                                            \

@@ -16,7 +16,7 @@
 //!   last axis): one fused kernel, one read and one write per element (NVFP4 adds one read for
 //!   the tensor amax);
 //! - every other dynamic spec: a reduction kernel (abs-max, or min/max for asymmetric specs),
-//!   a scale kernel, then the element kernel;
+//!   then the element kernel, which computes each group's scale from those statistics;
 //! - frozen scales: uploaded, then the element kernel.
 
 use lowbit_formats::{Conversion, Encoding, Format, Overflow, Rounding};
@@ -595,6 +595,19 @@ fn fused_lanes(spec: &QuantSpec, g: &DevGroups, start: usize) -> Option<i32> {
     ok.then_some((g.size / 4) as i32)
 }
 
+/// Where the element kernel takes its scales from (buffer indices).
+#[derive(Clone, Copy)]
+enum Source {
+    /// Uploaded scales, zero points and tensor scale.
+    Frozen {
+        scales: usize,
+        zeros: usize,
+        ts: usize,
+    },
+    /// The reduction's statistics and the tensor amax (NVFP4): scales computed in the kernel.
+    Stats { stats: usize, tensor_amax: usize },
+}
+
 /// Every aligned run of 4 elements lies in one group, with consecutive work indices.
 fn quad_groups(g: &DevGroups) -> bool {
     match g.gran {
@@ -648,16 +661,19 @@ pub fn plan_with_grid_limit(
             vec![read(x), Arg::I64(n as i64), write(st), Arg::I32(vec)],
         );
     };
-    #[allow(clippy::too_many_arguments)]
-    let apply = |p: &mut Plan,
-                 g: DevGroups,
-                 f: DevFormat,
-                 s: DevScale,
-                 scales: usize,
-                 zeros: usize,
-                 ts: usize,
-                 mode: i32| {
+    let apply = |p: &mut Plan, g: DevGroups, f: DevFormat, s: DevScale, src: Source, mode: i32| {
         let quad = i32::from(vec == 1 && (s.kind == 4 || quad_groups(&g)));
+        // The pointers the source does not use get a one-word placeholder.
+        let (scales, zeros, ts, stats, tensor_amax, from_stats) = match src {
+            Source::Frozen { scales, zeros, ts } => {
+                let none = p.buffer(Buffer::U32Zeros(1));
+                (scales, zeros, ts, none, none, 0)
+            }
+            Source::Stats { stats, tensor_amax } => {
+                let none = p.buffer(Buffer::F32Zeros(1));
+                (none, none, none, stats, tensor_amax, 1)
+            }
+        };
         // One tile of UNROLL quads per thread; grid-stride beyond 2^20 blocks.
         let grid = (n as u64)
             .div_ceil(4 * UNROLL * THREADS as u64)
@@ -674,6 +690,9 @@ pub fn plan_with_grid_limit(
                 read(scales),
                 read(zeros),
                 read(ts),
+                read(stats),
+                read(tensor_amax),
+                Arg::I32(from_stats),
                 Arg::I32(mode),
                 Arg::I32(quad),
             ],
@@ -681,15 +700,17 @@ pub fn plan_with_grid_limit(
     };
     let (spec, frozen, output) = match *job {
         Job::Element { format, conv } => {
-            let one = p.buffer(Buffer::F32Values(vec![1.0]));
+            // No scale: the statistics source with nothing to read (not NVFP4, no groups).
+            let none = p.buffer(Buffer::U32Zeros(1));
             apply(
                 &mut p,
                 DevGroups::per_tensor(n),
                 DevFormat::new(format, conv),
                 DevScale::unit(),
-                one,
-                one,
-                one,
+                Source::Stats {
+                    stats: none,
+                    tensor_amax: none,
+                },
                 0,
             );
             return Ok(p);
@@ -769,24 +790,18 @@ pub fn plan_with_grid_limit(
                     ],
                 );
             }
-            let scales = p.buffer(Buffer::F32Zeros(ng.max(1)));
-            let zeros = p.buffer(Buffer::F32Zeros(ng.max(1)));
-            let ts = p.buffer(Buffer::F32Zeros(1));
-            p.launch(
-                "lb_scales".into(),
-                (ng as u64).div_ceil(THREADS as u64),
-                vec![
-                    read(st),
-                    Arg::Groups(g),
-                    Arg::Format(f),
-                    Arg::Scale(s),
-                    read(tensor_amax),
-                    write(scales),
-                    write(zeros),
-                    write(ts),
-                ],
+            // The element kernel computes each group's scale from its statistics.
+            apply(
+                &mut p,
+                g,
+                f,
+                s,
+                Source::Stats {
+                    stats: st,
+                    tensor_amax,
+                },
+                mode,
             );
-            apply(&mut p, g, f, s, scales, zeros, ts, mode);
         }
         Some(sc) => {
             let count: usize = sc.shape.iter().product();
@@ -813,7 +828,7 @@ pub fn plan_with_grid_limit(
             let scales = p.buffer(Buffer::F32Values(sc.values.clone()));
             let zeros = p.buffer(Buffer::F32Values(zeros_host));
             let ts = p.buffer(Buffer::F32Values(vec![sc.tensor_scale.unwrap_or(1.0)]));
-            apply(&mut p, g, f, s, scales, zeros, ts, mode);
+            apply(&mut p, g, f, s, Source::Frozen { scales, zeros, ts }, mode);
         }
     }
     Ok(p)

@@ -628,7 +628,6 @@ template <typename... P> void reg(const char* name, void (*fn)(P...)) {
 // (selftest.py compares it with the preprocessed source).
 void register_kernels() {
     LB_EMU_KERNEL(lb_stats_init);
-    LB_EMU_KERNEL(lb_scales);
 
     LB_EMU_KERNEL(lb_reduce_f32_u32);
     LB_EMU_KERNEL(lb_reduce_f32_u64);

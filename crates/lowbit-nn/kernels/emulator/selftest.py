@@ -286,7 +286,9 @@ def test_kernel_list(cxx, prod_exe, tmp):
     pre = subprocess.run([cxx, "-E", "-P", "-x", "c++", "-I", stub_dir, "-I", "kernels",
                           "kernels/fake_quant.cu"], cwd=CRATE, capture_output=True, text=True,
                          check=True).stdout
-    defined = set(re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)', pre))
+    # An optional launch-bounds qualifier may sit between `void` and the name.
+    defined = set(re.findall(
+        r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)', pre))
     listed = subprocess.run([prod_exe, "--list"], capture_output=True, text=True,
                             check=True).stdout
     registered = {line.split("(")[0] for line in listed.splitlines() if line}
@@ -317,8 +319,10 @@ def apply_job(name, xbytes, n, quad, elem_bytes):
     sc = job.buffer(struct.pack("<f", 1.0))
     zr = job.buffer(struct.pack("<f", 0.0))
     ts = job.buffer(struct.pack("<f", 1.0))
+    st = job.buffer(struct.pack("<I", 0))
+    # Frozen source (from_stats 0), fake mode, the quad flag.
     job.launch(name, 5, 64, Ptr(x), Ptr(y), groups(n), fmt_e4m3fn(), scale(SK_UNIT), Ptr(sc),
-               Ptr(zr), Ptr(ts), i32(0), i32(quad))
+               Ptr(zr), Ptr(ts), Ptr(st), Ptr(st), i32(0), i32(0), i32(quad))
     return job, y
 
 

@@ -251,6 +251,26 @@ pub fn data(n: usize, seed: u64) -> Vec<f32> {
     v
 }
 
+/// Finite test data of `n` elements: Gaussian values whose scale changes every 64 elements over
+/// 2^-8 .. 2^8, no specials. Per-tensor scales and NVFP4's tensor scale are finite on it
+/// ([`data`] plants inf/NaN, which make every per-tensor scale NaN).
+pub fn finite_data(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = SplitMix(seed);
+    let mut u = || (r.next_u32() as f64 + 0.5) / 4_294_967_296.0;
+    (0..n)
+        .map(|i| {
+            let g = (-2.0 * u().ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
+            let e = ((i / 64) * 5 % 17) as i32 - 8;
+            (g * 2f64.powi(e)) as f32
+        })
+        .collect()
+}
+
+/// Both data sets: with specials and finite.
+pub fn data_sets(n: usize, seed: u64) -> [Vec<f32>; 2] {
+    [data(n, seed), finite_data(n, seed)]
+}
+
 pub fn spec(name: &str) -> QuantSpec {
     name.parse().unwrap()
 }
@@ -398,32 +418,29 @@ pub fn check(
     )
 }
 
-/// Every variant, dynamic and static, on `shapes`; f16/bf16 inputs for five presets.
+/// Every variant, dynamic and static, on `shapes`, on data with specials and on finite data;
+/// f16/bf16 inputs for five presets.
 pub fn every_quantizer(r: &dyn Runner, shapes: &[&[usize]]) {
     let mut count = 0;
     let mut failures = Vec::new();
     for s in variants() {
         for (k, shape) in shapes.iter().enumerate() {
             let n: usize = shape.iter().product();
-            let x = data(n, 7 + k as u64);
             if fits(&s, shape) {
-                failures.extend(check(r, s, shape, &x, DType::F32, 0));
-                let frozen = s.to_builder().mode(ScaleMode::Static).build().unwrap();
-                failures.extend(check(r, frozen, shape, &x, DType::F32, 0));
-                count += 2;
+                for x in data_sets(n, 7 + k as u64) {
+                    failures.extend(check(r, s, shape, &x, DType::F32, 0));
+                    let frozen = s.to_builder().mode(ScaleMode::Static).build().unwrap();
+                    failures.extend(check(r, frozen, shape, &x, DType::F32, 0));
+                    count += 2;
+                }
             }
         }
     }
     for name in ["mxfp8_e4m3", "nvfp4", "int8", "fp8_e4m3", "mxfp4"] {
         for dtype in [DType::F16, DType::BF16] {
-            failures.extend(check(
-                r,
-                spec(name),
-                &[64, 256],
-                &data(64 * 256, 3),
-                dtype,
-                0,
-            ));
+            for x in data_sets(64 * 256, 3) {
+                failures.extend(check(r, spec(name), &[64, 256], &x, dtype, 0));
+            }
         }
     }
     assert!(count > 200, "{count} cases");
@@ -450,9 +467,10 @@ pub fn offset_inputs(r: &dyn Runner) {
         for start in 0..8 {
             for shape in [&[40, 96][..], &[3, 37]] {
                 let n: usize = shape.iter().product();
-                let x = data(n, 21 + start as u64);
-                for dtype in [DType::F32, DType::BF16] {
-                    failures.extend(check(r, spec(name), shape, &x, dtype, start));
+                for x in data_sets(n, 21 + start as u64) {
+                    for dtype in [DType::F32, DType::BF16] {
+                        failures.extend(check(r, spec(name), shape, &x, dtype, start));
+                    }
                 }
             }
         }
@@ -497,9 +515,10 @@ pub fn hand_derived_blocks(r: &dyn Runner) {
 
 /// The clipped-STE mask against the CPU op's gradient.
 pub fn ste_masks(r: &dyn Runner) {
-    let mut x = data(8 * 64, 9);
+    let [mut x, mut y] = data_sets(8 * 64, 9);
     x[3] = 957.0;
-    for name in [
+    y[3] = 957.0;
+    for (name, x) in [
         "mxfp8_e4m3",
         "int8",
         "fp8_e4m3",
@@ -507,13 +526,16 @@ pub fn ste_masks(r: &dyn Runner) {
         "int4_g128",
         "mxfp6_e2m3",
         "fp8_e5m2",
-    ] {
+    ]
+    .iter()
+    .flat_map(|n| [(*n, &x), (*n, &y)])
+    {
         let op = fq(spec(name), None);
-        let xv = Var::from_slice(&x, (8, 64), &Device::Cpu).unwrap();
+        let xv = Var::from_slice(x, (8, 64), &Device::Cpu).unwrap();
         let y = xv.as_tensor().apply_op1(op.clone()).unwrap();
         let g = y.sum_all().unwrap().backward().unwrap();
         let want = bits(g.get(&xv).unwrap());
-        let got = r.ste_mask(&op, &x, &[8, 64]);
+        let got = r.ste_mask(&op, x, &[8, 64]);
         let inputs: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
         assert_same(&got, &want, &inputs, &format!("{name} STE mask"));
     }
