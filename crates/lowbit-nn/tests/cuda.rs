@@ -109,6 +109,11 @@ fn hand_derived_mx_and_nvfp4_blocks_on_the_gpu() {
 }
 
 #[test]
+fn adversarial_mx_and_nvfp4_blocks_match_the_cpu() {
+    kernel_cases::adversarial_blocks(&Gpu(gpu()));
+}
+
+#[test]
 fn ste_mask_on_the_gpu_matches_the_cpu() {
     kernel_cases::ste_masks(&Gpu(gpu()));
 }

@@ -306,6 +306,7 @@ on_emulator! {
     };
     offset_inputs_match_the_cpu => kernel_cases::offset_inputs;
     hand_derived_mx_and_nvfp4_blocks => kernel_cases::hand_derived_blocks;
+    adversarial_mx_and_nvfp4_blocks_match_the_cpu => kernel_cases::adversarial_blocks;
     ste_mask_matches_the_cpu => kernel_cases::ste_masks;
 }
 

@@ -540,3 +540,135 @@ pub fn ste_masks(r: &dyn Runner) {
         assert_same(&got, &want, &inputs, &format!("{name} STE mask"));
     }
 }
+
+/// MX/NVFP4 blocks built to sit on the edges of the scale rules, one 32-element row each:
+/// block maxima at and around every E8M0 rounding threshold (2^k, 1.5·2^k, 1.75·2^k and
+/// their neighbouring f32 values) across the whole f32 range, huge blocks (f32::MAX, whose
+/// scale exponent clamps at 127) and tiny ones (subnormal f32, clamped at −127), elements
+/// that land on ties and on subnormals of the element format after scaling, single-value
+/// blocks, negative maxima, −0, and blocks holding inf, −inf, NaN or −NaN.
+pub fn adversarial_rows() -> Vec<f32> {
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    let mut rng = SplitMix(0xAD);
+    let mut unit = move || (rng.next_u32() as f64 / 4_294_967_296.0) * 2.0 - 1.0;
+    let mut exps: Vec<i32> = (-149..=127).step_by(6).collect();
+    exps.extend([
+        -149, -133, -127, -126, -125, -9, -6, -1, 0, 1, 6, 8, 119, 125, 126, 127,
+    ]);
+    for e in exps {
+        for m in [
+            1.0f64,
+            1.5,
+            1.75,
+            1.875,
+            1.999_999_9,
+            1.25,
+            1.0 + f64::EPSILON,
+        ] {
+            let amax = (m * 2f64.powi(e)) as f32;
+            if !amax.is_finite() || amax == 0.0 {
+                continue;
+            }
+            for nudge in [-1i32, 0, 1] {
+                let a = f32::from_bits((amax.to_bits() as i64 + nudge as i64).max(1) as u32);
+                if !a.is_finite() {
+                    continue;
+                }
+                let mut row: Vec<f32> = (0..32).map(|_| (unit() * a as f64) as f32).collect();
+                row[0] = if nudge == 0 { -a } else { a };
+                // Ties and subnormals of the element formats after scaling: fractions of the
+                // maximum on the element grids and half-way between them.
+                for (k, f) in [
+                    0.5f64,
+                    0.25,
+                    0.375,
+                    0.75,
+                    1.0 / 3.0,
+                    2f64.powi(-9),
+                    3.0 * 2f64.powi(-10),
+                    2f64.powi(-10),
+                ]
+                .iter()
+                .enumerate()
+                {
+                    row[1 + k] = (a as f64 * f) as f32;
+                }
+                row[10] = -0.0;
+                row[11] = f32::from_bits(1);
+                rows.push(row);
+            }
+        }
+    }
+    let mut special = |f: &dyn Fn(usize) -> f32| rows.push((0..32).map(f).collect());
+    special(&|_| 0.0);
+    special(&|_| -0.0);
+    special(&|_| f32::MAX);
+    special(&|i| if i % 2 == 0 { f32::MAX } else { -f32::MAX });
+    special(&|_| f32::from_bits(1));
+    special(&|i| f32::from_bits(1 + i as u32 * 1000));
+    special(&|_| 957.0);
+    special(&|i| if i == 5 { 957.0 } else { 1.0 });
+    special(&|i| if i == 7 { f32::INFINITY } else { 1.0 });
+    special(&|i| if i == 7 { f32::NEG_INFINITY } else { 1.0 });
+    special(&|i| if i == 31 { f32::NAN } else { 1.0 });
+    special(&|i| if i == 0 { -f32::NAN } else { 2.0 });
+    special(&|i| if i == 16 { f32::NAN } else { 448.0 });
+    special(&|i| -(i as f32) * 0.25);
+    rows.concat()
+}
+
+/// The MX family under every E8M0 rule, NVFP4 under both block roundings, int4 groups:
+/// device against the CPU engine on [`adversarial_rows`], dynamic and static (the rows sit
+/// in one tensor, so per-tensor NVFP4 scales see the whole range).
+pub fn adversarial_blocks(r: &dyn Runner) {
+    let x = adversarial_rows();
+    let rows = x.len() / 32;
+    let mut specs = Vec::new();
+    for base in [
+        "mxfp8_e4m3",
+        "mxfp8_e5m2",
+        "mxfp6_e2m3",
+        "mxfp6_e3m2",
+        "mxfp4",
+        "mxint8",
+    ] {
+        for rounding in [
+            E8m0Rounding::Floor,
+            E8m0Rounding::Ceil,
+            E8m0Rounding::Even,
+            E8m0Rounding::RCeil,
+        ] {
+            specs.push(
+                spec(base)
+                    .to_builder()
+                    .scale(ScaleKind::E8M0 { rounding })
+                    .build()
+                    .unwrap(),
+            );
+        }
+    }
+    for block_rounding in [E4m3Rounding::Nearest, E4m3Rounding::Up] {
+        specs.push(
+            spec("nvfp4")
+                .to_builder()
+                .scale(ScaleKind::Nvfp4 { block_rounding })
+                .build()
+                .unwrap(),
+        );
+    }
+    specs.push(spec("int4_g128"));
+    let mut failures = Vec::new();
+    for s in specs {
+        for shape in [[rows, 32], [rows / 2, 64]] {
+            let n = shape[0] * shape[1];
+            failures.extend(check(r, s, &shape, &x[..n], DType::F32, 0));
+            let frozen = s.to_builder().mode(ScaleMode::Static).build().unwrap();
+            failures.extend(check(r, frozen, &shape, &x[..n], DType::F32, 0));
+        }
+        // Without the special rows, so that NVFP4's tensor scale is finite.
+        let finite: Vec<f32> = x[..(rows - 14) * 32].to_vec();
+        failures.extend(check(r, s, &[rows - 14, 32], &finite, DType::F32, 0));
+    }
+    assert!(rows > 400, "{rows} rows");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
