@@ -113,6 +113,42 @@ LB_D void locate(const LbGroups& G, I idx, I* g, I* w) {
     }
 }
 
+// The run of elements around `idx` that share its group and whose work indices go up by one
+// with the element index: [*lo, *hi), the group *g and the work index *w0 of *lo. For the
+// layouts the quad path takes (per tensor; per channel; blocks along the last axis, inner 1).
+// The element kernel locates once per run instead of dividing for every quad.
+template <typename I>
+LB_D void locate_run(const LbGroups& G, I idx, I* g, I* w0, I* lo, I* hi) {
+    if (G.gran == 0) {
+        *g = 0;
+        *w0 = 0;
+        *lo = 0;
+        *hi = (I)G.n;
+        return;
+    }
+    I inner = (I)G.inner, len = (I)G.len;
+    I t = idx / inner;
+    if (G.gran == 1) {
+        // Per channel: a row of `inner` elements of one channel.
+        I l = t % len;
+        I o = t / len;
+        *g = l;
+        *lo = t * inner;
+        *hi = *lo + inner;
+        *w0 = (l * (I)G.outer + o) * inner;
+    } else {
+        // Blocks along the last axis (inner = 1): the block, work index = element index.
+        I l = idx % len;
+        I o = idx / len;
+        I b = l / (I)G.size;
+        I end = (b + 1) * (I)G.size;
+        *g = o * (I)G.nb + b;
+        *lo = o * len + b * (I)G.size;
+        *hi = o * len + (end < len ? end : len);
+        *w0 = *lo;
+    }
+}
+
 // Ordered keys: unsigned comparison of keys is float comparison of values.
 LB_D u32 key_of(float v) {
     u32 b = f_bits(v);
@@ -343,7 +379,7 @@ struct CastRef {
 };
 
 // Fake-quant / affine / mask with the group's scale (every aligned quad in one group, with
-// consecutive work indices).
+// consecutive work indices; the run of the group is kept while quads stay in it).
 template <typename I> struct Scaled {
     const LbGroups& G;
     const LbFormat& F;
@@ -351,11 +387,12 @@ template <typename I> struct Scaled {
     ScaleSource src;
     int mode;
     GroupState st;
+    I run_g, run_w0, run_lo, run_hi;
     LB_D void operator()(I base, const float v[4], float o[4]) {
-        I g, w;
-        locate<I>(G, base, &g, &w);
+        if (base < run_lo || base >= run_hi) locate_run<I>(G, base, &run_g, &run_w0, &run_lo, &run_hi);
+        I w = run_w0 + (base - run_lo);
 #pragma unroll
-        for (int j = 0; j < 4; j++) o[j] = apply_one<I>(F, S, src, mode, st, v[j], g, w + j);
+        for (int j = 0; j < 4; j++) o[j] = apply_one<I>(F, S, src, mode, st, v[j], run_g, w + j);
     }
 };
 
@@ -378,7 +415,7 @@ LB_D void apply_impl(const T* x, T* y, const LbGroups& G, const LbFormat& F, con
     ScaleSource src{scales, zeros, stats, from_stats, ts};
     I n = (I)G.n;
     I nq = quad ? n / 4 : 0;
-    Scaled<I> scaled{G, F, S, src, mode, {-1, 0.0f, 0.0f, prepare_sym(1.0f)}};
+    Scaled<I> scaled{G, F, S, src, mode, {-1, 0.0f, 0.0f, prepare_sym(1.0f)}, 0, 0, 0, 0};
     if (nq > 0) {
         if (S.kind == SK_UNIT && F.fast) {
             CastFast op{F};
