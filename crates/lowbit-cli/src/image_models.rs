@@ -322,15 +322,23 @@ impl ImageModel {
     /// `limit` images (default [`DEFAULT_FOLDER_LIMIT`]) spread evenly over the ImageFolder
     /// `root`; warns on stderr when its classes cannot be the model's.
     fn folder(&self, root: &Path, limit: Option<usize>) -> Result<Dataset> {
-        let set = ImageFolder::open(root).map_err(|e| CliError::Usage(format!("--data: {e}")))?;
+        let mut set =
+            ImageFolder::open(root).map_err(|e| CliError::Usage(format!("--data: {e}")))?;
         let classes = set.classes().len();
-        if classes != self.num_classes {
+        let synsets = self.num_classes == IMAGENET_CLASSES && set.has_imagenet_synsets();
+        if synsets {
+            // Folders named by synset: ImageNet-1k labels whatever subset of classes is there.
+            set = set
+                .with_imagenet_labels()
+                .map_err(|e| CliError::Usage(format!("--data: {e}")))?;
+        } else if classes != self.num_classes {
             eprintln!(
                 "warning: --data {}: {classes} class folders, but {} has {} outputs. Labels are the \
                  index of each image's folder among the sorted folder names (torchvision's \
                  ImageFolder), so top-1/top-5 mean something only for a set with exactly the \
-                 model's classes in its order (ImageNet-1k: the 1000 synset folders n01440764 … \
-                 n15075141). The comparison with FP32 (Δ, SQNR, compliance) does not use labels.",
+                 model's classes in its order, or for ImageNet-1k models a set whose folders are \
+                 all named by synset (n01440764 … n15075141; any subset of them). The comparison \
+                 with FP32 (Δ, SQNR, compliance) does not use labels.",
                 root.display(),
                 self.name,
                 self.num_classes
@@ -364,9 +372,14 @@ impl ImageModel {
             item_shape: images.item_shape(),
             labels: set.samples().iter().map(|s| s.label as u32).collect(),
             description: format!(
-                "ImageFolder {}: {} of {total} images spread evenly{default}, {classes} classes; {how}",
+                "ImageFolder {}: {} of {total} images spread evenly{default}, {classes} classes{}; {how}",
                 root.display(),
                 set.len(),
+                if synsets {
+                    " (synset folders: ImageNet-1k labels)"
+                } else {
+                    ""
+                },
             ),
             lazy: Some(Arc::new(images)),
         })

@@ -181,6 +181,36 @@ fn resnet18_with_a_synthetic_checkpoint_on_a_tiny_image_folder() {
         "{rep}"
     );
 
+    // Folders named by ImageNet synset (a subset): ImageNet-1k labels, no warning.
+    let synset_data = tmp.path().join("val-synsets");
+    write_folder(
+        &synset_data,
+        &[
+            ("n02123159", "a.png", 300, 200),
+            ("n07920052", "b.png", 180, 260),
+        ],
+    );
+    let synset_out = tmp.path().join("runs-synsets");
+    let o = lowbit(&[
+        "run",
+        "--model",
+        "resnet18",
+        "--checkpoint",
+        ck,
+        "--data",
+        synset_data.to_str().unwrap(),
+        "--formats",
+        "int8",
+        "--out",
+        synset_out.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let rep = json(&only_subdir(&synset_out).join("int8").join("report.json"));
+    let desc = rep["data"].as_str().unwrap();
+    assert!(desc.contains("ImageNet-1k labels"), "{desc}");
+
     // The same through `sweep`, the checkpoint and data given in the models file.
     let configs = tmp.path().join("configs");
     std::fs::create_dir_all(&configs).unwrap();

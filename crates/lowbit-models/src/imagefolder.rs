@@ -14,6 +14,10 @@
 //!   files is indexed differently (ImageNet's is all JPEG);
 //! * a root without class directories, or a class without any image, is an error.
 //!
+//! A set whose folders are ImageNet-1k synset ids can instead carry ImageNet class indices
+//! ([`ImageFolder::with_imagenet_labels`]), so a few classes of the validation set are labelled
+//! as an ImageNet model predicts.
+//!
 //! Images are decoded and preprocessed one batch at a time ([`ImageFolder::batches`]), so
 //! memory stays bounded by the batch whatever the size of the set.
 //!
@@ -58,12 +62,32 @@ pub fn imagenet_classes() -> &'static [&'static str] {
     })
 }
 
+/// The 1000 ImageNet-1k synset ids (WordNet ids, `n01440764` … `n15075141`) in class-index
+/// order (`data/imagenet_synsets.txt`, copied from timm 1.0.31's
+/// `timm/data/_info/imagenet_synsets.txt`): class `i` of ImageNet-1k models is synset `i`,
+/// named [`imagenet_classes`]`()[i]`. The list is sorted, so it is also the order torchvision's
+/// `ImageFolder` gives a full 1000-folder set.
+pub fn imagenet_synsets() -> &'static [&'static str] {
+    static SYNSETS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    SYNSETS.get_or_init(|| {
+        include_str!("../data/imagenet_synsets.txt")
+            .lines()
+            .collect()
+    })
+}
+
+/// The ImageNet-1k class index of synset `wnid` (e.g. `n02123159` → 282, tiger cat).
+pub fn imagenet_index(wnid: &str) -> Option<usize> {
+    imagenet_synsets().binary_search(&wnid).ok()
+}
+
 /// One image of a set: its file and class index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageSample {
     /// The image file.
     pub path: PathBuf,
-    /// The class index (position of its class directory among the sorted class names).
+    /// The class index: the position of its class directory among the sorted class names, or
+    /// its ImageNet-1k index after [`ImageFolder::with_imagenet_labels`].
     pub label: usize,
 }
 
@@ -201,6 +225,47 @@ impl ImageFolder {
     /// The index of class `name` (torchvision's `class_to_idx[name]`).
     pub fn class_index(&self, name: &str) -> Option<usize> {
         self.classes.binary_search_by(|c| c.as_str().cmp(name)).ok()
+    }
+
+    /// Relabels the samples with ImageNet-1k class indices by the synset id of their class
+    /// folder, so a set holding only some of the 1000 synset folders (a few classes of the
+    /// validation set) still carries the labels an ImageNet model predicts. Without this the
+    /// labels are the folder's position among the folders present, torchvision's rule, which
+    /// equals the ImageNet index only when all 1000 are there. Errors: a class folder whose
+    /// name is not an ImageNet-1k synset (all such folders are named).
+    pub fn with_imagenet_labels(mut self) -> Result<ImageFolder> {
+        let mut index = Vec::with_capacity(self.classes.len());
+        let mut unknown = Vec::new();
+        for c in &self.classes {
+            match imagenet_index(c) {
+                Some(i) => index.push(i),
+                None => {
+                    unknown.push(c.clone());
+                    index.push(0);
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            let shown: Vec<&str> = unknown.iter().take(5).map(String::as_str).collect();
+            return Err(folder_err(
+                &self.root,
+                format!(
+                    "{} class folder(s) are not ImageNet-1k synset ids (like n01440764): {}{}",
+                    unknown.len(),
+                    shown.join(", "),
+                    if unknown.len() > 5 { ", …" } else { "" }
+                ),
+            ));
+        }
+        for s in &mut self.samples {
+            s.label = index[s.label];
+        }
+        Ok(self)
+    }
+
+    /// Whether every class folder is named by an ImageNet-1k synset id.
+    pub fn has_imagenet_synsets(&self) -> bool {
+        self.classes.iter().all(|c| imagenet_index(c).is_some())
     }
 
     /// The samples, in torchvision's order.

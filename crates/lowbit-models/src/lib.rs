@@ -44,7 +44,8 @@
 //! - [`image`]: photo decoding (PNG, JPEG) and torchvision's `Resize` / `CenterCrop` /
 //!   normalisation ([`image::Preprocess`]; resampling bit-identical to Pillow's bilinear).
 //! - [`imagefolder`]: [`ImageFolder`], torchvision-style `root/<class>/<image>` sets streamed in
-//!   batches; [`imagenet_classes`], the ImageNet-1k class names.
+//!   batches; [`imagenet_classes`] and [`imagenet_synsets`], the ImageNet-1k class names and
+//!   synset ids (a set with only some synset folders keeps ImageNet labels).
 //! - [`assets`]: where fetched assets live (`scripts/fetch-assets.sh`).
 //! - [`checkpoint`]: checkpoints checked against a model ([`TensorSpec`], [`load_checked`]).
 //! - [`rng`]: the seeded generator for shuffling and initialisation.
@@ -77,7 +78,9 @@ pub use efficientnet::EfficientNetLite0;
 pub use error::{ModelError, Result};
 pub use fashion::{EpochStats, EvalStats, FashionCnn};
 pub use idx::{IdxArray, read_idx};
-pub use imagefolder::{ImageBatches, ImageFolder, ImageSample, imagenet_classes};
+pub use imagefolder::{
+    ImageBatches, ImageFolder, ImageSample, imagenet_classes, imagenet_index, imagenet_synsets,
+};
 pub use minilm::SentenceEncoder;
 pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use text::{LeeCorpus, SimLex999, WordPair, WordSim353};

@@ -224,3 +224,58 @@ fn missing_empty_and_classless_roots_are_errors() {
     assert!(msg.contains("hollow, void"), "{msg}");
     assert!(!msg.contains("full"), "{msg}");
 }
+
+#[test]
+fn imagenet_synsets_are_the_class_order_of_imagenet_1k() {
+    let s = lowbit_models::imagenet_synsets();
+    assert_eq!(s.len(), 1000);
+    assert!(s.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+    let names = lowbit_models::imagenet_classes();
+    // Synset and torchvision name of the same index (WordNet lemmas).
+    for (i, wnid, name) in [
+        (0, "n01440764", "tench"),
+        (1, "n01443537", "goldfish"),
+        (282, "n02123159", "tiger cat"),
+        (967, "n07920052", "espresso"),
+        (999, "n15075141", "toilet tissue"),
+    ] {
+        assert_eq!(s[i], wnid);
+        assert_eq!(names[i], name);
+        assert_eq!(lowbit_models::imagenet_index(wnid), Some(i));
+    }
+    assert_eq!(lowbit_models::imagenet_index("n99999999"), None);
+}
+
+#[test]
+fn a_subset_of_synset_folders_keeps_imagenet_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    solid_png(&root.join("n01443537/a.png"), 4, 4, [1, 2, 3]);
+    solid_png(&root.join("n02123159/b.png"), 4, 4, [1, 2, 3]);
+    solid_png(&root.join("n02123159/c.png"), 4, 4, [1, 2, 3]);
+    solid_png(&root.join("n15075141/d.png"), 4, 4, [1, 2, 3]);
+    let set = ImageFolder::open(root).unwrap();
+    assert!(set.has_imagenet_synsets());
+    let folder_labels: Vec<usize> = set.samples().iter().map(|s| s.label).collect();
+    assert_eq!(folder_labels, [0, 1, 1, 2]);
+    let set = set.with_imagenet_labels().unwrap();
+    let labels: Vec<usize> = set.samples().iter().map(|s| s.label).collect();
+    assert_eq!(labels, [1, 282, 282, 999]);
+    // The batches carry them.
+    let b = set
+        .batches(4, Preprocess::imagenet(), &Device::Cpu)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.labels.to_vec1::<u32>().unwrap(), [1, 282, 282, 999]);
+    // A folder that is not a synset: an error naming it.
+    solid_png(&root.join("cats/e.png"), 4, 4, [1, 2, 3]);
+    let set = ImageFolder::open(root).unwrap();
+    assert!(!set.has_imagenet_synsets());
+    let e = set.with_imagenet_labels().unwrap_err().to_string();
+    assert!(
+        e.contains("cats") && e.contains("not ImageNet-1k synset"),
+        "{e}"
+    );
+}
