@@ -32,7 +32,18 @@ impl QuantOp for ScaledTanh {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print with their message (`Display`), not as a debug dump.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     // 1. Register the op kind, exactly as the built-ins are registered.
     let mut registry = Registry::default();
     registry.register_fn("scaled_tanh", OpClass::Activation, |params, _vb, quant| {

@@ -24,12 +24,14 @@
 //! initialised from it, so a run is reproducible up to floating-point summation order. The
 //! learning rate follows a cosine from `--lr` down to 0 over all steps, after a one-epoch-tenth
 //! linear warm-up.
+//!
+//! `--device cuda` trains on the GPU (a build with `--features cuda`; the fake-quant ops run
+//! the CUDA kernels of docs/cuda.md, with the CPU's bits).
 
 use std::error::Error;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use clap::Parser;
 use lowbit::models::data::{self, FashionMnist, Split};
@@ -69,14 +71,28 @@ struct Args {
     /// A quantization config: train with its quantizers in the loop (QAT).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The device: cpu, cuda (GPU 0) or cuda:N (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Where to save the weights (after every epoch).
     #[arg(long, default_value_os_t = lowbit::models::fashion::weights_path())]
     out: PathBuf,
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+/// Errors print with their message (`Display`), not as a debug dump.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
     let args = Args::parse();
-    let dev = Device::Cpu;
+    let dev = lowbit::nn::parse_device(&args.device)?;
     let train = FashionMnist::load(&args.data_dir, Split::Train, args.limit)?;
     let test_dir = args.test_dir.clone().unwrap_or_else(data::committed_dir);
     let test = FashionMnist::load(&test_dir, Split::Test, None)?;

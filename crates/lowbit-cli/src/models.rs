@@ -127,26 +127,7 @@ pub fn explain(name: &str, checkpoint: Option<&Path>, config: &QuantConfig) -> R
 
 /// The device named by `--device`: `cpu`, `cuda` (GPU 0) or `cuda:N`.
 pub fn device(name: &str) -> Result<Device> {
-    let name = name.trim();
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal = match s.strip_prefix("cuda:") {
-                Some(n) => n.parse::<usize>().map_err(|_| {
-                    CliError::Usage(format!("--device {s}: expected cuda:N with N a GPU number"))
-                })?,
-                None => 0,
-            };
-            Device::new_cuda(ordinal).map_err(|e| {
-                CliError::Usage(format!(
-                    "--device {s}: {e} (the GPU path needs a build with `--features cuda` and a CUDA driver; see docs/cuda.md)"
-                ))
-            })
-        }
-        other => Err(CliError::Usage(format!(
-            "--device {other}: expected cpu, cuda or cuda:N"
-        ))),
-    }
+    lowbit_nn::parse_device(name).map_err(|e| CliError::Usage(format!("--device: {e}")))
 }
 
 /// The default model of `lowbit run`.

@@ -43,6 +43,14 @@ pub enum NnError {
         /// What went wrong.
         message: String,
     },
+    /// A device name that does not parse, or a device that cannot be opened.
+    #[error("device `{name}`: {message}")]
+    Device {
+        /// The name given (`cpu`, `cuda`, `cuda:N`).
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A fake-quant op that the device kernels cannot run as asked (frozen scales of the
     /// wrong shape, an axis out of range).
     #[error("{0}")]

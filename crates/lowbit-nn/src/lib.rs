@@ -42,6 +42,7 @@
 //! - [`layers`]: the built-in layers, and the CPU convolution kernels `QConv2d` runs
 //!   ([`layers::TiledConv2d`], [`layers::DepthwiseConv2d`]: candle's bits, 3–10× faster, with
 //!   their own backward).
+//! - [`parse_device`] (`device.rs`): `cpu`, `cuda`, `cuda:N`.
 //! - [`NnError`] (`error.rs`).
 
 #![warn(missing_docs)]
@@ -52,6 +53,7 @@ mod config;
 mod context;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod device;
 mod error;
 mod fake_quant;
 pub mod kernel_plan;
@@ -67,6 +69,7 @@ pub use config::{
     CompiledConfig, LayerRule, OpClass, QuantConfig, ResolvedLayer, RoleSettings, Setting,
 };
 pub use context::{Mode, ModelContext, TapRecord};
+pub use device::parse_device;
 pub use error::{NnError, Result};
 pub use fake_quant::{ElementQuant, FakeQuant, FrozenScales, Ste};
 pub use lsq::LsqFakeQuant;

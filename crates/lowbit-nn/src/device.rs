@@ -1,0 +1,64 @@
+//! Devices by name, as the CLI's `--device` and the examples take them.
+
+use candle_core::Device;
+
+use crate::error::{NnError, Result};
+
+/// The device named `name`: `cpu`, `cuda` (GPU 0) or `cuda:N`. A CUDA device needs a build with
+/// the `cuda` feature and a driver; otherwise the error says so (and where to read more).
+///
+/// ```
+/// let cpu = lowbit_nn::parse_device("cpu")?;
+/// assert!(cpu.is_cpu());
+/// assert!(lowbit_nn::parse_device("tpu").is_err());
+/// # Ok::<(), lowbit_nn::NnError>(())
+/// ```
+pub fn parse_device(name: &str) -> Result<Device> {
+    let name = name.trim();
+    let err = |message: String| NnError::Device {
+        name: name.to_string(),
+        message,
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = match s.strip_prefix("cuda:") {
+                Some(n) => n
+                    .parse::<usize>()
+                    .map_err(|_| err("expected cuda:N with N a GPU number".into()))?,
+                None => 0,
+            };
+            Device::new_cuda(ordinal).map_err(|e| {
+                err(format!(
+                    "{e} (the GPU path needs a build with `--features cuda` and a CUDA driver; see docs/cuda.md)"
+                ))
+            })
+        }
+        _ => Err(err("expected cpu, cuda or cuda:N".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_errors() {
+        assert!(matches!(parse_device(" cpu "), Ok(Device::Cpu)));
+        let e = parse_device("cuda:x").err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("device `cuda:x`: expected cuda:N with N a GPU number")
+        );
+        let e = parse_device("gpu").err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("device `gpu`: expected cpu, cuda or cuda:N")
+        );
+        #[cfg(not(feature = "cuda"))]
+        {
+            let e = parse_device("cuda").err().map(|e| e.to_string());
+            assert!(e.is_some_and(|e| e.contains("--features cuda")));
+        }
+    }
+}
