@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
 use lowbit_eval::embedding::{EmbeddingTasks, embedding_eval};
 use lowbit_eval::{EmbeddingReport, Evaluator, RunMeta, RunReport, TaskMetrics, Variant};
 use lowbit_models::{LeeCorpus, SentenceEncoder, SimLex999, WordSim353};
@@ -54,19 +53,6 @@ fn limit_tasks(tasks: EmbeddingTasks, n: Option<usize>) -> EmbeddingTasks {
         },
         lee,
     )
-}
-
-/// Token ids of `texts`, padded with `[PAD]` (0) to the longest: the input of the encoder's
-/// `QuantModel::forward`.
-fn padded_ids(encoder: &SentenceEncoder, texts: &[&str], device: &Device) -> Result<Tensor> {
-    let ids = encoder.tokenize(texts).map_err(model_err)?;
-    let t = ids.iter().map(Vec::len).max().unwrap_or(0);
-    let mut flat = Vec::with_capacity(ids.len() * t);
-    for row in &ids {
-        flat.extend_from_slice(row);
-        flat.resize(flat.len() + (t - row.len()), 0);
-    }
-    Ok(Tensor::from_vec(flat, (ids.len(), t), device)?)
 }
 
 /// Evaluates `configs` on all-MiniLM-L6-v2 (`data`: a directory with gensim's files instead of
@@ -127,9 +113,14 @@ pub fn evaluate(
         0 => texts.len(),
         l => l.min(texts.len()),
     };
-    let ids = padded_ids(&fp32_encoder, &texts[..n], &dev)?;
+    let ids = if n > 0 {
+        let tokens = fp32_encoder.tokenize(&texts[..n]).map_err(model_err)?;
+        Some(fp32_encoder.pad_ids(&tokens).map_err(model_err)?.0)
+    } else {
+        None
+    };
     let mut ev = Evaluator::new(Box::new(fp32_encoder), variants);
-    if n > 0 {
+    if let Some(ids) = ids {
         // The evaluator's top-1 needs labels; an embedding has none, and the classification
         // fields of the reports are cleared below.
         ev.add_batch(&ids, &vec![0; n])?;

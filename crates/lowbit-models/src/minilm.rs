@@ -187,10 +187,12 @@ impl SentenceEncoder {
         Ok(sorted.index_select(&inverse, 0)?)
     }
 
-    /// Embeddings of one batch of token id lists, padded to the longest with the pad id and
-    /// masked.
-    fn encode_batch(&self, batch: &[&[u32]]) -> Result<Tensor> {
-        let t = batch.iter().map(|b| b.len()).max().unwrap_or(0);
+    /// Token id lists padded to the longest with the pad id, on the encoder's device:
+    /// `input_ids` `[B, T]` and the attention mask `[B, T]` (1 for tokens, 0 for padding) — the
+    /// input of [`embed`](Self::embed), or of the [`QuantModel`] forward (ids only). Errors: no
+    /// list, or only empty ones.
+    pub fn pad_ids<S: AsRef<[u32]>>(&self, batch: &[S]) -> Result<(Tensor, Tensor)> {
+        let t = batch.iter().map(|b| b.as_ref().len()).max().unwrap_or(0);
         if t == 0 {
             return Err(ModelError::Invalid("a text with no tokens".into()));
         }
@@ -198,6 +200,7 @@ impl SentenceEncoder {
         let mut ids = Vec::with_capacity(batch.len() * t);
         let mut mask = Vec::with_capacity(batch.len() * t);
         for b in batch {
+            let b = b.as_ref();
             ids.extend_from_slice(b);
             ids.extend(std::iter::repeat_n(pad, t - b.len()));
             mask.extend(std::iter::repeat_n(1u32, b.len()));
@@ -205,6 +208,12 @@ impl SentenceEncoder {
         }
         let ids = Tensor::from_vec(ids, (batch.len(), t), &self.device)?;
         let mask = Tensor::from_vec(mask, (batch.len(), t), &self.device)?;
+        Ok((ids, mask))
+    }
+
+    /// Embeddings of one batch of token id lists, padded and masked.
+    fn encode_batch(&self, batch: &[&[u32]]) -> Result<Tensor> {
+        let (ids, mask) = self.pad_ids(batch)?;
         self.embed(&ids, &mask)
     }
 
