@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{VarBuilder, VarMap, init};
+use candle_nn::{VarBuilder, VarMap};
 use lowbit_models::FashionCnn;
-use lowbit_nn::layers::{QBatchNorm2d, fold_batch_norm};
+use lowbit_nn::layers::{QBatchNorm2d, QConv2d, fold_batch_norm};
 use lowbit_nn::{
     LayerQuant, NnError, OpFactory, OpParams, QBuilder, QuantConfig, QuantOp, Registry,
     ResolvedLayer,
@@ -132,14 +132,12 @@ pub(crate) fn fashion_pairs() -> Result<Vec<Pair>> {
     Ok(pairs)
 }
 
-/// A convolution with the batch norm after it folded in (see the module docs).
+/// A convolution with the batch norm after it folded in (see the module docs): lowbit-nn's
+/// `QConv2d` (its parameters, config and quantizers) and the batch norm.
 #[derive(Debug)]
 pub(crate) struct FoldedConv2d {
-    weight: Tensor,
-    bias: Option<Tensor>,
+    conv: QConv2d,
     bn: QBatchNorm2d,
-    cfg: candle_nn::Conv2dConfig,
-    quant: LayerQuant,
 }
 
 impl FoldedConv2d {
@@ -149,50 +147,17 @@ impl FoldedConv2d {
         quant: LayerQuant,
         pair: &Pair,
     ) -> lowbit_nn::Result<FoldedConv2d> {
-        let OpParams::Conv2d {
-            in_channels,
-            out_channels,
-            kernel,
-            cfg,
-            bias,
-        } = *params
-        else {
+        let OpParams::Conv2d { out_channels, .. } = *params else {
             return Err(NnError::layer(
                 &quant.name,
                 format!("cannot fold a batch norm into {params:?}"),
             ));
         };
-        let fan_in = in_channels / cfg.groups.max(1) * kernel * kernel;
-        let weight = vb.get_with_hints(
-            (
-                out_channels,
-                in_channels / cfg.groups.max(1),
-                kernel,
-                kernel,
-            ),
-            "weight",
-            init::DEFAULT_KAIMING_NORMAL,
-        )?;
-        let bias = if bias {
-            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-            Some(vb.get_with_hints(
-                out_channels,
-                "bias",
-                init::Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                },
-            )?)
-        } else {
-            None
-        };
+        let context = quant.context().clone();
+        let conv = QConv2d::build(params, vb, quant)?;
         // The batch norm's parameters, through a quantizer-less LayerQuant of its own.
-        let bn_quant = LayerQuant::new(
-            &pair.bn,
-            "batch_norm2d",
-            &ResolvedLayer::default(),
-            quant.context().clone(),
-        );
+        let bn_quant =
+            LayerQuant::new(&pair.bn, "batch_norm2d", &ResolvedLayer::default(), context);
         let bn = QBatchNorm2d::build(
             &OpParams::BatchNorm2d {
                 channels: out_channels,
@@ -201,33 +166,28 @@ impl FoldedConv2d {
             &vb.root().pp(&pair.bn),
             bn_quant,
         )?;
-        Ok(FoldedConv2d {
-            weight,
-            bias,
-            bn,
-            cfg,
-            quant,
-        })
+        Ok(FoldedConv2d { conv, bn })
     }
 
     /// The folded weight `W·s` and bias `(b − μ)·s + β`, in FP32 (before quantization).
     pub fn folded(&self) -> lowbit_nn::Result<(Tensor, Tensor)> {
-        fold_batch_norm(&self.weight, self.bias.as_ref(), &self.bn)
+        fold_batch_norm(&self.conv.weight, self.conv.bias.as_ref(), &self.bn)
     }
 }
 
 impl QuantOp for FoldedConv2d {
     fn quant(&self) -> &LayerQuant {
-        &self.quant
+        self.conv.quant()
     }
 
     fn compute(&self, inputs: &[Tensor]) -> lowbit_nn::Result<Tensor> {
         let (w, b) = self.folded()?;
-        let w = self.quant.weight(&w)?;
-        let b = self.quant.bias(&b)?;
+        let q = self.conv.quant();
+        let w = q.weight(&w)?;
+        let b = q.bias(&b)?;
         // As lowbit-nn's QConv2d (candle_nn's Conv2d with a bias), so the deployed form gives
         // the same bits.
-        Ok(candle_nn::Conv2d::new(w, Some(b), self.cfg).forward(&inputs[0])?)
+        Ok(candle_nn::Conv2d::new(w, Some(b), *self.conv.config()).forward(&inputs[0])?)
     }
 }
 
