@@ -332,25 +332,41 @@ LB_D float apply_one(const LbFormat& F, const LbScale& S, const ScaleSource& src
     return apply_sym(F, st.p, v, (u64)w);
 }
 
+// The warp tiles of the element kernels: a warp takes LB_UNROLL · 32 consecutive quads per
+// step (tiles first, first + step, …), lane `lane` the quads tile + u·32 + lane.
+template <typename I> struct WarpTiles {
+    I lane, first, step;
+};
+template <typename I> LB_D WarpTiles<I> warp_tiles() {
+    I warp = ((I)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    I warps = ((I)gridDim.x * blockDim.x) >> 5;
+    return WarpTiles<I>{(I)(threadIdx.x & 31), warp * (32 * LB_UNROLL), warps * (32 * LB_UNROLL)};
+}
+
+// A thread's LB_UNROLL quads of `tile` (zeros past the first `nq` quads), every load issued
+// before any value is used.
+template <typename T, typename I>
+LB_D void load_tile(const T* x, I tile, I lane, I nq, float v[LB_UNROLL][4]) {
+#pragma unroll
+    for (int u = 0; u < LB_UNROLL; u++) {
+        I q = tile + u * 32 + lane;
+        v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
+        if (q < nq) Vec4<T>::load(x, 4 * q, v[u]);
+    }
+}
+
 // The quad-tile loop of the element kernels: every quad (4 consecutive elements, x and y
 // 4-element aligned) of the first `nq`, loads of a tile first, then `op(first element index,
 // inputs, outputs)`, then the store.
 template <typename T, typename I, typename Op>
 LB_D void quad_tiles(const T* x, T* y, I nq, Op& op) {
-    I lane = threadIdx.x & 31;
-    I warp = ((I)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    I warps = ((I)gridDim.x * blockDim.x) >> 5;
-    for (I tile = warp * (32 * LB_UNROLL); tile < nq; tile += warps * (32 * LB_UNROLL)) {
+    WarpTiles<I> w = warp_tiles<I>();
+    for (I tile = w.first; tile < nq; tile += w.step) {
         float v[LB_UNROLL][4];
+        load_tile<T, I>(x, tile, w.lane, nq, v);
 #pragma unroll
         for (int u = 0; u < LB_UNROLL; u++) {
-            I q = tile + u * 32 + lane;
-            v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
-            if (q < nq) Vec4<T>::load(x, 4 * q, v[u]);
-        }
-#pragma unroll
-        for (int u = 0; u < LB_UNROLL; u++) {
-            I q = tile + u * 32 + lane;
+            I q = tile + u * 32 + w.lane;
             if (q < nq) {
                 float o[4];
                 op(4 * q, v[u], o);
@@ -450,15 +466,10 @@ LB_D void amax_impl(const T* x, i64 n, u32* st, int vec) {
     i64 stride = (i64)gridDim.x * blockDim.x;
     i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     i64 nq = vec ? n / 4 : 0;
-    i64 lane = threadIdx.x & 31;
-    for (i64 tile = (t - lane) * LB_UNROLL; tile < nq; tile += stride * LB_UNROLL) {
+    WarpTiles<i64> w = warp_tiles<i64>();
+    for (i64 tile = w.first; tile < nq; tile += w.step) {
         float v[LB_UNROLL][4];
-#pragma unroll
-        for (int u = 0; u < LB_UNROLL; u++) {
-            i64 q = tile + u * 32 + lane;
-            v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
-            if (q < nq) Vec4<T>::load(x, 4 * q, v[u]);
-        }
+        load_tile<T, i64>(x, tile, w.lane, nq, v);
 #pragma unroll
         for (int u = 0; u < LB_UNROLL; u++)
             for (int j = 0; j < 4; j++) a = max(a, f_bits(v[u][j]) & 0x7FFFFFFFu);
@@ -479,20 +490,13 @@ LB_D void fused_block_impl(const T* x, T* y, i64 n, int lanes, const LbFormat& F
                            const LbScale& S, const u32* tensor_amax) {
     float ts = S.kind == SK_NVFP4 ? nvfp4_tensor_scale(S, bits_f(tensor_amax[0])) : 1.0f;
     i64 nq = n / 4;
-    i64 lane = threadIdx.x & 31;
-    i64 warp = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    i64 warps = ((i64)gridDim.x * blockDim.x) >> 5;
-    for (i64 tile = warp * (32 * LB_UNROLL); tile < nq; tile += warps * (32 * LB_UNROLL)) {
+    WarpTiles<i64> w = warp_tiles<i64>();
+    for (i64 tile = w.first; tile < nq; tile += w.step) {
         float v[LB_UNROLL][4];
+        load_tile<T, i64>(x, tile, w.lane, nq, v);
 #pragma unroll
         for (int u = 0; u < LB_UNROLL; u++) {
-            i64 q = tile + u * 32 + lane;
-            v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
-            if (q < nq) Vec4<T>::load(x, 4 * q, v[u]);
-        }
-#pragma unroll
-        for (int u = 0; u < LB_UNROLL; u++) {
-            i64 q = tile + u * 32 + lane;
+            i64 q = tile + u * 32 + w.lane;
             u32 a = 0u;
 #pragma unroll
             for (int j = 0; j < 4; j++) a = max(a, f_bits(v[u][j]) & 0x7FFFFFFFu);
