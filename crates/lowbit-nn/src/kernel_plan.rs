@@ -602,23 +602,41 @@ fn quad_groups(g: &DevGroups) -> bool {
     }
 }
 
+/// How a plan may depart from the default launch shapes (the results do not change: the
+/// tests use this to run paths that default plans reach only on huge tensors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Every grid cut to at most this many blocks (≥ 1). The kernels loop over what a smaller
+    /// grid leaves (grid-stride loops; the reduction gives each warp a longer range).
+    pub max_blocks: u32,
+    /// The 64-bit-index kernels (`lb_*_u64`) whatever the size (by default only tensors of
+    /// 2^31 elements or more take them).
+    pub wide_indices: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> PlanOptions {
+        PlanOptions {
+            max_blocks: MAX_BLOCKS,
+            wide_indices: false,
+        }
+    }
+}
+
 /// The plan of `job` on a contiguous tensor of shape `dims` and type `dtype` that starts
 /// `start` elements into its storage (the storage is 256-byte aligned, as CUDA allocations
 /// are). Errors: an axis out of range, frozen scales that do not fit.
 pub fn plan(job: &Job<'_>, dims: &[usize], start: usize, dtype: KernelDType) -> Result<Plan> {
-    plan_with_grid_limit(job, dims, start, dtype, MAX_BLOCKS)
+    plan_with(job, dims, start, dtype, PlanOptions::default())
 }
 
-/// [`plan`] with every grid cut to at most `max_blocks` blocks (≥ 1). The kernels loop over
-/// what a smaller grid leaves (grid-stride loops; the reduction gives each warp a longer
-/// range), so the results are the same: the tests use tiny grids to run those loops on small
-/// tensors.
-pub fn plan_with_grid_limit(
+/// [`plan`] with [`PlanOptions`].
+pub fn plan_with(
     job: &Job<'_>,
     dims: &[usize],
     start: usize,
     dtype: KernelDType,
-    max_blocks: u32,
+    options: PlanOptions,
 ) -> Result<Plan> {
     let n: usize = dims.iter().product();
     let mut p = Plan {
@@ -627,14 +645,18 @@ pub fn plan_with_grid_limit(
         dtype,
         buffers: vec![Buffer::Input, Buffer::Output],
         launches: Vec::new(),
-        max_blocks: max_blocks.clamp(1, MAX_BLOCKS),
+        max_blocks: options.max_blocks.clamp(1, MAX_BLOCKS),
     };
     let max_warps = p.max_blocks as u64 * (THREADS as u64 / 32);
     if n == 0 {
         return Ok(p);
     }
     let sfx = dtype.suffix();
-    let idx = if n < (1usize << 31) { "u32" } else { "u64" };
+    let idx = if n < (1usize << 31) && !options.wide_indices {
+        "u32"
+    } else {
+        "u64"
+    };
     // x + 4k is 16-byte aligned.
     let vec = i32::from(start.is_multiple_of(4));
     let (x, y) = (0, 1);

@@ -21,9 +21,7 @@ use candle_core::DType;
 use kernel_cases::Runner;
 use lowbit_formats::{Conversion, Format};
 use lowbit_nn::FakeQuant;
-use lowbit_nn::kernel_plan::{
-    Buffer, Job, KernelDType, MAX_BLOCKS, Output, Plan, plan_with_grid_limit,
-};
+use lowbit_nn::kernel_plan::{Buffer, Job, KernelDType, Output, Plan, PlanOptions, plan_with};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -99,10 +97,10 @@ fn emulator() -> Option<&'static Path> {
     .as_deref()
 }
 
-/// The emulator as a device, with every grid cut to `max_blocks`.
+/// The emulator as a device, running plans made with `options`.
 struct Emulator {
     exe: &'static Path,
-    max_blocks: u32,
+    options: PlanOptions,
 }
 
 fn put_u32(b: &mut Vec<u8>, v: u32) {
@@ -236,7 +234,7 @@ impl Emulator {
         start: usize,
     ) -> Vec<u32> {
         let kd = kernel_dtype(dtype);
-        let p = plan_with_grid_limit(job, shape, start, kd, self.max_blocks).unwrap();
+        let p = plan_with(job, shape, start, kd, self.options).unwrap();
         let mut storage = encode(&vec![0.0; start], kd);
         storage.extend(encode(x, kd));
         if x.is_empty() {
@@ -282,7 +280,7 @@ macro_rules! on_emulator {
         #[test]
         fn $name() {
             if let Some(exe) = emulator() {
-                let r = Emulator { exe, max_blocks: MAX_BLOCKS };
+                let r = Emulator { exe, options: PlanOptions::default() };
                 $body(&r);
             }
         }
@@ -312,12 +310,16 @@ on_emulator! {
 
 /// The grid-stride loops (a warp taking several tiles, the reduction's longer ranges), which
 /// the default grids reach only on tensors of millions of elements, on grids of 1 and 3
-/// blocks.
+/// blocks; and the 64-bit-index kernels, which default plans take only from 2^31 elements.
 #[test]
-fn small_grids_give_the_same_bits() {
+fn small_grids_and_wide_indices_give_the_same_bits() {
     let Some(exe) = emulator() else { return };
-    for max_blocks in [1, 3] {
-        let r = Emulator { exe, max_blocks };
+    for (max_blocks, wide_indices) in [(1, false), (3, true)] {
+        let options = PlanOptions {
+            max_blocks,
+            wide_indices,
+        };
+        let r = Emulator { exe, options };
         let shapes: [&[usize]; 4] = [&[64, 256], &[4, 8, 12, 32], &[3, 100], &[7, 33]];
         kernel_cases::every_quantizer(&r, &shapes);
         kernel_cases::offset_inputs(&r);
