@@ -24,4 +24,5 @@ cp "$(exe build --release -p lowbit-cli --features cuda)" .devrun/lowbit
 strip .devrun/cuda_test .devrun/cuda_bench .devrun/lowbit
 xz -T0 -6 .devrun/cuda_test .devrun/cuda_bench .devrun/lowbit
 cp scripts/cuda/device-check.sh .devrun/run.sh
+cp scripts/cuda/bench-ratios.py .devrun/
 ls -la .devrun

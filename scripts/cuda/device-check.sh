@@ -15,4 +15,5 @@ cd /work/main/crates/lowbit-nn
 timeout 200 /tmp/b/cuda_test 2>&1 | tee "$OUT/test.log" | tail -40
 cd /work/main
 timeout 150 /tmp/b/cuda_bench --bench --warm-up-time 1 --measurement-time 2 2>&1 | grep -v '^Warning\|^$' | tee "$OUT/bench.log"
+python3 .devrun/bench-ratios.py "$OUT/bench.log" 2>&1 | tee "$OUT/ratios.txt"
 timeout 60 /tmp/b/lowbit run --device cuda --limit 500 -c configs/mxfp8_e4m3.yaml --out /tmp/runs 2>&1 | tail -12 | tee "$OUT/cli.log"
