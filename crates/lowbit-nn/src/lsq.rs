@@ -59,17 +59,26 @@ impl LsqFakeQuant {
         }
     }
 
-    fn scales(&self, dims: &[usize], s: Vec<f32>) -> Scales {
+    /// The learned scale values `s` as the frozen scales of a tensor of `dims`; an error when
+    /// their number is not the tensor's number of groups.
+    fn scales(&self, dims: &[usize], s: Vec<f32>) -> candle_core::Result<Scales> {
+        let (groups, _) = self.groups(dims);
+        if s.len() != groups {
+            candle_core::bail!(
+                "learned scale of {} values for {groups} groups of a tensor of shape {dims:?}",
+                s.len()
+            );
+        }
         let shape = match self.spec.granularity() {
             Granularity::PerTensor => vec![1],
             _ => vec![dims.first().copied().unwrap_or(1)],
         };
-        Scales {
+        Ok(Scales {
             shape,
             values: s,
             zero_points: None,
             tensor_scale: None,
-        }
+        })
     }
 }
 
@@ -86,21 +95,39 @@ impl CustomOp2 for LsqFakeQuant {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = cpu_f32(s1, l1)?;
-        let s = cpu_f32(s2, l2)?;
         let dims = l1.dims();
-        let (groups, _) = self.groups(dims);
-        if s.len() != groups {
-            candle_core::bail!(
-                "learned scale of {} values for {groups} groups of a tensor of shape {dims:?}",
-                s.len()
-            );
-        }
-        let scales = self.scales(dims, s);
+        let scales = self.scales(dims, cpu_f32(s2, l2)?)?;
         let mut out = vec![0f32; x.len()];
         self.spec
             .fake_quantize_with_scales(&x, dims, &scales, &mut out)
             .map_err(|e| candle_core::Error::Msg(format!("LSQ fake-quant {}: {e}", self.spec)))?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    /// The forward on the GPU: the learned scales (one per group, a few values) read back to
+    /// the host, then the fake-quant kernels with those scales frozen — the same plan and bits
+    /// as [`crate::FakeQuant`] with static scales (docs/cuda.md). The output keeps the input's
+    /// dtype.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let dims = l1.dims();
+        let scales = self.scales(dims, cpu_f32(&s2.to_cpu_storage()?, l2)?)?;
+        let job = crate::kernel_plan::Job::Spec {
+            spec: &self.spec,
+            frozen: Some(&scales),
+            output: crate::kernel_plan::Output::Fake,
+        };
+        let out = crate::cuda::run(&job, s1, l1).map_err(|e| {
+            candle_core::Error::Msg(format!("LSQ fake-quant {} on the GPU: {e}", self.spec))
+        })?;
+        Ok((out, l1.shape().clone()))
     }
 
     fn bwd(

@@ -212,3 +212,41 @@ fn a_quantized_linear_layer_runs_on_the_gpu() {
     let want = cpu_fq("fp8_e5m2", &mid);
     assert_eq!(bits(&got), bits(&want));
 }
+
+#[test]
+fn lsq_forward_and_backward_on_the_gpu_match_the_cpu() {
+    let dev = gpu();
+    let x = kernel_cases::finite_data(16 * 64, 12);
+    let w: Vec<f32> = (0..x.len()).map(|i| 0.25 + (i % 7) as f32 / 8.0).collect();
+    for (name, s) in [("int8", vec![0.02f32; 16]), ("fp8_e4m3", vec![0.01f32])] {
+        let spec = if s.len() == 1 {
+            spec(name)
+                .to_builder()
+                .granularity(lowbit_quant::Granularity::PerTensor)
+                .build()
+                .unwrap()
+        } else {
+            spec(name)
+                .to_builder()
+                .granularity(lowbit_quant::Granularity::PerChannel { axis: 0 })
+                .build()
+                .unwrap()
+        };
+        let op = lowbit_nn::LsqFakeQuant { spec };
+        let mut out = Vec::new();
+        for d in [Device::Cpu, dev.clone()] {
+            let xv = Var::from_slice(&x, (16, 64), &d).unwrap();
+            let sv = Var::from_slice(&s, s.len(), &d).unwrap();
+            let wt = Tensor::from_slice(&w, (16, 64), &d).unwrap();
+            let y = xv.as_tensor().apply_op2(sv.as_tensor(), op).unwrap();
+            let loss = (&y * &wt).unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap();
+            out.push((
+                bits(&y),
+                bits(g.get(&xv).unwrap()),
+                bits(g.get(&sv).unwrap()),
+            ));
+        }
+        assert_eq!(out[0], out[1], "{name}");
+    }
+}
