@@ -81,6 +81,10 @@ struct Args {
 
 /// Errors print with their message (`Display`), not as a debug dump.
 fn main() -> std::process::ExitCode {
+    // Candle's CPU kernels: activations served from the heap, the thread count read once.
+    lowbit::nn::process::keep_freed_memory();
+    // SAFETY: the start of `main`, before any other thread exists.
+    unsafe { lowbit::nn::process::pin_thread_count(None) };
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

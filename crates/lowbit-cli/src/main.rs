@@ -176,13 +176,14 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    lowbit_nn::process::keep_freed_memory();
     let cli = Cli::parse();
     let threads = match &cli.cmd {
         Cmd::Run { opts, .. } | Cmd::Sweep { opts, .. } => opts.threads,
         _ => None,
     };
-    pin_thread_count(threads);
+    // SAFETY: the start of `main`, before any other thread exists (clap spawns none).
+    unsafe { lowbit_nn::process::pin_thread_count(threads) };
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -190,36 +191,6 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
-}
-
-/// Candle allocates a fresh buffer for every op's output, and a batch's activations are tens of
-/// MB: above glibc's mmap threshold (at most 32 MB) each one is mapped and unmapped again, and
-/// every page faults in anew (a third of the default run's time went to the kernel). Serving
-/// them from the heap and keeping freed memory for reuse removes that; it changes no result.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
-    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
-
-/// Candle's CPU kernels ask `RAYON_NUM_THREADS`, else count the cores anew (reading
-/// `/proc/cpuinfo`) in every matrix product: a third of a CPU forward pass went there. Setting
-/// it once (to `--threads`, or the cores available) removes that, and makes candle's kernels
-/// use the thread count the user asked for. An explicit `RAYON_NUM_THREADS` is kept.
-fn pin_thread_count(threads: Option<usize>) {
-    if std::env::var_os("RAYON_NUM_THREADS").is_some() && threads.is_none() {
-        return;
-    }
-    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // SAFETY: called at the start of `main`, before any other thread exists.
-    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string()) };
 }
 
 fn dispatch(cmd: Cmd) -> Result<()> {

@@ -43,6 +43,7 @@
 //!   ([`layers::TiledConv2d`], [`layers::DepthwiseConv2d`]: candle's bits, 3–10× faster, with
 //!   their own backward).
 //! - [`parse_device`] (`device.rs`): `cpu`, `cuda`, `cuda:N`.
+//! - [`process`]: process settings for fast CPU runs (allocator, thread count), for `main`.
 //! - [`NnError`] (`error.rs`).
 
 #![warn(missing_docs)]
@@ -60,6 +61,7 @@ pub mod kernel_plan;
 pub mod layers;
 mod lsq;
 mod op;
+pub mod process;
 mod quantizer;
 mod registry;
 
