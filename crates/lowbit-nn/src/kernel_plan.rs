@@ -21,7 +21,7 @@
 
 use lowbit_formats::{Conversion, Encoding, Format, Overflow, Rounding};
 use lowbit_quant::{
-    E4m3Rounding, E8m0Rounding, Granularity, Po2Rounding, QuantSpec, ScaleKind, Scales,
+    E4m3Rounding, E8m0Rounding, GroupKind, Po2Rounding, QuantSpec, ScaleKind, Scales,
 };
 
 use crate::error::{NnError, Result};
@@ -232,69 +232,28 @@ impl DevScale {
     }
 }
 
-fn resolve_axis(axis: isize, dims: &[usize]) -> Result<usize> {
-    let rank = dims.len() as isize;
-    let a = if axis < 0 { axis + rank } else { axis };
-    if a < 0 || a >= rank {
-        plan_bail!("quantizer axis {axis} is out of range for a tensor of shape {dims:?}");
-    }
-    Ok(a as usize)
-}
-
 impl DevGroups {
-    /// The groups of `spec` on a tensor of shape `dims`, and the shape of its scales (the CPU
-    /// engine's `Plan`).
+    /// The groups of `spec` on a tensor of shape `dims` (lowbit-quant's [`lowbit_quant::GroupLayout`], the
+    /// layout the CPU engine uses), and the shape of its scales.
     fn new(spec: &QuantSpec, dims: &[usize]) -> Result<(DevGroups, Vec<usize>)> {
-        let n: usize = dims.iter().product();
-        let split = |axis: isize| -> Result<(usize, i64, i64, i64)> {
-            let a = resolve_axis(axis, dims)?;
-            Ok((
-                a,
-                dims[..a].iter().product::<usize>() as i64,
-                dims[a] as i64,
-                dims[a + 1..].iter().product::<usize>() as i64,
-            ))
+        let l = spec.layout(dims)?;
+        let gran = match l.kind {
+            GroupKind::PerTensor => return Ok((DevGroups::per_tensor(l.n), l.scale_shape)),
+            GroupKind::PerChannel => 1,
+            GroupKind::Blocks => 2,
         };
-        Ok(match spec.granularity() {
-            Granularity::PerTensor => (DevGroups::per_tensor(n), vec![1]),
-            Granularity::PerChannel { axis } => {
-                let (_, outer, len, inner) = split(axis)?;
-                let g = DevGroups {
-                    n: n as i64,
-                    outer,
-                    len,
-                    inner,
-                    size: outer * inner,
-                    nb: 1,
-                    n_groups: len,
-                    gran: 1,
-                    pad: 0,
-                };
-                (g, vec![len as usize])
-            }
-            Granularity::PerBlock { axis, .. } | Granularity::WholeAxis { axis } => {
-                let (a, outer, len, inner) = split(axis)?;
-                let size = match spec.granularity() {
-                    Granularity::PerBlock { size, .. } => size as i64,
-                    _ => len.max(1),
-                };
-                let nb = (len + size - 1) / size;
-                let mut shape = dims.to_vec();
-                shape[a] = nb as usize;
-                let g = DevGroups {
-                    n: n as i64,
-                    outer,
-                    len,
-                    inner,
-                    size,
-                    nb,
-                    n_groups: outer * inner * nb,
-                    gran: 2,
-                    pad: 0,
-                };
-                (g, shape)
-            }
-        })
+        let g = DevGroups {
+            n: l.n as i64,
+            outer: l.outer as i64,
+            len: l.len as i64,
+            inner: l.inner as i64,
+            size: l.block as i64,
+            nb: l.blocks_per_axis as i64,
+            n_groups: l.n_groups as i64,
+            gran,
+            pad: 0,
+        };
+        Ok((g, l.scale_shape))
     }
 
     fn per_tensor(n: usize) -> DevGroups {

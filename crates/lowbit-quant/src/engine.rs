@@ -9,8 +9,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{QuantError, Result};
+use crate::layout::GroupKind;
 use crate::scale::{Param, ScaleRule, affine_from_minmax, effective, nvfp4_tensor_scale};
-use crate::spec::{Granularity, QuantSpec, ScaleKind, ScaleMode};
+use crate::spec::{QuantSpec, ScaleKind, ScaleMode};
 
 /// Elements per parallel work item (a multiple of every block size up to it).
 const PAR_ELEMS: usize = 1 << 14;
@@ -109,103 +110,29 @@ pub(crate) struct Plan {
     pub scale_shape: Vec<usize>,
 }
 
-pub(crate) fn resolve_axis(axis: isize, shape: &[usize]) -> Result<usize> {
-    let rank = shape.len() as isize;
-    let a = if axis < 0 { axis + rank } else { axis };
-    if a < 0 || a >= rank {
-        return Err(QuantError::AxisOutOfRange {
-            axis,
-            rank: shape.len(),
-            shape: shape.to_vec(),
-        });
-    }
-    Ok(a as usize)
-}
-
 impl Plan {
     pub(crate) fn new(spec: &QuantSpec, shape: &[usize]) -> Result<Plan> {
-        let n = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or(QuantError::LengthMismatch {
-                op: "plan",
-                what: "shape",
-                expected: usize::MAX,
-                got: usize::MAX,
-            })?;
-        let split = |axis: isize| -> Result<(usize, usize, usize, usize)> {
-            let a = resolve_axis(axis, shape)?;
-            Ok((
-                a,
-                shape[..a].iter().product(),
-                shape[a],
-                shape[a + 1..].iter().product(),
-            ))
+        let l = spec.layout(shape)?;
+        let (work, row_len) = match l.kind {
+            GroupKind::PerTensor => (Work::Direct, l.n),
+            GroupKind::PerChannel if l.outer == 1 => (Work::Direct, l.outer * l.inner),
+            GroupKind::PerChannel => (Work::SwapOuter, l.outer * l.inner),
+            GroupKind::Blocks if l.inner == 1 => (Work::Direct, l.len),
+            GroupKind::Blocks => (Work::SwapInner, l.len),
         };
-        let plan = match spec.granularity() {
-            Granularity::PerTensor => Plan {
-                n,
-                outer: 1,
-                len: n,
-                inner: 1,
-                work: Work::Direct,
-                per_tensor: true,
-                per_channel: false,
-                row_len: n,
-                block: n,
-                n_groups: 1,
-                scale_shape: vec![1],
-            },
-            Granularity::PerChannel { axis } => {
-                let (_, outer, len, inner) = split(axis)?;
-                let work = if outer == 1 {
-                    Work::Direct
-                } else {
-                    Work::SwapOuter
-                };
-                Plan {
-                    n,
-                    outer,
-                    len,
-                    inner,
-                    work,
-                    per_tensor: false,
-                    per_channel: true,
-                    row_len: outer * inner,
-                    block: outer * inner,
-                    n_groups: len,
-                    scale_shape: vec![len],
-                }
-            }
-            Granularity::PerBlock { axis, .. } | Granularity::WholeAxis { axis } => {
-                let (a, outer, len, inner) = split(axis)?;
-                let size = match spec.granularity() {
-                    Granularity::PerBlock { size, .. } => size,
-                    _ => len.max(1),
-                };
-                let nb = len.div_ceil(size);
-                let mut scale_shape = shape.to_vec();
-                scale_shape[a] = nb;
-                Plan {
-                    n,
-                    outer,
-                    len,
-                    inner,
-                    work: if inner == 1 {
-                        Work::Direct
-                    } else {
-                        Work::SwapInner
-                    },
-                    per_tensor: false,
-                    per_channel: false,
-                    row_len: len,
-                    block: size.min(len.max(1)),
-                    n_groups: outer * inner * nb,
-                    scale_shape,
-                }
-            }
-        };
-        Ok(plan)
+        Ok(Plan {
+            n: l.n,
+            outer: l.outer,
+            len: l.len,
+            inner: l.inner,
+            work,
+            per_tensor: l.kind == GroupKind::PerTensor,
+            per_channel: l.kind == GroupKind::PerChannel,
+            row_len,
+            block: l.block,
+            n_groups: l.n_groups,
+            scale_shape: l.scale_shape,
+        })
     }
 
     /// Blocks per work row.

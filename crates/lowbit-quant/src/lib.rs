@@ -32,6 +32,7 @@
 //!   spec, its builder, validation, presets, `Display`, serde.
 //! - `engine.rs`: [`QuantSpec::fake_quantize`], [`QuantSpec::fake_quantize_with_scales`],
 //!   [`QuantSpec::compute_scales`], [`Scales`]; fused per-block kernels over rayon.
+//! - [`GroupLayout`] (`layout.rs`): the groups of a spec on a shape ([`QuantSpec::layout`]).
 //! - `scale.rs`: the scale rules (f32, power of two, E8M0 FLOOR/CEIL/EVEN/RCEIL, NVFP4).
 //! - [`QuantizedTensor`] (`tensor.rs`): packed codes + scales, dequantize, bits per element,
 //!   safetensors.
@@ -51,6 +52,7 @@ mod calib;
 mod compliance;
 mod engine;
 mod error;
+mod layout;
 mod report;
 mod scale;
 mod spec;
@@ -62,6 +64,7 @@ pub use calib::{Calibrator, Frozen, Method};
 pub use compliance::{ComplianceReport, check_compliance, scale_is_valid};
 pub use engine::Scales;
 pub use error::{QuantError, Result};
+pub use layout::{GroupKind, GroupLayout};
 pub use report::{ShiftReport, shift_report};
 
 pub use scale::{E4M3_MAX, E4M3_MIN_NORMAL};
