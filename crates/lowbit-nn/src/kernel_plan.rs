@@ -629,15 +629,12 @@ pub fn plan_with(
     };
     let apply = |p: &mut Plan, g: DevGroups, f: DevFormat, s: DevScale, src: Source, mode: i32| {
         let quad = i32::from(vec == 1 && (s.kind == 4 || quad_groups(&g)));
-        // The pointers the source does not use get a one-word placeholder.
+        // The pointers the source does not use point at one of its buffers (never read
+        // through them): no allocation for them.
         let (scales, zeros, ts, stats, tensor_amax, from_stats) = match src {
-            Source::Frozen { scales, zeros, ts } => {
-                let none = p.buffer(Buffer::U32Zeros(1));
-                (scales, zeros, ts, none, none, 0)
-            }
+            Source::Frozen { scales, zeros, ts } => (scales, zeros, ts, scales, scales, 0),
             Source::Stats { stats, tensor_amax } => {
-                let none = p.buffer(Buffer::F32Zeros(1));
-                (none, none, none, stats, tensor_amax, 1)
+                (tensor_amax, tensor_amax, tensor_amax, stats, tensor_amax, 1)
             }
         };
         // One tile of UNROLL quads per thread; grid-stride beyond 2^20 blocks.
@@ -821,6 +818,58 @@ mod tests {
         let b = f.to_le_bytes();
         assert_eq!(&b[40..48], &0x0102_0304_0506_0708u64.to_le_bytes());
         assert_eq!(&b[92..100], &[7, 0, 0, 0, 9, 0, 0, 0]);
+    }
+
+    fn kernels(spec: &str, dims: &[usize], start: usize) -> Vec<String> {
+        let spec: QuantSpec = spec.parse().unwrap_or_else(|e| panic!("{e}"));
+        let job = Job::Spec {
+            spec: &spec,
+            frozen: None,
+            output: Output::Fake,
+        };
+        let p = plan(&job, dims, start, KernelDType::F32).unwrap_or_else(|e| panic!("{e}"));
+        p.launches.iter().map(|l| l.kernel.clone()).collect()
+    }
+
+    #[test]
+    fn each_path_launches_what_the_docs_say() {
+        // Blocks along the last axis: one fused pass (NVFP4: the tensor amax first).
+        assert_eq!(kernels("mxfp4", &[8, 64], 0), ["lb_fused_block_f32"]);
+        assert_eq!(
+            kernels("nvfp4", &[8, 64], 0),
+            ["lb_amax_f32", "lb_fused_block_f32"]
+        );
+        // Unaligned start: no fused kernel; reduction, then the element kernel (scales in it).
+        assert_eq!(
+            kernels("mxfp4", &[8, 64], 1),
+            ["lb_reduce_f32_u32", "lb_apply_f32_u32"]
+        );
+        assert_eq!(
+            kernels("fp8_e4m3", &[8, 64], 0),
+            ["lb_amax_f32", "lb_apply_f32_u32"]
+        );
+        assert_eq!(
+            kernels("int8", &[8, 64], 0),
+            ["lb_reduce_f32_u32", "lb_apply_f32_u32"]
+        );
+        // A per-channel dynamic spec allocates the tensor amax word and one word per channel,
+        // nothing else.
+        let spec: QuantSpec = "int8".parse().unwrap_or_else(|e| panic!("{e}"));
+        let job = Job::Spec {
+            spec: &spec,
+            frozen: None,
+            output: Output::Fake,
+        };
+        let p = plan(&job, &[8, 64], 0, KernelDType::F32).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p.buffers,
+            [
+                Buffer::Input,
+                Buffer::Output,
+                Buffer::U32Zeros(1),
+                Buffer::U32Zeros(8)
+            ]
+        );
     }
 
     #[test]
