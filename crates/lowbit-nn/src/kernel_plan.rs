@@ -695,9 +695,11 @@ pub fn plan_with(
     let mode = i32::from(output == Output::Mask);
     match frozen {
         None => {
-            let tensor_amax = p.buffer(Buffer::U32Zeros(1));
-            if nvfp4 {
-                amax(&mut p, tensor_amax);
+            // NVFP4's tensor amax; the kernels read it for NVFP4 only, so other specs pass a
+            // buffer the plan has anyway in its place.
+            let nvfp4_amax = nvfp4.then(|| p.buffer(Buffer::U32Zeros(1)));
+            if let Some(a) = nvfp4_amax {
+                amax(&mut p, a);
             }
             if output == Output::Fake
                 && let Some(lanes) = fused_lanes(spec, &g, start)
@@ -714,7 +716,8 @@ pub fn plan_with(
                         Arg::I32(lanes),
                         Arg::Format(f),
                         Arg::Scale(s),
-                        read(tensor_amax),
+                        // x: 4-element aligned here, so a valid (unread) u32 pointer.
+                        read(nvfp4_amax.unwrap_or(x)),
                     ],
                 );
                 return Ok(p);
@@ -761,7 +764,7 @@ pub fn plan_with(
                 s,
                 Source::Stats {
                     stats: st,
-                    tensor_amax,
+                    tensor_amax: nvfp4_amax.unwrap_or(st),
                 },
                 mode,
             );
@@ -852,8 +855,7 @@ mod tests {
             kernels("int8", &[8, 64], 0),
             ["lb_reduce_f32_u32", "lb_apply_f32_u32"]
         );
-        // A per-channel dynamic spec allocates the tensor amax word and one word per channel,
-        // nothing else.
+        // A per-channel dynamic spec allocates one statistics word per channel, nothing else.
         let spec: QuantSpec = "int8".parse().unwrap_or_else(|e| panic!("{e}"));
         let job = Job::Spec {
             spec: &spec,
@@ -863,12 +865,7 @@ mod tests {
         let p = plan(&job, &[8, 64], 0, KernelDType::F32).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             p.buffers,
-            [
-                Buffer::Input,
-                Buffer::Output,
-                Buffer::U32Zeros(1),
-                Buffer::U32Zeros(8)
-            ]
+            [Buffer::Input, Buffer::Output, Buffer::U32Zeros(8)]
         );
     }
 
