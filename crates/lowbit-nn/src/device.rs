@@ -28,9 +28,21 @@ pub fn parse_device(name: &str) -> Result<Device> {
                     .map_err(|_| err("expected cuda:N with N a GPU number".into()))?,
                 None => 0,
             };
+            if !cfg!(feature = "cuda") {
+                return Err(err(
+                    "this build has no GPU path: build with `--features cuda` (docs/cuda.md)"
+                        .into(),
+                ));
+            }
             Device::new_cuda(ordinal).map_err(|e| {
+                // Candle wraps errors with a backtrace when RUST_BACKTRACE is set: the cause
+                // alone reads better.
+                let e = match e {
+                    candle_core::Error::WithBacktrace { inner, .. } => *inner,
+                    e => e,
+                };
                 err(format!(
-                    "{e} (the GPU path needs a build with `--features cuda` and a CUDA driver; see docs/cuda.md)"
+                    "cannot open GPU {ordinal}: {e} (needs an NVIDIA driver and a GPU; docs/cuda.md)"
                 ))
             })
         }
@@ -57,8 +69,13 @@ mod tests {
         );
         #[cfg(not(feature = "cuda"))]
         {
-            let e = parse_device("cuda").err().map(|e| e.to_string());
-            assert!(e.is_some_and(|e| e.contains("--features cuda")));
+            let e = parse_device("cuda:1").err().map(|e| e.to_string());
+            assert_eq!(
+                e.as_deref(),
+                Some(
+                    "device `cuda:1`: this build has no GPU path: build with `--features cuda` (docs/cuda.md)"
+                )
+            );
         }
     }
 }
