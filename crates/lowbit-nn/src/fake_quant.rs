@@ -243,9 +243,10 @@ impl CustomOp1 for ClipMask {
     }
 }
 
-/// Candle op: the bare element cast `decode(encode(x))` of any [`Format`](lowbit_formats::Format) under a
-/// [`Conversion`](lowbit_formats::Conversion), with no scale (ml_dtypes' `x.astype(fmt).astype(float32)`, or the
-/// saturating/stochastic variants). Stochastic rounding numbers the elements from 0 in
+/// Candle op: the bare element cast `decode(encode(x))` of any
+/// [`Format`](lowbit_formats::Format) under a [`Conversion`](lowbit_formats::Conversion), with
+/// no scale (ml_dtypes' `x.astype(fmt).astype(float32)`, or the saturating/stochastic
+/// variants). Stochastic rounding numbers the elements from 0 in
 /// row-major order. No gradient (use [`FakeQuant`] for training).
 ///
 /// ```
