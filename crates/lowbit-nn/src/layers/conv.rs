@@ -11,6 +11,25 @@ use crate::layers::{DepthwiseConv2d, TiledConv2d, fan_in_uniform, wrong_params};
 use crate::op::{LayerQuant, QuantOp};
 use crate::registry::OpParams;
 
+/// A convolution's weight (Kaiming-normal when fresh) and optional bias of `out` values
+/// (uniform in ±1/√fan_in when fresh, as torch initialises it), `fan_in` = the weight's
+/// elements per output.
+fn conv_params<S: Into<candle_core::Shape>>(
+    vb: &VarBuilder,
+    weight_shape: S,
+    out: usize,
+    fan_in: usize,
+    bias: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let weight = vb.get_with_hints(weight_shape, "weight", init::DEFAULT_KAIMING_NORMAL)?;
+    let bias = if bias {
+        Some(vb.get_with_hints(out, "bias", fan_in_uniform(fan_in))?)
+    } else {
+        None
+    };
+    Ok((weight, bias))
+}
+
 /// Quantized 1-D convolution.
 #[derive(Debug)]
 pub struct QConv1d {
@@ -35,17 +54,14 @@ impl QConv1d {
         else {
             return Err(wrong_params(&quant, params));
         };
-        let weight = vb.get_with_hints(
-            (out_channels, in_channels / cfg.groups.max(1), kernel),
-            "weight",
-            init::DEFAULT_KAIMING_NORMAL,
+        let per_group = in_channels / cfg.groups.max(1);
+        let (weight, bias) = conv_params(
+            vb,
+            (out_channels, per_group, kernel),
+            out_channels,
+            per_group * kernel,
+            bias,
         )?;
-        let bias = if bias {
-            let fan_in = in_channels / cfg.groups.max(1) * kernel;
-            Some(vb.get_with_hints(out_channels, "bias", fan_in_uniform(fan_in))?)
-        } else {
-            None
-        };
         Ok(QConv1d {
             weight,
             bias,
@@ -93,22 +109,14 @@ impl QConv2d {
         else {
             return Err(wrong_params(&quant, params));
         };
-        let weight = vb.get_with_hints(
-            (
-                out_channels,
-                in_channels / cfg.groups.max(1),
-                kernel,
-                kernel,
-            ),
-            "weight",
-            init::DEFAULT_KAIMING_NORMAL,
+        let per_group = in_channels / cfg.groups.max(1);
+        let (weight, bias) = conv_params(
+            vb,
+            (out_channels, per_group, kernel, kernel),
+            out_channels,
+            per_group * kernel * kernel,
+            bias,
         )?;
-        let bias = if bias {
-            let fan_in = in_channels / cfg.groups.max(1) * kernel * kernel;
-            Some(vb.get_with_hints(out_channels, "bias", fan_in_uniform(fan_in))?)
-        } else {
-            None
-        };
         Ok(QConv2d {
             weight,
             bias,
@@ -174,17 +182,13 @@ impl QConvTranspose2d {
         else {
             return Err(wrong_params(&quant, params));
         };
-        let weight = vb.get_with_hints(
+        let (weight, bias) = conv_params(
+            vb,
             (in_channels, out_channels, kernel, kernel),
-            "weight",
-            init::DEFAULT_KAIMING_NORMAL,
+            out_channels,
+            in_channels * kernel * kernel,
+            bias,
         )?;
-        let bias = if bias {
-            let fan_in = in_channels * kernel * kernel;
-            Some(vb.get_with_hints(out_channels, "bias", fan_in_uniform(fan_in))?)
-        } else {
-            None
-        };
         Ok(QConvTranspose2d {
             weight,
             bias,
