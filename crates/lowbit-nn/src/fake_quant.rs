@@ -82,7 +82,7 @@ fn strided_offsets(layout: &Layout) -> Vec<usize> {
 
 /// The `cuda_fwd` of every op here: runs `job` on the device, errors prefixed by `what`.
 #[cfg(feature = "cuda")]
-fn cuda_fwd(
+pub(crate) fn cuda_fwd(
     job: &crate::kernel_plan::Job<'_>,
     storage: &candle_core::CudaStorage,
     layout: &Layout,

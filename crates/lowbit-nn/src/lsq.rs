@@ -124,10 +124,7 @@ impl CustomOp2 for LsqFakeQuant {
             frozen: Some(&scales),
             output: crate::kernel_plan::Output::Fake,
         };
-        let out = crate::cuda::run(&job, s1, l1).map_err(|e| {
-            candle_core::Error::Msg(format!("LSQ fake-quant {} on the GPU: {e}", self.spec))
-        })?;
-        Ok((out, l1.shape().clone()))
+        crate::fake_quant::cuda_fwd(&job, s1, l1, || format!("LSQ fake-quant {}", self.spec))
     }
 
     fn bwd(
