@@ -380,6 +380,31 @@ impl Codec {
                     )
                 },
             },
+            // SAFETY: the Codec's Isa passed `Isa::require`.
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Float(p)), Isa::Avx2) => match p.rounding {
+                RNE => unsafe {
+                    crate::kernels::avx2::quantize_float_blocks_fused::<RNE>(p, src, dst, block, f)
+                },
+                AWAY => unsafe {
+                    crate::kernels::avx2::quantize_float_blocks_fused::<AWAY>(p, src, dst, block, f)
+                },
+                _ => unsafe {
+                    crate::kernels::avx2::quantize_float_blocks_fused::<ZERO>(p, src, dst, block, f)
+                },
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Some(Lane::Int(p)), Isa::Avx2) => match p.rounding {
+                RNE => unsafe {
+                    crate::kernels::avx2::quantize_int_blocks_fused::<RNE>(p, src, dst, block, f)
+                },
+                AWAY => unsafe {
+                    crate::kernels::avx2::quantize_int_blocks_fused::<AWAY>(p, src, dst, block, f)
+                },
+                _ => unsafe {
+                    crate::kernels::avx2::quantize_int_blocks_fused::<ZERO>(p, src, dst, block, f)
+                },
+            },
             _ => {
                 // Groups of blocks on this level's kernels: the maxima of a group in one call,
                 // its scales, then its outputs in one call (the group is re-read from cache).

@@ -354,17 +354,33 @@ fn fused_block_kernel_equals_reference() {
             ((u & 0xFFFF) as f32 / 65536.0 - 0.5) * 2f32.powi(e)
         })
         .collect();
-    for (i, v) in [f32::NAN, f32::INFINITY, -0.0, 1e-40, -3.0e38, 0.0]
-        .into_iter()
-        .enumerate()
+    // NaNs with the largest payloads round past bit 31 on the fast path's integer rounding.
+    let nan_max = f32::from_bits(0x7FFF_FFFF);
+    let neg_nan_max = f32::from_bits(0xFFFF_FFFF);
+    for (i, v) in [
+        f32::NAN,
+        f32::INFINITY,
+        -0.0,
+        1e-40,
+        -3.0e38,
+        0.0,
+        nan_max,
+        neg_nan_max,
+    ]
+    .into_iter()
+    .enumerate()
     {
         src[37 + 411 * i] = v;
     }
     src[1000..1040].fill(0.0); // an all-zero block
     // A scale rule with every kind of outcome: powers of two, plain f32 quotients, a NaN
-    // scale for blocks holding NaN, subnormal scales for tiny blocks.
+    // scale for blocks holding NaN (but scale 1 for those whose largest NaN has the largest
+    // payload, so that NaN elements also meet a finite scale), subnormal scales for tiny
+    // blocks.
     let rule = |a: f32| -> f32 {
-        if a.is_nan() {
+        if a.to_bits() == 0x7FFF_FFFF {
+            1.0
+        } else if a.is_nan() {
             f32::NAN
         } else if a == 0.0 {
             1.0
