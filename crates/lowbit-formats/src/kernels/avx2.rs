@@ -368,7 +368,14 @@ fn quantize_run<const ROUND: u8, const SCALED: bool>(
     let post = |q| if SCALED { _mm256_mul_ps(q, vscale) } else { q };
     // The fast or the general path is chosen here, once, so that each loop holds one small
     // closure the compiler inlines (one holding both was left out of line, a call per vector).
-    if ROUND == RNE && p.fast {
+    if ROUND == RNE && p.fast && p.sym {
+        blocks(src, dst, |s, d| {
+            // SAFETY: `s` and `d` are 8-element arrays.
+            let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+            let q = post(quantize_fast_sym_vec(p, f, pre(x)));
+            unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
+        });
+    } else if ROUND == RNE && p.fast {
         blocks(src, dst, |s, d| {
             // SAFETY: `s` and `d` are 8-element arrays.
             let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
