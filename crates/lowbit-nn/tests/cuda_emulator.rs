@@ -4,7 +4,8 @@
 //! and canaries, IEEE f32 with the GPU's NaN results. The test bodies are those the GPU runs
 //! (`kernel_cases/`), against the same independent references. This needs no GPU, no CUDA
 //! toolkit and no `cuda` feature, only Linux and a C++17 compiler (`$CXX`, else `c++`);
-//! without one the tests say so and pass. Set `LOWBIT_REQUIRE_EMULATOR=1` to make a missing compiler fail.
+//! without one the tests say so and pass (`LOWBIT_REQUIRE_EMULATOR=1` makes a missing compiler
+//! fail).
 //!
 //! What it cannot see: GPU timing, memory-model races between blocks (blocks run one after
 //! another), and the cudarc glue in `cuda.rs` (a small interpreter of the same plan).
