@@ -176,7 +176,8 @@ LB_D void flush_stats(u32* st, int asym, i64 g, u32 kmax, u32 kmin, u32 nan) {
 // Each warp owns `per_warp` consecutive elements (a multiple of 32). A step where every lane
 // sees the same group is reduced in registers; lane 0 keeps a running value per group and
 // flushes it with one atomic when the group changes. Mixed steps go straight to atomics.
-// A step of LB_UNROLL sub-steps loads first, then reduces sub-step by sub-step.
+// A step of LB_UNROLL sub-steps loads first, then reduces sub-step by sub-step; with `quad`
+// a lane divides only when its quad leaves the group's run (locate_run).
 //
 // With `quad` set (host: every aligned run of 4 elements lies in one group, and x is 4-element
 // aligned), each lane takes 4 consecutive elements per step, with one vector load and one
@@ -190,6 +191,8 @@ LB_D void reduce_impl(const T* x, const LbGroups& G, u32* st, int asym, i64 per_
     i64 accg = -1;
     u32 acc_max = 0u, acc_min = 0xFFFFFFFFu, acc_nan = 0u;
     int width = quad ? 4 : 1;
+    // With `quad`, the run of the group the lane's last quad lay in (see locate_run).
+    I run_g = 0, run_w0 = 0, run_lo = 0, run_hi = 0;
     for (i64 tile = w0; tile < w1; tile += 32 * width * LB_UNROLL) {
         // All loads of the tile first.
         float v[LB_UNROLL][4];
@@ -210,7 +213,13 @@ LB_D void reduce_impl(const T* x, const LbGroups& G, u32* st, int asym, i64 per_
             i64 idx = tile + (i64)(u * 32 + lane) * width;
             bool valid = idx < w1;
             I g = 0, w = 0;
-            if (valid) locate<I>(G, (I)idx, &g, &w);
+            if (valid && quad) {
+                if ((I)idx < run_lo || (I)idx >= run_hi)
+                    locate_run<I>(G, (I)idx, &run_g, &run_w0, &run_lo, &run_hi);
+                g = run_g;
+            } else if (valid) {
+                locate<I>(G, (I)idx, &g, &w);
+            }
             i64 gg = valid ? (i64)g : -1;
             u32 kmax = 0u, kmin = 0xFFFFFFFFu, nan = 0u;
 #pragma unroll
