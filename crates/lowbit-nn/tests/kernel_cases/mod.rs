@@ -624,14 +624,10 @@ pub fn adversarial_blocks(r: &dyn Runner) {
     let x = adversarial_rows();
     let rows = x.len() / 32;
     let mut specs = Vec::new();
-    for base in [
-        "mxfp8_e4m3",
-        "mxfp8_e5m2",
-        "mxfp6_e2m3",
-        "mxfp6_e3m2",
-        "mxfp4",
-        "mxint8",
-    ] {
+    // Every MX preset (mxfp8_e4m3, mxfp8_e5m2, mxfp6_e2m3, mxfp6_e3m2, mxfp4, mxint8).
+    let mx = lowbit_quant::PRESETS.iter().filter(|p| p.starts_with("mx"));
+    assert_eq!(mx.clone().count(), 6, "the MX presets");
+    for &base in mx {
         for rounding in [
             E8m0Rounding::Floor,
             E8m0Rounding::Ceil,
