@@ -22,7 +22,7 @@ enum { ENC_IEEE = 0, ENC_FN = 1, ENC_FNUZ = 2, ENC_FINITE = 3, ENC_FNU = 4 };
 enum { R_NEAREST_EVEN = 0, R_NEAREST_AWAY = 1, R_TOWARD_ZERO = 2, R_STOCHASTIC = 3 };
 
 // The element format and conversion: what the reference codec reads. The first fields of
-// the Rust `#[repr(C)] struct DevFormat` in src/kernel_plan.rs (same order).
+// the Rust `#[repr(C)] struct DevFormat` in src/kernel_plan/params.rs (same order).
 struct LbCodec {
     int is_int;     // 0: minifloat, 1: integer
     int exp_bits;   // minifloat exponent bits
@@ -37,7 +37,7 @@ struct LbCodec {
     u64 seed;       // stochastic-rounding seed
 };
 
-// Mirrors the Rust `#[repr(C)] struct DevFormat` in src/kernel_plan.rs (the same layout: the
+// Mirrors the Rust `#[repr(C)] struct DevFormat` in src/kernel_plan/params.rs (the same layout: the
 // codec's fields, then the fast path's constants).
 struct LbFormat {
     LbCodec c;
@@ -318,7 +318,7 @@ enum { PO2_FLOOR = 0, PO2_CEIL = 1, PO2_NEAREST = 2 };
 enum { E8_FLOOR = 0, E8_CEIL = 1, E8_EVEN = 2, E8_RCEIL = 3 };
 enum { E4_NEAREST = 0, E4_UP = 1 };
 
-// Mirrors the Rust `#[repr(C)] struct DevScale` in src/cuda.rs.
+// Mirrors the Rust `#[repr(C)] struct DevScale` in src/kernel_plan/params.rs.
 struct LbScale {
     int kind;        // SK_*
     int rounding;    // PO2_* / E8_* / E4_* by kind

@@ -27,7 +27,7 @@
 // nvcc 13.0 for sm_90): 768 threads, each with LB_UNROLL 16-byte loads in flight.
 #define LB_BOUNDS __launch_bounds__(256, 3)
 
-// Mirrors the Rust `#[repr(C)] struct DevGroups` in src/kernel_plan.rs.
+// Mirrors the Rust `#[repr(C)] struct DevGroups` in src/kernel_plan/params.rs.
 struct LbGroups {
     i64 n;
     i64 outer;
