@@ -4,6 +4,7 @@
 
 mod embed;
 mod error;
+mod formats;
 mod image_models;
 mod models;
 mod presets;
@@ -101,8 +102,19 @@ enum Cmd {
         #[command(flatten)]
         opts: EvalOpts,
     },
-    /// The table of number formats.
-    Formats,
+    /// The table of number formats: the named ones, or any given (e.g. `e3m4 float8_e4m3b11fnuz
+    /// int4_full bfloat16`); with `--values` their value tables, with `--cast` what numbers become.
+    Formats {
+        /// Format names (default: the named formats).
+        names: Vec<String>,
+        /// Also print each format's sorted finite values.
+        #[arg(long)]
+        values: bool,
+        /// Numbers to convert (comma-separated, e.g. `--cast 300,500,-0.1`): the code and value
+        /// under the reference conversion (ml_dtypes' astype) and saturated.
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+        cast: Vec<f32>,
+    },
     /// Which spec each layer of a model gets under a config.
     Explain {
         /// Config file.
@@ -225,8 +237,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             calib_batches,
             opts,
         } => qat::pipeline(&config, &opts, calib_batches),
-        Cmd::Formats => {
-            formats_table();
+        Cmd::Formats {
+            names,
+            values,
+            cast,
+        } => {
+            print!("{}", formats::formats(&names, values, &cast)?);
             Ok(())
         }
         Cmd::Explain {
@@ -270,42 +286,6 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             }
             Ok(())
         }
-    }
-}
-
-fn formats_table() {
-    let fmt = |x: Option<f32>| x.map_or("-".to_string(), |v| format!("{v:e}"));
-    println!(
-        "{:12} {:>4} {:>6} {:>4} {:>4} {:>5} {:>12} {:>12} {:>12} {:>7} {:>7}",
-        "format",
-        "bits",
-        "signed",
-        "exp",
-        "man",
-        "bias",
-        "max",
-        "min normal",
-        "min subnorm",
-        "values",
-        "inf/nan"
-    );
-    for f in lowbit_formats::Format::named() {
-        let x = f.facts();
-        println!(
-            "{:12} {:>4} {:>6} {:>4} {:>4} {:>5} {:>12} {:>12} {:>12} {:>7} {:>3}/{:<3}",
-            x.name,
-            x.bits,
-            x.signed,
-            x.exp_bits.map_or("-".into(), |v| v.to_string()),
-            x.man_bits.map_or("-".into(), |v| v.to_string()),
-            x.bias.map_or("-".into(), |v| v.to_string()),
-            x.max.to_string(),
-            fmt(x.min_normal),
-            fmt(x.min_subnormal),
-            x.finite_values,
-            x.inf_codes.len(),
-            x.nan_codes.len()
-        );
     }
 }
 

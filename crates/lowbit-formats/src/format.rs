@@ -68,6 +68,12 @@ impl Format {
     pub const E3M0: Format = Format::Float(MiniFloat::new_unchecked(3, 0, 3, Encoding::Finite));
     /// OCP MX E8M0 scale: unsigned, 2^(k−127), no zero, NaN = 0xFF.
     pub const E8M0: Format = Format::Float(MiniFloat::new_unchecked(8, 0, 127, Encoding::Fnu));
+    /// ml_dtypes `float8_e3m4`: IEEE-like E3M4, bias 3, max 15.5, inf and NaN (the generic `e3m4`).
+    pub const E3M4: Format = Format::Float(MiniFloat::new_unchecked(3, 4, 3, Encoding::Ieee));
+    /// ml_dtypes `float8_e4m3b11fnuz` (Graphcore): bias 11, max 30, single NaN 0x80, no −0
+    /// (the generic `e4m3_b11_fnuz`).
+    pub const E4M3B11FNUZ: Format =
+        Format::Float(MiniFloat::new_unchecked(4, 3, 11, Encoding::Fnuz));
     /// Signed 8-bit integer, narrow range ±127.
     pub const INT8: Format = Format::Int(IntFormat::new_unchecked(8, true, true));
     /// Signed 4-bit integer, narrow range ±7.
@@ -235,9 +241,19 @@ impl fmt::Display for Format {
     }
 }
 
-const NAME_HELP: &str = "expected a named format (e4m3fn, e4m3, e5m2, e4m3fnuz, e5m2fnuz, e2m3, e3m2, e2m1, e3m0, e8m0), \
-an integer (int2..int16, uint2..uint16, optional _full or _narrow), or eXmY with 1<=X<=8, 0<=Y<=10 and optional \
-_b<bias> and _<convention> (ieee, fn, fnuz, none); an fp8_/fp6_/fp4_ prefix is allowed and checked";
+const NAME_HELP: &str = "expected a named format (e4m3fn, e4m3, e5m2, e4m3fnuz, e5m2fnuz, e2m3, e3m2, e2m1, e3m0, e8m0; \
+bfloat16/bf16 and float16/fp16/half for e8m7 and e5m10), an integer (int2..int16, uint2..uint16, optional _full or \
+_narrow), or eXmY with 1<=X<=8, 0<=Y<=10 and optional _b<bias> and _<convention> (ieee, fn, fnuz, none); a width \
+prefix fp8_/fp6_/fp4_ or ml_dtypes' float8_/float6_/float4_ is allowed and checked";
+
+/// The IEEE 16-bit floats, by their framework names: generic `eXmY` formats under the hood.
+const SIXTEEN_BIT: &[(&str, u32, u32)] = &[
+    ("bfloat16", 8, 7),
+    ("bf16", 8, 7),
+    ("float16", 5, 10),
+    ("fp16", 5, 10),
+    ("half", 5, 10),
+];
 
 impl FromStr for Format {
     type Err = FormatError;
@@ -252,26 +268,36 @@ impl FromStr for Format {
         if lower.is_empty() {
             return Err(err(format!("the name is empty; {NAME_HELP}")));
         }
-        // Optional width prefix, checked against the result.
-        let (prefix_bits, body) = match ["fp8_", "fp6_", "fp4_"]
+        if let Some(&(_, e, m)) = SIXTEEN_BIT.iter().find(|(n, _, _)| *n == lower) {
+            return Format::minifloat(e, m, None, Encoding::Ieee);
+        }
+        // Optional width prefix, checked against the result: `fp8_` (the frameworks' spelling)
+        // or `float8_` (ml_dtypes' type names, e.g. float8_e3m4, float8_e4m3b11fnuz).
+        let (prefix, body) = match ["fp8_", "fp6_", "fp4_", "float8_", "float6_", "float4_"]
             .iter()
             .find(|p| lower.starts_with(*p))
         {
-            Some(p) => (p[2..3].parse::<u32>().ok(), &lower[p.len()..]),
+            Some(p) => (Some(&p[..p.len() - 1]), &lower[p.len()..]),
             None => (None, lower.as_str()),
         };
+        let prefix_bits = prefix.and_then(|p| {
+            p.trim_start_matches(char::is_alphabetic)
+                .parse::<u32>()
+                .ok()
+        });
         // `fp8_e4m3` names the OCP / NVIDIA FP8 (E4M3FN), as every framework's `fp8_e4m3`
-        // does; the bare `e4m3` is ml_dtypes' IEEE-like type with infinities.
-        let format = if prefix_bits == Some(8) && body == "e4m3" {
+        // does; the bare `e4m3` and ml_dtypes' `float8_e4m3` are the IEEE-like type with
+        // infinities.
+        let format = if prefix == Some("fp8") && body == "e4m3" {
             Format::E4M3FN
         } else {
             parse_body(body).map_err(err)?
         };
-        if let Some(bits) = prefix_bits
+        if let (Some(p), Some(bits)) = (prefix, prefix_bits)
             && format.bits() != bits
         {
             return Err(err(format!(
-                "the prefix fp{bits}_ says {bits} bits but `{body}` has {} bits",
+                "the prefix {p}_ says {bits} bits but `{body}` has {} bits",
                 format.bits()
             )));
         }

@@ -70,6 +70,41 @@ fn generic_minifloats() {
 }
 
 #[test]
+fn every_ml_dtypes_float_name_parses() {
+    // ml_dtypes' type names, as its users write them; the width prefix is checked like fp8_.
+    let e = |name: &str| {
+        name.parse::<Format>()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let mf = |f: Format| {
+        let m = f.as_minifloat().unwrap();
+        (m.exp_bits(), m.man_bits(), m.bias(), m.encoding())
+    };
+    assert_eq!(e("float8_e4m3"), Format::E4M3); // ml_dtypes' IEEE-like one, not fp8_e4m3
+    assert_eq!(e("float6_e2m3fn"), Format::E2M3);
+    assert_eq!(e("float6_e3m2fn"), Format::E3M2);
+    assert_eq!(e("float8_e8m0fnu"), Format::E8M0);
+    assert_eq!(e("float8_e3m4"), Format::E3M4);
+    assert_eq!(e("float8_e4m3b11fnuz"), Format::E4M3B11FNUZ);
+    assert_eq!(mf(e("float8_e3m4")), (3, 4, 3, Encoding::Ieee));
+    assert_eq!(e("float8_e3m4").max_value(), 15.5);
+    assert_eq!(mf(e("float8_e4m3b11fnuz")), (4, 3, 11, Encoding::Fnuz));
+    assert_eq!(e("float8_e4m3b11fnuz").max_value(), 30.0);
+    // The 16-bit IEEE floats by their framework names.
+    for (name, exp, man, bias) in [
+        ("bfloat16", 8, 7, 127),
+        ("BF16", 8, 7, 127),
+        ("float16", 5, 10, 15),
+        ("fp16", 5, 10, 15),
+        ("half", 5, 10, 15),
+    ] {
+        assert_eq!(mf(e(name)), (exp, man, bias, Encoding::Ieee), "{name}");
+    }
+    assert_eq!(e("bfloat16").to_string(), "e8m7");
+    assert_eq!(e("half").to_string(), "e5m10");
+}
+
+#[test]
 fn display_round_trips() {
     for name in [
         "e4m3fn",
@@ -129,7 +164,12 @@ fn bad_names_say_what_is_wrong() {
         ("e4m3_xyz", "not a format option"),
         ("e5m0_ieee", "needs at least one mantissa bit"),
         ("e4m3_fn_fnuz", "convention is given twice"),
-        ("bf16", "expected a named format"),
+        ("bf8", "expected a named format"),
+        (
+            "float8_e2m3",
+            "prefix float8_ says 8 bits but `e2m3` has 6 bits",
+        ),
+        ("float16_e5m10", "expected a named format"),
         ("", "empty"),
         ("int", "missing bit width"),
     ];

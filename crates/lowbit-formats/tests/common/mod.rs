@@ -3,8 +3,9 @@
 
 use lowbit_formats::Format;
 
-/// The nine formats ml_dtypes has, with their golden-file stem.
-pub const GOLDEN: [(&str, Format); 9] = [
+/// The eleven 8-bit-or-narrower floats ml_dtypes has (the nine of the formats issue, then
+/// float8_e3m4 and float8_e4m3b11fnuz), with their golden-file stem.
+pub const GOLDEN: [(&str, Format); 11] = [
     ("e4m3fn", Format::E4M3FN),
     ("e4m3", Format::E4M3),
     ("e5m2", Format::E5M2),
@@ -14,6 +15,8 @@ pub const GOLDEN: [(&str, Format); 9] = [
     ("e3m2fn", Format::E3M2),
     ("e2m1fn", Format::E2M1),
     ("e8m0fnu", Format::E8M0),
+    ("e3m4", Format::E3M4),
+    ("e4m3b11fnuz", Format::E4M3B11FNUZ),
 ];
 
 fn golden_path(stem: &str, ext: &str) -> String {
