@@ -215,6 +215,12 @@ struct Fast {
     abs_mask: __m256i,
     zero: __m256i,
     inf_bits: __m256i,
+    /// For encoding: `p.rebias`, the bits of `magic`, `p.max_mag + 1` (for [`above`]),
+    /// `p.code_sign`.
+    rebias: __m256i,
+    magic_bits: __m256i,
+    max_mag_p1: __m256i,
+    code_sign: __m256i,
 }
 
 #[target_feature(enable = "avx2")]
@@ -233,7 +239,134 @@ fn fast_consts(p: &FloatLane) -> Fast {
         abs_mask: _mm256_set1_epi32(0x7FFF_FFFF),
         zero: _mm256_setzero_si256(),
         inf_bits: _mm256_set1_epi32(0x7F80_0000),
+        rebias: _mm256_set1_epi32(p.rebias as i32),
+        magic_bits: _mm256_set1_epi32(p.magic.to_bits() as i32),
+        max_mag_p1: _mm256_set1_epi32(p.max_mag.wrapping_add(1) as i32),
+        code_sign: _mm256_set1_epi32(p.code_sign as i32),
     }
+}
+
+/// Lanes where `v > limit − 1` as unsigned numbers, given `limit_p1 = limit` (i.e. `v ≥
+/// limit_p1`): AVX2 has no unsigned compare.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn above(v: __m256i, limit_p1: __m256i) -> __m256i {
+    _mm256_cmpeq_epi32(_mm256_max_epu32(v, limit_p1), v)
+}
+
+/// `FloatLane::encode_fast` on 8 lanes, branch-free (the twin of avx512.rs's).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn encode_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256i {
+    let b = _mm256_castps_si256(x);
+    let a = _mm256_and_si256(b, f.abs_mask);
+    let neg = _mm256_cmpgt_epi32(f.zero, b);
+    let lsb = _mm256_or_si256(
+        _mm256_and_si256(_mm256_srl_epi32(a, f.shift), f.one),
+        f.force_lsb,
+    );
+    let normal = _mm256_sub_epi32(
+        _mm256_srl_epi32(
+            _mm256_add_epi32(_mm256_add_epi32(a, lsb), f.half_m1),
+            f.shift,
+        ),
+        f.rebias,
+    );
+    let sum = _mm256_add_ps(_mm256_castsi256_ps(a), f.magic);
+    let sub = _mm256_sub_epi32(_mm256_castps_si256(sum), f.magic_bits);
+    let mag = select(_mm256_cmpgt_epi32(f.min_normal, a), normal, sub);
+    let mut sign_lanes = neg;
+    if p.fnuz {
+        sign_lanes = _mm256_andnot_si256(_mm256_cmpeq_epi32(mag, f.zero), sign_lanes);
+    }
+    let mut code = _mm256_or_si256(mag, _mm256_and_si256(sign_lanes, f.code_sign));
+    code = select(above(mag, f.max_mag_p1), code, by_sign(neg, p.ovf.code));
+    code = select(
+        _mm256_cmpeq_epi32(a, f.inf_bits),
+        code,
+        by_sign(neg, p.inf.code),
+    );
+    select(
+        _mm256_cmpgt_epi32(a, f.inf_bits),
+        code,
+        by_sign(neg, p.nan.code),
+    )
+}
+
+/// [`encode_fast_vec`] for formats with `p.sym` set: the special codes blended in as
+/// magnitudes, the sign bit ORed in last (the twin of avx512.rs's).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn encode_fast_sym_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256i {
+    let b = _mm256_castps_si256(x);
+    let a = _mm256_and_si256(b, f.abs_mask);
+    let lsb = _mm256_or_si256(
+        _mm256_and_si256(_mm256_srl_epi32(a, f.shift), f.one),
+        f.force_lsb,
+    );
+    let normal = _mm256_sub_epi32(
+        _mm256_srl_epi32(
+            _mm256_add_epi32(_mm256_add_epi32(a, lsb), f.half_m1),
+            f.shift,
+        ),
+        f.rebias,
+    );
+    let sum = _mm256_add_ps(_mm256_castsi256_ps(a), f.magic);
+    let sub = _mm256_sub_epi32(_mm256_castps_si256(sum), f.magic_bits);
+    let mut mag = select(_mm256_cmpgt_epi32(f.min_normal, a), normal, sub);
+    mag = select(
+        above(mag, f.max_mag_p1),
+        mag,
+        _mm256_set1_epi32(p.ovf.code[0] as i32),
+    );
+    if !p.inf_is_ovf {
+        mag = select(
+            _mm256_cmpeq_epi32(a, f.inf_bits),
+            mag,
+            _mm256_set1_epi32(p.inf.code[0] as i32),
+        );
+    }
+    if !p.nan_is_ovf {
+        mag = select(
+            _mm256_cmpgt_epi32(a, f.inf_bits),
+            mag,
+            _mm256_set1_epi32(p.nan.code[0] as i32),
+        );
+    }
+    let neg = _mm256_cmpgt_epi32(f.zero, b);
+    _mm256_or_si256(mag, _mm256_and_si256(neg, f.code_sign))
+}
+
+/// Runs `op` (8 `f32` → 8 codes, each at most 0xff) over `src` and stores the codes to `dst`
+/// (as many as the shorter has): 32 at a time with two rounds of unsigned-saturating packs,
+/// one lane permutation and one 32-byte store; the tail 8 at a time through [`blocks`].
+#[target_feature(enable = "avx2")]
+fn map_codes(src: &[f32], dst: &mut [u8], op: impl Fn(__m256) -> __m256i) {
+    let n = src.len().min(dst.len());
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    let (s_full, s_tail) = src.as_chunks::<32>();
+    let (d_full, d_tail) = dst.as_chunks_mut::<32>();
+    // After the packs, 128-bit half h holds the dwords [v0_h, v1_h, v2_h, v3_h] (v_k's
+    // elements 4h..4h+3, as bytes); dword 2k + h must come from 4h + k.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (s, d) in s_full.iter().zip(d_full.iter_mut()) {
+        // SAFETY: `s` holds 32 f32 and `d` 32 bytes.
+        unsafe {
+            let v0 = op(_mm256_loadu_ps(s.as_ptr()));
+            let v1 = op(_mm256_loadu_ps(s.as_ptr().add(8)));
+            let v2 = op(_mm256_loadu_ps(s.as_ptr().add(16)));
+            let v3 = op(_mm256_loadu_ps(s.as_ptr().add(24)));
+            let w01 = _mm256_packus_epi32(v0, v1);
+            let w23 = _mm256_packus_epi32(v2, v3);
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w01, w23), order);
+            _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, bytes);
+        }
+    }
+    blocks(s_tail, d_tail, |s, d| {
+        // SAFETY: `s` is an 8-element array.
+        let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+        *d = narrow_u8(op(x));
+    });
 }
 
 /// `FloatLane::quantize_fast` on 8 lanes, branch-free.
@@ -438,14 +571,18 @@ pub(crate) fn encode_float<const ROUND: u8, const SCALED: bool>(
     dst: &mut [u8],
     inv: f32,
 ) {
-    let c = consts(p);
     let vinv = _mm256_set1_ps(inv);
-    blocks(src, dst, |s, d| {
-        // SAFETY: `s` is an 8-element array.
-        let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
-        let x = if SCALED { _mm256_mul_ps(x, vinv) } else { x };
-        *d = narrow_u8(encode_vec::<ROUND>(p, &c, x));
-    });
+    let pre = |x| if SCALED { _mm256_mul_ps(x, vinv) } else { x };
+    if ROUND == RNE && p.fast_encode && p.sym {
+        let f = fast_consts(p);
+        map_codes(src, dst, |x| encode_fast_sym_vec(p, &f, pre(x)));
+    } else if ROUND == RNE && p.fast_encode {
+        let f = fast_consts(p);
+        map_codes(src, dst, |x| encode_fast_vec(p, &f, pre(x)));
+    } else {
+        let c = consts(p);
+        map_codes(src, dst, |x| encode_vec::<ROUND>(p, &c, pre(x)));
+    }
 }
 
 #[inline]
@@ -506,12 +643,10 @@ pub(crate) fn encode_int<const ROUND: u8, const SCALED: bool>(
 ) {
     let vinv = _mm256_set1_ps(inv);
     let vmask = _mm256_set1_epi32(p.mask as i32);
-    blocks(src, dst, |s, d| {
-        // SAFETY: `s` is an 8-element array.
-        let x = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+    map_codes(src, dst, |x| {
         let x = if SCALED { _mm256_mul_ps(x, vinv) } else { x };
         let q = quantize_int_vec::<ROUND>(p, x);
-        *d = narrow_u8(_mm256_and_si256(_mm256_cvttps_epi32(q), vmask));
+        _mm256_and_si256(_mm256_cvttps_epi32(q), vmask)
     });
 }
 

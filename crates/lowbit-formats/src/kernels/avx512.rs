@@ -164,6 +164,11 @@ struct Fast {
     abs_mask: __m512i,
     zero: __m512i,
     inf_bits: __m512i,
+    /// For encoding: `p.rebias`, the bits of `magic`, `p.max_mag`, `p.code_sign`.
+    rebias: __m512i,
+    magic_bits: __m512i,
+    max_mag: __m512i,
+    code_sign: __m512i,
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
@@ -181,7 +186,98 @@ fn fast_consts(p: &FloatLane) -> Fast {
         abs_mask: _mm512_set1_epi32(0x7FFF_FFFF),
         zero: _mm512_setzero_si512(),
         inf_bits: _mm512_set1_epi32(0x7F80_0000),
+        rebias: _mm512_set1_epi32(p.rebias as i32),
+        magic_bits: _mm512_set1_epi32(p.magic.to_bits() as i32),
+        max_mag: _mm512_set1_epi32(p.max_mag as i32),
+        code_sign: _mm512_set1_epi32(p.code_sign as i32),
     }
+}
+
+/// `FloatLane::encode_fast` on 16 lanes, branch-free.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn encode_fast_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512i {
+    let b = _mm512_castps_si512(x);
+    let a = _mm512_and_si512(b, f.abs_mask);
+    let neg = _mm512_cmplt_epi32_mask(b, f.zero);
+    let lsb = _mm512_or_si512(
+        _mm512_and_si512(_mm512_srl_epi32(a, f.shift), f.one),
+        f.force_lsb,
+    );
+    let normal = _mm512_sub_epi32(
+        _mm512_srl_epi32(
+            _mm512_add_epi32(_mm512_add_epi32(a, lsb), f.half_m1),
+            f.shift,
+        ),
+        f.rebias,
+    );
+    let sum = _mm512_add_ps(_mm512_castsi512_ps(a), f.magic);
+    let sub = _mm512_sub_epi32(_mm512_castps_si512(sum), f.magic_bits);
+    let mag = _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(a, f.min_normal), normal, sub);
+    let mut sign_lanes = neg;
+    if p.fnuz {
+        sign_lanes &= _mm512_cmpneq_epi32_mask(mag, f.zero);
+    }
+    let mut code = _mm512_mask_or_epi32(mag, sign_lanes, mag, f.code_sign);
+    code = _mm512_mask_mov_epi32(
+        code,
+        _mm512_cmpgt_epu32_mask(mag, f.max_mag),
+        by_sign(neg, p.ovf.code),
+    );
+    code = _mm512_mask_mov_epi32(
+        code,
+        _mm512_cmpeq_epi32_mask(a, f.inf_bits),
+        by_sign(neg, p.inf.code),
+    );
+    _mm512_mask_mov_epi32(
+        code,
+        _mm512_cmpgt_epu32_mask(a, f.inf_bits),
+        by_sign(neg, p.nan.code),
+    )
+}
+
+/// [`encode_fast_vec`] for formats with `p.sym` set: the overflow, inf and NaN codes are
+/// blended in as magnitudes (skipping blends that repeat the overflow one) and the sign bit is
+/// ORed in last, as in [`quantize_fast_sym_vec`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn encode_fast_sym_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512i {
+    let b = _mm512_castps_si512(x);
+    let a = _mm512_and_si512(b, f.abs_mask);
+    let lsb = _mm512_or_si512(
+        _mm512_and_si512(_mm512_srl_epi32(a, f.shift), f.one),
+        f.force_lsb,
+    );
+    let normal = _mm512_sub_epi32(
+        _mm512_srl_epi32(
+            _mm512_add_epi32(_mm512_add_epi32(a, lsb), f.half_m1),
+            f.shift,
+        ),
+        f.rebias,
+    );
+    let sum = _mm512_add_ps(_mm512_castsi512_ps(a), f.magic);
+    let sub = _mm512_sub_epi32(_mm512_castps_si512(sum), f.magic_bits);
+    let mut mag = _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(a, f.min_normal), normal, sub);
+    mag = _mm512_mask_mov_epi32(
+        mag,
+        _mm512_cmpgt_epu32_mask(mag, f.max_mag),
+        _mm512_set1_epi32(p.ovf.code[0] as i32),
+    );
+    if !p.inf_is_ovf {
+        mag = _mm512_mask_mov_epi32(
+            mag,
+            _mm512_cmpeq_epi32_mask(a, f.inf_bits),
+            _mm512_set1_epi32(p.inf.code[0] as i32),
+        );
+    }
+    if !p.nan_is_ovf {
+        mag = _mm512_mask_mov_epi32(
+            mag,
+            _mm512_cmpgt_epu32_mask(a, f.inf_bits),
+            _mm512_set1_epi32(p.nan.code[0] as i32),
+        );
+    }
+    _mm512_mask_or_epi32(mag, _mm512_cmplt_epi32_mask(b, f.zero), mag, f.code_sign)
 }
 
 /// `FloatLane::quantize_fast` on 16 lanes, branch-free.
@@ -825,20 +921,54 @@ pub(crate) fn encode_float<const ROUND: u8, const SCALED: bool>(
     dst: &mut [u8],
     inv: f32,
 ) {
-    let c = consts(p);
     let vinv = _mm512_set1_ps(inv);
+    let pre = |x| if SCALED { _mm512_mul_ps(x, vinv) } else { x };
+    if ROUND == RNE && p.fast_encode && p.sym {
+        let f = fast_consts(p);
+        map_codes(src, dst, |x| encode_fast_sym_vec(p, &f, pre(x)));
+    } else if ROUND == RNE && p.fast_encode {
+        let f = fast_consts(p);
+        map_codes(src, dst, |x| encode_fast_vec(p, &f, pre(x)));
+    } else {
+        let c = consts(p);
+        map_codes(src, dst, |x| encode_vec::<ROUND>(p, &c, pre(x)));
+    }
+}
+
+/// Runs `op` (16 `f32` → 16 codes in the low byte of each lane, each at most 0xff) over `src`
+/// and stores the codes to `dst` (as many as the shorter has): 64 at a time with two rounds of
+/// unsigned-saturating packs, one lane permutation and one 64-byte store; the tail 16 at a
+/// time with masked loads and stores.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn map_codes(src: &[f32], dst: &mut [u8], op: impl Fn(__m512) -> __m512i) {
     let n = src.len().min(dst.len());
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    // After the packs, 128-bit lane i holds the dwords [v0_i, v1_i, v2_i, v3_i] (v_k's
+    // elements 4i..4i+3, as bytes); dword 4k + i must come from 4i + k.
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     let mut i = 0;
+    while i + 64 <= n {
+        // SAFETY: i + 64 ≤ n ≤ both lengths.
+        unsafe {
+            let v0 = op(_mm512_loadu_ps(sp.add(i)));
+            let v1 = op(_mm512_loadu_ps(sp.add(i + 16)));
+            let v2 = op(_mm512_loadu_ps(sp.add(i + 32)));
+            let v3 = op(_mm512_loadu_ps(sp.add(i + 48)));
+            let w01 = _mm512_packus_epi32(v0, v1);
+            let w23 = _mm512_packus_epi32(v2, v3);
+            let bytes = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(w01, w23));
+            _mm512_storeu_si512(dp.add(i) as *mut __m512i, bytes);
+        }
+        i += 64;
+    }
     while i < n {
         let k = (n - i).min(16);
         let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
         // SAFETY: masked to the `k` valid elements.
-        let x = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i)) };
-        let x = if SCALED { _mm512_mul_ps(x, vinv) } else { x };
-        let codes = encode_vec::<ROUND>(p, &c, x);
         unsafe {
-            _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(i) as *mut i8, mask, codes)
-        };
+            let codes = op(_mm512_maskz_loadu_ps(mask, sp.add(i)));
+            _mm512_mask_cvtepi32_storeu_epi8(dp.add(i) as *mut i8, mask, codes);
+        }
         i += 16;
     }
 }
@@ -908,21 +1038,11 @@ pub(crate) fn encode_int<const ROUND: u8, const SCALED: bool>(
 ) {
     let vinv = _mm512_set1_ps(inv);
     let vmask = _mm512_set1_epi32(p.mask as i32);
-    let n = src.len().min(dst.len());
-    let mut i = 0;
-    while i < n {
-        let k = (n - i).min(16);
-        let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
-        // SAFETY: masked to the `k` valid elements.
-        let x = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i)) };
+    map_codes(src, dst, |x| {
         let x = if SCALED { _mm512_mul_ps(x, vinv) } else { x };
         let q = quantize_int_vec::<ROUND>(p, x);
-        let codes = _mm512_and_si512(_mm512_cvttps_epi32(q), vmask);
-        unsafe {
-            _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(i) as *mut i8, mask, codes)
-        };
-        i += 16;
-    }
+        _mm512_and_si512(_mm512_cvttps_epi32(q), vmask)
+    });
 }
 
 /// Decodes bytes through a 256-entry table (`lut[c]` = decode of `c`), times `scale` if `SCALED`.

@@ -74,6 +74,12 @@ pub(crate) struct FloatLane {
     pub rounding: u8,
     /// Whether the nearest-even fast path applies (see [`FloatLane::quantize_fast`]).
     pub fast: bool,
+    /// Whether the fast path also serves encoding ([`FloatLane::encode_fast`]): `fast`, a
+    /// signed format, and ±0 encode as the sign bit over code 0 (never for FNUZ).
+    pub fast_encode: bool,
+    /// `(127 − bias) << m`: subtracted from a normal `f32` pattern shifted right by `23 − m`,
+    /// it leaves the format's magnitude code.
+    pub rebias: u32,
     /// `f32` bits of the smallest normal value.
     pub min_normal_bits: u32,
     /// `f32` bits of the largest finite value.
@@ -83,8 +89,9 @@ pub(crate) struct FloatLane {
     pub magic: f32,
     /// Whether the fast path may take its sign-symmetric form: a signed, non-FNUZ format
     /// whose overflow, inf and NaN results are a positive value and that value with the sign
-    /// bit set, so the special results can be blended as magnitudes and the input's sign put
-    /// back with one OR ([`FloatLane::quantize_fast`] gives the same bits either way).
+    /// bit set (in the `f32` and in the code), so the special results can be blended as
+    /// magnitudes and the input's sign put back with one OR ([`FloatLane::quantize_fast`] and
+    /// [`FloatLane::encode_fast`] give the same bits either way).
     pub sym: bool,
     /// Whether the fast path may take its finite-input form: as `sym`, but only the overflow
     /// results need to be sign-symmetric (inputs known to be finite never reach the inf and
@@ -122,11 +129,21 @@ impl FloatLane {
             Special::of(f, conv, f32::INFINITY),
             Special::of(f, conv, f32::MAX),
         );
-        let symmetric =
-            |s: &Special| s.value[0] & 0x8000_0000 == 0 && s.value[1] == s.value[0] | 0x8000_0000;
+        // A result that is a positive value and that value negated, in both the decoded `f32`
+        // and the code (so the sign can be ORed in last when quantizing and when encoding).
+        let symmetric = |s: &Special| {
+            s.value[0] & 0x8000_0000 == 0
+                && s.value[1] == s.value[0] | 0x8000_0000
+                && s.code[0] & f.sign_bit() == 0
+                && s.code[1] == s.code[0] | f.sign_bit()
+        };
         let fnuz = f.encoding() == Encoding::Fnuz;
+        let zero = Special::of(f, conv, 0.0);
+        let sign_of_zero = if fnuz { 0 } else { f.sign_bit() };
         Some(FloatLane {
             fast,
+            fast_encode: fast && f.is_signed() && zero.code == [0, sign_of_zero],
+            rebias: ((127 - f.bias()) as u32) << m,
             sym: !fnuz && f.is_signed() && [nan, inf, ovf].iter().all(symmetric),
             sym_finite: !fnuz && f.is_signed() && symmetric(&ovf),
             inf_is_ovf: inf.value == ovf.value,
@@ -151,7 +168,7 @@ impl FloatLane {
             rounding,
             nan,
             inf,
-            zero: Special::of(f, conv, 0.0),
+            zero,
             ovf,
             neg: Special::of(f, conv, 1.0),
         })
@@ -260,6 +277,54 @@ impl FloatLane {
         f32::from_bits(out)
     }
 
+    /// The nearest-even fast path of [`encode`](Self::encode), for formats with `fast_encode`
+    /// set: the rounding of [`quantize_fast`](Self::quantize_fast), read out as a code.
+    ///
+    /// A normal result's `f32` pattern shifted right by `23 − m` is `(E − bias + 127) << m | F`
+    /// for the format's exponent field `E` and mantissa `F`, so subtracting
+    /// `(127 − bias) << m` leaves the code `E << m | F` (rounded first, so a carry into the
+    /// exponent is right). Below the smallest normal, `|x| + 2^(emin − m + 23)` lies in the
+    /// binade of the constant, whose ulp is the subnormal step: the low bits of the sum's
+    /// pattern minus the constant's count the steps, i.e. they are the subnormal code `F`
+    /// (`2^m`, the smallest normal's code, when it rounds up to it). Zero gives code 0 and the
+    /// sign is ORed in (not over zero for FNUZ). Overflow, inf and NaN are told apart as in
+    /// `quantize_fast`; a code above the largest magnitude code is an overflow because the
+    /// map from rounded patterns to codes is increasing.
+    #[inline(always)]
+    pub fn encode_fast(&self, x: f32) -> u32 {
+        let b = x.to_bits();
+        let a = b & 0x7FFF_FFFF;
+        let s = (b >> 31) as usize;
+        let sh = self.mant_shift;
+        let lsb = ((a >> sh) & 1) | (self.m == 0) as u32;
+        // No u32 overflow: a ≤ 2^31 − 1 and the added part is below 2^23.
+        let normal = ((a + lsb + (1 << (sh - 1)) - 1) >> sh).wrapping_sub(self.rebias);
+        let sub = (f32::from_bits(a) + self.magic)
+            .to_bits()
+            .wrapping_sub(self.magic.to_bits());
+        let mag = if a < self.min_normal_bits {
+            sub
+        } else {
+            normal
+        };
+        let mut code = mag
+            | if s == 1 && !(self.fnuz && mag == 0) {
+                self.code_sign
+            } else {
+                0
+            };
+        if mag > self.max_mag {
+            code = self.ovf.code[s];
+        }
+        if a == 0x7F80_0000 {
+            code = self.inf.code[s];
+        }
+        if a > 0x7F80_0000 {
+            code = self.nan.code[s];
+        }
+        code
+    }
+
     /// Fake-quantizes one value.
     #[inline(always)]
     pub fn quantize(&self, x: f32) -> f32 {
@@ -360,6 +425,7 @@ impl Lane {
     #[inline(always)]
     pub fn encode(&self, x: f32) -> u32 {
         match self {
+            Lane::Float(p) if p.fast_encode => p.encode_fast(x),
             Lane::Float(p) => p.encode(x),
             Lane::Int(p) => p.encode(x),
         }
