@@ -477,3 +477,54 @@ fn fused_block_kernel_equals_reference() {
             .is_err()
     );
 }
+
+/// Every `f32` bit pattern through `encode_slice` and `quantize_slice` on every instruction-set
+/// level (single-threaded), against the scalar reference (`encode_with`, `quantize_with`), for
+/// every byte-code format of [`formats`] under nearest-even with both overflow policies. Run
+/// with `cargo test --release -p lowbit-formats --test kernels -- --ignored` (about 30 s per
+/// format and policy on 2 cores, ~30 min in all).
+#[test]
+#[ignore = "exhaustive: all 2^32 inputs per format, level and policy (tens of minutes)"]
+fn exhaustive_every_level_equals_reference() {
+    use rayon::prelude::*;
+    const CHUNK: u64 = 1 << 20;
+    for f in formats().into_iter().filter(|f| f.bits() <= 8) {
+        for overflow in [Overflow::Reference, Overflow::Saturate] {
+            let conv = Conversion::new(Rounding::NearestEven, overflow);
+            (0..(1u64 << 32) / CHUNK).into_par_iter().for_each(|c| {
+                let src: Vec<f32> = (0..CHUNK)
+                    .map(|i| f32::from_bits((c * CHUNK + i) as u32))
+                    .collect();
+                let codes: Vec<u8> = src
+                    .iter()
+                    .map(|&x| f.encode_with(x, conv, 0) as u8)
+                    .collect();
+                let values: Vec<u32> = src
+                    .iter()
+                    .map(|&x| f.quantize_with(x, conv, 0).to_bits())
+                    .collect();
+                let (mut got_c, mut got_q) = (vec![0u8; src.len()], vec![0f32; src.len()]);
+                for isa in Isa::available() {
+                    let codec = Codec::new(f, conv)
+                        .with_isa(isa)
+                        .unwrap()
+                        .with_parallel(false);
+                    codec.encode_slice(&src, &mut got_c).unwrap();
+                    codec.quantize_slice(&src, &mut got_q).unwrap();
+                    for i in 0..src.len() {
+                        let x = src[i].to_bits();
+                        assert_eq!(
+                            got_c[i], codes[i],
+                            "{f} {overflow:?} {isa}: encode {x:#010x}"
+                        );
+                        assert_eq!(
+                            got_q[i].to_bits(),
+                            values[i],
+                            "{f} {overflow:?} {isa}: quantize {x:#010x}"
+                        );
+                    }
+                }
+            });
+        }
+    }
+}

@@ -5,6 +5,7 @@
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use lowbit_nn::{Activation, LayerTable, NnError, QBuilder, QuantConfig, Registry};
+use lowbit_quant::QuantSpec;
 
 /// A toy model: stem.conv → stem.relu → blocks.{0,1}.{fc, act} → head.
 fn toy(yaml: &str) -> Result<LayerTable, NnError> {
@@ -213,6 +214,37 @@ fn config_round_trips_through_yaml() {
 }
 
 #[test]
+fn a_format_name_or_a_partial_mapping_is_a_per_tensor_spec() {
+    let per_tensor = |f: &str| {
+        QuantSpec::builder(f.parse().unwrap())
+            .build()
+            .unwrap()
+            .to_string()
+    };
+    let t = toy(
+        "defaults:\n  weight: float8_e3m4\n  input: { format: e2m1 }\n  output: int8\nlayers:\n  - pattern: head\n    weight: { format: int4, granularity: { kind: per_channel, axis: 0 } }\n",
+    )
+    .unwrap();
+    let fc = "blocks.0.fc";
+    assert_eq!(spec_of(&t, fc, "weight"), per_tensor("e3m4"));
+    assert_eq!(spec_of(&t, fc, "input"), per_tensor("e2m1"));
+    // `int8` is a preset (per channel) before it is a format name.
+    let int8 = "int8".parse::<QuantSpec>().unwrap().to_string();
+    assert_eq!(spec_of(&t, fc, "output"), int8);
+    let head = spec_of(&t, "head", "weight");
+    assert!(
+        head.starts_with("int4") && head.contains("per channel"),
+        "{head}"
+    );
+    // A misspelt name says both what presets and what formats there are.
+    let e = err("defaults:\n  weight: e4m3fm\n");
+    assert!(
+        e.contains("toy.yaml:2") && e.contains("known presets") && e.contains("format name"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_bad_spec_mapping_names_its_field() {
     // A full spec mapping (the serialized form of a preset) with one bad value.
     let mut c = QuantConfig::default();
@@ -225,6 +257,8 @@ fn a_bad_spec_mapping_names_its_field() {
         "{e}"
     );
     // A missing field and an unknown one are named too.
-    let e = err("defaults:\n  weight:\n    format: e4m3fn\n");
-    assert!(e.contains("missing field"), "{e}");
+    let e = err("defaults:\n  weight:\n    scale: { kind: f32 }\n");
+    assert!(e.contains("missing field `format`"), "{e}");
+    let e = err("defaults:\n  weight:\n    format: e4m3fn\n    scales: po2\n");
+    assert!(e.contains("unknown field `scales`"), "{e}");
 }

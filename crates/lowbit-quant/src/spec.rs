@@ -12,10 +12,11 @@ use crate::error::{QuantError, Result, invalid};
 ///
 /// `axis` counts like NumPy: `-1` is the last axis (the default everywhere), `0` the first.
 /// It is checked against the tensor's rank when a tensor arrives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Granularity {
-    /// One scale for the whole tensor.
+    /// One scale for the whole tensor (the default).
+    #[default]
     PerTensor,
     /// One scale per index along `axis` (per output channel of a weight with `axis = 0`).
     PerChannel {
@@ -81,10 +82,12 @@ pub enum E4m3Rounding {
 }
 
 /// How a group's scale is chosen and stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum ScaleKind {
-    /// Any positive `f32`: `scale = amax / max` (symmetric) or `(max − min) / (qmax − qmin)`.
+    /// Any positive `f32`: `scale = amax / max` (symmetric) or `(max − min) / (qmax − qmin)`
+    /// (the default).
+    #[default]
     F32,
     /// A power of two, rounded from the f32 scale.
     PowerOfTwo {
@@ -145,17 +148,27 @@ pub struct QuantSpec {
     f: SpecFields,
 }
 
-/// The raw fields, as serialized.
+/// The raw fields, as serialized. Unknown fields are errors (a misspelt key must not fall back
+/// to a default silently).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SpecFields {
     format: Format,
+    /// Absent: [`QuantSpec::builder`]'s defaults (saturating nearest-even, per tensor, f32).
+    #[serde(default = "default_conversion")]
     conversion: Conversion,
+    #[serde(default)]
     granularity: Granularity,
+    #[serde(default)]
     scale: ScaleKind,
     #[serde(default)]
     asymmetric: bool,
     #[serde(default)]
     mode: ScaleMode,
+}
+
+fn default_conversion() -> Conversion {
+    Conversion::SATURATE
 }
 
 impl TryFrom<SpecFields> for QuantSpec {
@@ -492,9 +505,25 @@ impl QuantSpecBuilder {
 
 impl FromStr for QuantSpec {
     type Err = QuantError;
-    /// Parses a preset name (see [`QuantSpec::preset`]).
+    /// Parses a preset name (see [`QuantSpec::preset`]) or, failing that, a format name (see
+    /// `lowbit_formats::Format`), which gives [`QuantSpec::builder`]'s defaults: per tensor,
+    /// dynamic `f32` scale from the absolute maximum, saturating nearest-even cast. A name
+    /// that is both (`int8`) is the preset.
     fn from_str(s: &str) -> Result<QuantSpec> {
-        QuantSpec::preset(s)
+        match QuantSpec::preset(s) {
+            Ok(spec) => Ok(spec),
+            Err(QuantError::UnknownPreset { name, known }) => match s.parse::<Format>() {
+                Ok(format) => QuantSpec::builder(format).build(),
+                Err(_) => Err(QuantError::UnknownPreset {
+                    name,
+                    known: format!(
+                        "{known}; or a format name for a per-tensor spec (e4m3fn, e2m1, int4, \
+                         e3m4, …: `lowbit formats`)"
+                    ),
+                }),
+            },
+            Err(e) => Err(e),
+        }
     }
 }
 

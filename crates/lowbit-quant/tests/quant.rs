@@ -250,6 +250,21 @@ fn bad_specs_are_rejected_with_clear_errors() {
     assert!(e.to_string().contains("scale format"), "{e}");
     let e = "mxfp5".parse::<QuantSpec>().unwrap_err();
     assert!(e.to_string().contains("known presets"), "{e}");
+    // A format name that is not a preset: the builder's per-tensor defaults.
+    assert_eq!(
+        "float8_e4m3b11fnuz".parse::<QuantSpec>().unwrap(),
+        QuantSpec::builder(Format::E4M3B11FNUZ).build().unwrap()
+    );
+    assert_eq!(
+        "int8".parse::<QuantSpec>().unwrap(),
+        QuantSpec::preset("int8").unwrap()
+    );
+    let e = "e8m0".parse::<QuantSpec>().unwrap_err();
+    assert!(e.to_string().contains("scale format"), "{e}");
+    // A mapping needs only the format; the rest defaults like the builder.
+    let partial: QuantSpec = serde_json::from_str(r#"{"format":"e2m1"}"#).unwrap();
+    assert_eq!(partial, QuantSpec::builder(Format::E2M1).build().unwrap());
+    assert!(serde_json::from_str::<QuantSpec>(r#"{"scale":{"kind":"f32"}}"#).is_err());
     let spec = QuantSpec::builder(Format::INT8)
         .per_channel(2)
         .build()
