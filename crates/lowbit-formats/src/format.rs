@@ -255,6 +255,50 @@ const SIXTEEN_BIT: &[(&str, u32, u32)] = &[
     ("half", 5, 10),
 ];
 
+impl Format {
+    /// The known name (named formats, their aliases, the 16-bit names) closest to `name` by edit
+    /// distance, if it is within two edits (and closer than half the name's length): what a
+    /// parse error suggests for a misspelt name (`e4m3fm` → `e4m3fn`).
+    pub fn closest_name(name: &str) -> Option<&'static str> {
+        let names = NAMED
+            .iter()
+            .flat_map(|(n, aliases, _)| std::iter::once(*n).chain(aliases.iter().copied()))
+            .chain(SIXTEEN_BIT.iter().map(|(n, _, _)| *n));
+        closest(name, names)
+    }
+}
+
+/// The candidate closest to `name` (ASCII case-insensitive edit distance), if within two edits
+/// and closer than half of `name`'s length; ties go to the first candidate.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let name = name.trim().to_ascii_lowercase();
+    let limit = 2.min(name.len().saturating_sub(1) / 2);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&name, &c.to_ascii_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance on bytes (names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 impl FromStr for Format {
     type Err = FormatError;
 
@@ -291,7 +335,19 @@ impl FromStr for Format {
         let format = if prefix == Some("fp8") && body == "e4m3" {
             Format::E4M3FN
         } else {
-            parse_body(body).map_err(err)?
+            parse_body(body).map_err(|reason| {
+                // A well-formed `eXmY` with a bad width is no misspelling: no suggestion.
+                let plain_exmy = body.strip_prefix('e').is_some_and(|r| {
+                    let (x, r) = split_digits(r);
+                    let r = r.strip_prefix('m').unwrap_or("-");
+                    let (y, r) = split_digits(r);
+                    !x.is_empty() && !y.is_empty() && r.is_empty()
+                });
+                match Format::closest_name(&lower).filter(|_| !plain_exmy) {
+                    Some(near) => err(format!("did you mean `{near}`? {reason}")),
+                    None => err(reason),
+                }
+            })?
         };
         if let (Some(p), Some(bits)) = (prefix, prefix_bits)
             && format.bits() != bits

@@ -59,7 +59,7 @@ mod rounding;
 pub use codec::{Codec, abs_max_blocks, abs_max_blocks_on};
 pub use error::{FormatError, Result};
 pub use facts::{FormatFacts, ValueTable};
-pub use format::{Format, default_encoding};
+pub use format::{Format, closest, default_encoding};
 pub use integer::IntFormat;
 pub use kernels::Isa;
 pub use minifloat::{Encoding, MiniFloat};

@@ -105,6 +105,33 @@ fn every_ml_dtypes_float_name_parses() {
 }
 
 #[test]
+fn misspelt_names_get_a_suggestion() {
+    let msg = |name: &str| name.parse::<Format>().unwrap_err().to_string();
+    for (name, near) in [
+        ("e4m3fm", "e4m3fn"),
+        ("E4M3FNUZZ", "e4m3fnuz"),
+        ("bfloat61", "bfloat16"),
+        ("e2m1fnn", "e2m1fn"),
+        ("float8_e5m2fnz", "float8_e5m2fnuz"),
+    ] {
+        let m = msg(name);
+        assert!(
+            m.contains(&format!("did you mean `{near}`?")),
+            "{name}: {m}"
+        );
+    }
+    // A well-formed eXmY with a bad width, and far-off names, get none.
+    for name in ["e9m3", "e4m11", "int", "resnet50"] {
+        assert!(!msg(name).contains("did you mean"), "{name}: {}", msg(name));
+    }
+    assert_eq!(
+        lowbit_formats::closest("mxfp5", ["mxfp4", "nvfp4"]),
+        Some("mxfp4")
+    );
+    assert_eq!(lowbit_formats::closest("ab", ["ac"]), None); // too short to guess
+}
+
+#[test]
 fn display_round_trips() {
     for name in [
         "e4m3fn",

@@ -16,10 +16,12 @@ pub enum QuantError {
         reason: String,
     },
     /// A preset name that does not exist.
-    #[error("unknown quantization preset `{name}`; known presets: {known}")]
+    #[error("unknown quantization preset `{name}`{suggestion}; known presets: {known}")]
     UnknownPreset {
         /// The name given.
         name: String,
+        /// ` (did you mean `…`?)` for a near miss, else empty.
+        suggestion: String,
         /// The accepted names.
         known: String,
     },

@@ -335,6 +335,8 @@ impl QuantSpec {
             _ => {
                 return Err(QuantError::UnknownPreset {
                     name: name.to_string(),
+                    suggestion: lowbit_formats::closest(name, PRESETS.iter().copied())
+                        .map_or(String::new(), |n| format!(" (did you mean `{n}`?)")),
                     known: PRESETS.join(", "),
                 });
             }
@@ -512,15 +514,21 @@ impl FromStr for QuantSpec {
     fn from_str(s: &str) -> Result<QuantSpec> {
         match QuantSpec::preset(s) {
             Ok(spec) => Ok(spec),
-            Err(QuantError::UnknownPreset { name, known }) => match s.parse::<Format>() {
+            Err(QuantError::UnknownPreset { name, known, .. }) => match s.parse::<Format>() {
                 Ok(format) => QuantSpec::builder(format).build(),
-                Err(_) => Err(QuantError::UnknownPreset {
-                    name,
-                    known: format!(
-                        "{known}; or a format name for a per-tensor spec (e4m3fn, e2m1, int4, \
-                         e3m4, …: `lowbit formats`)"
-                    ),
-                }),
+                Err(_) => {
+                    let near = lowbit_formats::closest(s, PRESETS.iter().copied())
+                        .or_else(|| Format::closest_name(s))
+                        .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
+                    Err(QuantError::UnknownPreset {
+                        name,
+                        suggestion: near,
+                        known: format!(
+                            "{known}; or a format name for a per-tensor spec (e4m3fn, e2m1, \
+                             int4, e3m4, …: `lowbit formats`)"
+                        ),
+                    })
+                }
             },
             Err(e) => Err(e),
         }

@@ -250,6 +250,7 @@ fn bad_specs_are_rejected_with_clear_errors() {
     assert!(e.to_string().contains("scale format"), "{e}");
     let e = "mxfp5".parse::<QuantSpec>().unwrap_err();
     assert!(e.to_string().contains("known presets"), "{e}");
+    assert!(e.to_string().contains("(did you mean `mxfp4`?)"), "{e}");
     // A format name that is not a preset: the builder's per-tensor defaults.
     assert_eq!(
         "float8_e4m3b11fnuz".parse::<QuantSpec>().unwrap(),
