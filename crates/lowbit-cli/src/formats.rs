@@ -7,13 +7,39 @@ use lowbit_formats::{Conversion, Format, Overflow, Rounding};
 
 use crate::error::{CliError, Result};
 
-/// Number printing for the max column: plain between 10^-3 and 10^7, `e` notation outside (so
+/// Number printing: plain between 10^-4 and 10^7 (and 0, inf, NaN), `e` notation outside (so
 /// e8m0's 2^127 does not print as 39 digits).
 fn num(v: f32) -> String {
-    if (1.0e-3..1.0e7).contains(&v.abs()) {
+    if (1.0e-4..1.0e7).contains(&v.abs()) || v == 0.0 || !v.is_finite() {
         format!("{v}")
     } else {
         format!("{v:e}")
+    }
+}
+
+/// The code in binary, split into its fields: `sign.exponent.mantissa` for minifloats
+/// (`0.1001.010`), the two's-complement or unsigned bits for integers.
+fn fields(f: &Format, code: u32) -> String {
+    let bin = |v: u32, n: u32| {
+        (0..n)
+            .rev()
+            .map(|i| if v >> i & 1 == 1 { '1' } else { '0' })
+            .collect::<String>()
+    };
+    match f.as_minifloat() {
+        Some(m) => {
+            let (e, mb) = (m.exp_bits(), m.man_bits());
+            let mut parts = Vec::new();
+            if m.is_signed() {
+                parts.push(bin(code >> (e + mb), 1));
+            }
+            parts.push(bin(code >> mb, e));
+            if mb > 0 {
+                parts.push(bin(code, mb));
+            }
+            parts.join(".")
+        }
+        None => bin(code, f.bits()),
     }
 }
 
@@ -89,16 +115,22 @@ pub fn formats(names: &[String], values: bool, cast: &[f32]) -> Result<String> {
             .map(|f| f.bits().div_ceil(4))
             .max()
             .unwrap_or(2) as usize;
+        let fw = formats
+            .iter()
+            .map(|f| f.bits() as usize + 2)
+            .max()
+            .unwrap_or(8);
         let _ = writeln!(
             out,
-            "\n{:14} {:>14}  {:>w$} {:>14}  {:>w$} {:>14}",
+            "\n{:14} {:>14}  {:>w$} {:>fw$} {:>14}  {:>w$} {:>14}",
             "format",
             "input",
             "code",
+            "fields",
             "value",
             "code",
             "saturated",
-            w = digits + 2
+            w = digits + 2,
         );
         for f in &formats {
             for &x in cast {
@@ -106,14 +138,15 @@ pub fn formats(names: &[String], values: bool, cast: &[f32]) -> Result<String> {
                 let s = f.encode_with(x, sat, 0);
                 let _ = writeln!(
                     out,
-                    "{:14} {:>14}  {:>#w$x} {:>14}  {:>#w$x} {:>14}",
+                    "{:14} {:>14}  {:>#w$x} {:>fw$} {:>14}  {:>#w$x} {:>14}",
                     f.to_string(),
-                    format!("{x}"),
+                    num(x),
                     code,
-                    format!("{}", f.decode(code)),
+                    fields(f, code),
+                    num(f.decode(code)),
                     s,
-                    format!("{}", f.decode(s)),
-                    w = digits + 2
+                    num(f.decode(s)),
+                    w = digits + 2,
                 );
             }
         }
@@ -155,13 +188,13 @@ mod tests {
         let r = row("e2m1                        5");
         assert!(
             r.split_whitespace()
-                .eq(["e2m1", "5", "0x6", "4", "0x6", "4"]),
+                .eq(["e2m1", "5", "0x6", "0.11.0", "4", "0x6", "4"]),
             "{r}"
         );
         let r = row("e4m3fn                    500");
         assert!(
             r.split_whitespace()
-                .eq(["e4m3fn", "500", "0x7f", "NaN", "0x7e", "448"]),
+                .eq(["e4m3fn", "500", "0x7f", "0.1111.111", "NaN", "0x7e", "448"]),
             "{r}"
         );
     }
