@@ -254,13 +254,10 @@ fn above(v: __m256i, limit_p1: __m256i) -> __m256i {
     _mm256_cmpeq_epi32(_mm256_max_epu32(v, limit_p1), v)
 }
 
-/// `FloatLane::encode_fast` on 8 lanes, branch-free (the twin of avx512.rs's).
+/// The nearest-even magnitude codes of the magnitudes `a` (the twin of avx512.rs's).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn encode_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256i {
-    let b = _mm256_castps_si256(x);
-    let a = _mm256_and_si256(b, f.abs_mask);
-    let neg = _mm256_cmpgt_epi32(f.zero, b);
+fn rounded_code(f: &Fast, a: __m256i) -> __m256i {
     let lsb = _mm256_or_si256(
         _mm256_and_si256(_mm256_srl_epi32(a, f.shift), f.one),
         f.force_lsb,
@@ -274,7 +271,17 @@ fn encode_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256i {
     );
     let sum = _mm256_add_ps(_mm256_castsi256_ps(a), f.magic);
     let sub = _mm256_sub_epi32(_mm256_castps_si256(sum), f.magic_bits);
-    let mag = select(_mm256_cmpgt_epi32(f.min_normal, a), normal, sub);
+    select(_mm256_cmpgt_epi32(f.min_normal, a), normal, sub)
+}
+
+/// `FloatLane::encode_fast` on 8 lanes, branch-free (the twin of avx512.rs's).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn encode_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256i {
+    let b = _mm256_castps_si256(x);
+    let a = _mm256_and_si256(b, f.abs_mask);
+    let neg = _mm256_cmpgt_epi32(f.zero, b);
+    let mag = rounded_code(f, a);
     let mut sign_lanes = neg;
     if p.fnuz {
         sign_lanes = _mm256_andnot_si256(_mm256_cmpeq_epi32(mag, f.zero), sign_lanes);
@@ -300,20 +307,7 @@ fn encode_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256i {
 fn encode_fast_sym_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256i {
     let b = _mm256_castps_si256(x);
     let a = _mm256_and_si256(b, f.abs_mask);
-    let lsb = _mm256_or_si256(
-        _mm256_and_si256(_mm256_srl_epi32(a, f.shift), f.one),
-        f.force_lsb,
-    );
-    let normal = _mm256_sub_epi32(
-        _mm256_srl_epi32(
-            _mm256_add_epi32(_mm256_add_epi32(a, lsb), f.half_m1),
-            f.shift,
-        ),
-        f.rebias,
-    );
-    let sum = _mm256_add_ps(_mm256_castsi256_ps(a), f.magic);
-    let sub = _mm256_sub_epi32(_mm256_castps_si256(sum), f.magic_bits);
-    let mut mag = select(_mm256_cmpgt_epi32(f.min_normal, a), normal, sub);
+    let mut mag = rounded_code(f, a);
     mag = select(
         above(mag, f.max_mag_p1),
         mag,

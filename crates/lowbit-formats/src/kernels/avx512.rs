@@ -193,13 +193,12 @@ fn fast_consts(p: &FloatLane) -> Fast {
     }
 }
 
-/// `FloatLane::encode_fast` on 16 lanes, branch-free.
+/// The nearest-even magnitude codes of the magnitudes `a` (sign cleared), possibly above the
+/// largest one (`FloatLane::encode_fast`'s `mag`): normal values from the rounded pattern
+/// shifted and rebiased, subnormal ones from the magic-number sum's low bits.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn encode_fast_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512i {
-    let b = _mm512_castps_si512(x);
-    let a = _mm512_and_si512(b, f.abs_mask);
-    let neg = _mm512_cmplt_epi32_mask(b, f.zero);
+fn rounded_code(f: &Fast, a: __m512i) -> __m512i {
     let lsb = _mm512_or_si512(
         _mm512_and_si512(_mm512_srl_epi32(a, f.shift), f.one),
         f.force_lsb,
@@ -213,7 +212,17 @@ fn encode_fast_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512i {
     );
     let sum = _mm512_add_ps(_mm512_castsi512_ps(a), f.magic);
     let sub = _mm512_sub_epi32(_mm512_castps_si512(sum), f.magic_bits);
-    let mag = _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(a, f.min_normal), normal, sub);
+    _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(a, f.min_normal), normal, sub)
+}
+
+/// `FloatLane::encode_fast` on 16 lanes, branch-free.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn encode_fast_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512i {
+    let b = _mm512_castps_si512(x);
+    let a = _mm512_and_si512(b, f.abs_mask);
+    let neg = _mm512_cmplt_epi32_mask(b, f.zero);
+    let mag = rounded_code(f, a);
     let mut sign_lanes = neg;
     if p.fnuz {
         sign_lanes &= _mm512_cmpneq_epi32_mask(mag, f.zero);
@@ -244,20 +253,7 @@ fn encode_fast_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512i {
 fn encode_fast_sym_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512i {
     let b = _mm512_castps_si512(x);
     let a = _mm512_and_si512(b, f.abs_mask);
-    let lsb = _mm512_or_si512(
-        _mm512_and_si512(_mm512_srl_epi32(a, f.shift), f.one),
-        f.force_lsb,
-    );
-    let normal = _mm512_sub_epi32(
-        _mm512_srl_epi32(
-            _mm512_add_epi32(_mm512_add_epi32(a, lsb), f.half_m1),
-            f.shift,
-        ),
-        f.rebias,
-    );
-    let sum = _mm512_add_ps(_mm512_castsi512_ps(a), f.magic);
-    let sub = _mm512_sub_epi32(_mm512_castps_si512(sum), f.magic_bits);
-    let mut mag = _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(a, f.min_normal), normal, sub);
+    let mut mag = rounded_code(f, a);
     mag = _mm512_mask_mov_epi32(
         mag,
         _mm512_cmpgt_epu32_mask(mag, f.max_mag),
