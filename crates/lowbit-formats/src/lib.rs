@@ -31,8 +31,9 @@
 //!
 //! ## Map
 //!
-//! - [`Format`] (`format.rs`): the runtime format value; parse with `FromStr`, print with
-//!   `Display`; scalar `encode` / `decode` / `quantize` and the slice entry points.
+//! - [`Format`] (`format.rs`): the runtime format value; parse with `FromStr` (every ml_dtypes
+//!   float name too; a misspelt name gets a [`closest`] suggestion), print with `Display`;
+//!   scalar `encode` / `decode` / `quantize` and the slice entry points.
 //! - [`MiniFloat`], [`Encoding`] (`minifloat.rs`): `ExMy` parameters and the **scalar
 //!   reference codec**, its rounding derived step by step in comments.
 //! - [`IntFormat`] (`integer.rs`): signed/unsigned integer grids, narrow or full range.
