@@ -604,7 +604,13 @@ impl Codec {
             // SAFETY: the Codec's Isa passed `Isa::require`.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe {
-                crate::kernels::avx512::decode_lut::<SCALED>(lut, src, dst, scale)
+                crate::kernels::avx512::decode_lut::<SCALED>(
+                    lut,
+                    self.format.bits(),
+                    src,
+                    dst,
+                    scale,
+                )
             },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe {

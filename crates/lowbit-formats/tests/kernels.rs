@@ -528,3 +528,44 @@ fn exhaustive_every_level_equals_reference() {
         }
     }
 }
+
+/// Decoding on every level equals `Format::decode` for every byte (bits above the format's
+/// width included: they are ignored), at every offset of the 64-wide loop and its tails, plain
+/// and scaled, for every format of ≤ 8 bits (widths 2 to 8).
+#[test]
+fn decode_every_byte_on_every_level() {
+    let bytes: Vec<u8> = (0..=255u8)
+        .chain((0..=255u8).rev())
+        .chain(0..=100)
+        .collect();
+    for f in formats().into_iter().filter(|f| f.bits() <= 8) {
+        for isa in Isa::available() {
+            let codec = Codec::new(f, Conversion::REFERENCE)
+                .with_isa(isa)
+                .unwrap()
+                .with_parallel(false);
+            for start in [0, 1, 7, 63] {
+                for len in [bytes.len() - start, 64, 65, 17, 3] {
+                    let src = &bytes[start..start + len];
+                    let mut d = vec![0f32; len];
+                    codec.decode_slice(src, &mut d).unwrap();
+                    let mut ds = vec![0f32; len];
+                    codec.decode_scaled_slice(src, &mut ds, 0.375).unwrap();
+                    for (i, &c) in src.iter().enumerate() {
+                        let want = f.decode(c as u32);
+                        assert_eq!(
+                            d[i].to_bits(),
+                            want.to_bits(),
+                            "{f} {isa}: decode({c:#04x})"
+                        );
+                        assert_eq!(
+                            ds[i].to_bits(),
+                            (want * 0.375).to_bits(),
+                            "{f} {isa}: decode_scaled({c:#04x})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
