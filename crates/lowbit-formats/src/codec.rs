@@ -614,7 +614,7 @@ impl Codec {
             },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe {
-                crate::kernels::avx2::decode_lut::<SCALED>(lut, src, dst, scale)
+                crate::kernels::avx2::decode_lut::<SCALED>(lut, self.format.bits(), src, dst, scale)
             },
             _ => {
                 for (d, &c) in dst.iter_mut().zip(src) {
