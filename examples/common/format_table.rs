@@ -13,7 +13,8 @@ pub const START: &str = "<!-- format-table:start -->";
 /// Marks its end.
 pub const END: &str = "<!-- format-table:end -->";
 
-/// The rows of the documented table: the named formats, a few integers and two generic `eXmY`.
+/// The rows of the documented table: the named formats, a few integers and generic `eXmY`
+/// (among them ml_dtypes' `float8_e3m4` and `float8_e4m3b11fnuz`).
 pub const DOC_FORMATS: &[&str] = &[
     "e4m3fn",
     "e4m3",
@@ -30,6 +31,7 @@ pub const DOC_FORMATS: &[&str] = &[
     "int2",
     "uint8",
     "e3m4",
+    "e4m3_b11_fnuz",
     "e5m3_b11_fnuz",
 ];
 
