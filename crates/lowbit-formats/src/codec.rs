@@ -14,9 +14,9 @@ use crate::rounding::{Conversion, Rounding, stochastic_bits};
 const CHUNK: usize = 1 << 15;
 /// Slices shorter than this stay on the calling thread.
 const PARALLEL_MIN: usize = 1 << 17;
-/// Outputs at least this long (elements, 16 MiB of f32) are written with non-temporal stores
-/// where the kernel supports it: they would not stay in cache anyway, and streaming saves the
-/// read-for-ownership of the destination (memcpy does the same).
+/// Outputs at least this long (elements: 16 MiB of f32, 4 MiB of byte codes) are written with
+/// non-temporal stores where the kernel supports it: they would not stay in cache anyway, and
+/// streaming saves the read-for-ownership of the destination (memcpy does the same).
 const STREAM_MIN: usize = 1 << 22;
 
 /// A prepared converter: a [`Format`], a [`Conversion`], an instruction-set level and a
@@ -521,7 +521,7 @@ impl Codec {
     pub fn encode_slice(&self, src: &[f32], dst: &mut [u8]) -> Result<()> {
         self.check_byte_codes("encode_slice")?;
         self.split("encode_slice", src, dst, 0, |s, d, first| {
-            self.encode_chunk::<false>(s, d, 1.0, first)
+            self.encode_chunk::<false>(s, d, 1.0, first, src.len() >= STREAM_MIN)
         })
     }
 
@@ -541,19 +541,37 @@ impl Codec {
             src,
             dst,
             first_index,
-            |s, d, first| self.encode_chunk::<true>(s, d, inv, first),
+            |s, d, first| self.encode_chunk::<true>(s, d, inv, first, src.len() >= STREAM_MIN),
         )
     }
 
-    fn encode_chunk<const SCALED: bool>(&self, src: &[f32], dst: &mut [u8], inv: f32, first: u64) {
+    /// `stream`: non-temporal stores (AVX-512), for slices of [`STREAM_MIN`] elements or more.
+    fn encode_chunk<const SCALED: bool>(
+        &self,
+        src: &[f32],
+        dst: &mut [u8],
+        inv: f32,
+        first: u64,
+        stream: bool,
+    ) {
         match (&self.lane, self.isa) {
             #[cfg(target_arch = "x86_64")]
             (Some(Lane::Float(p)), Isa::Avx512) => {
-                simd_dispatch!(avx512::encode_float, p.rounding, SCALED, (p, src, dst, inv))
+                simd_dispatch!(
+                    avx512::encode_float,
+                    p.rounding,
+                    SCALED,
+                    (p, src, dst, inv, stream)
+                )
             }
             #[cfg(target_arch = "x86_64")]
             (Some(Lane::Int(p)), Isa::Avx512) => {
-                simd_dispatch!(avx512::encode_int, p.rounding, SCALED, (p, src, dst, inv))
+                simd_dispatch!(
+                    avx512::encode_int,
+                    p.rounding,
+                    SCALED,
+                    (p, src, dst, inv, stream)
+                )
             }
             #[cfg(target_arch = "x86_64")]
             (Some(Lane::Float(p)), Isa::Avx2) => {

@@ -313,8 +313,8 @@ fn abs_max_blocks_on_every_isa() {
 
 #[test]
 fn streaming_stores_on_large_misaligned_outputs_equal_reference() {
-    // ≥ 4 Mi elements switches the kernels to non-temporal stores; offset the output by one
-    // element so the peeling to a 64-byte boundary runs too.
+    // ≥ 4 Mi elements switches the kernels to non-temporal stores; offset the output so the
+    // peeling to a 64-byte boundary runs too.
     let n = (1usize << 22) + 21;
     let mut rng = SplitMix(11);
     let src: Vec<f32> = (0..n)
@@ -333,6 +333,18 @@ fn streaming_stores_on_large_misaligned_outputs_equal_reference() {
                     q.to_bits() != f.quantize_with(x, Conversion::SATURATE, 0).to_bits()
                 });
                 assert_eq!(bad, None, "{f} {isa} parallel={parallel}");
+                // Encoding streams too: byte codes into a destination at odd offsets.
+                for off in [1, 37] {
+                    let mut codes = vec![0u8; n + off];
+                    codec.encode_slice(&src, &mut codes[off..]).unwrap();
+                    let bad = src.iter().zip(&codes[off..]).position(|(&x, &c)| {
+                        u32::from(c) != f.encode_with(x, Conversion::SATURATE, 0)
+                    });
+                    assert_eq!(
+                        bad, None,
+                        "{f} {isa} parallel={parallel} encode offset {off}"
+                    );
+                }
             }
         }
     }

@@ -909,25 +909,27 @@ fn fused_groups<const V: usize>(
     ng * GROUP
 }
 
-/// Encodes `src` to one code per byte (codes of at most 8 bits); with `SCALED`, encodes `src·inv`.
+/// Encodes `src` to one code per byte (codes of at most 8 bits); with `SCALED`, encodes `src·inv`;
+/// with `stream`, non-temporal stores.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(crate) fn encode_float<const ROUND: u8, const SCALED: bool>(
     p: &FloatLane,
     src: &[f32],
     dst: &mut [u8],
     inv: f32,
+    stream: bool,
 ) {
     let vinv = _mm512_set1_ps(inv);
     let pre = |x| if SCALED { _mm512_mul_ps(x, vinv) } else { x };
     if ROUND == RNE && p.fast_encode && p.sym {
         let f = fast_consts(p);
-        map_codes(src, dst, |x| encode_fast_sym_vec(p, &f, pre(x)));
+        map_codes(src, dst, stream, |x| encode_fast_sym_vec(p, &f, pre(x)));
     } else if ROUND == RNE && p.fast_encode {
         let f = fast_consts(p);
-        map_codes(src, dst, |x| encode_fast_vec(p, &f, pre(x)));
+        map_codes(src, dst, stream, |x| encode_fast_vec(p, &f, pre(x)));
     } else {
         let c = consts(p);
-        map_codes(src, dst, |x| encode_vec::<ROUND>(p, &c, pre(x)));
+        map_codes(src, dst, stream, |x| encode_vec::<ROUND>(p, &c, pre(x)));
     }
 }
 
@@ -936,15 +938,29 @@ pub(crate) fn encode_float<const ROUND: u8, const SCALED: bool>(
 /// unsigned-saturating packs, one lane permutation and one 64-byte store; the tail 16 at a
 /// time with masked loads and stores.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn map_codes(src: &[f32], dst: &mut [u8], op: impl Fn(__m512) -> __m512i) {
+fn map_codes(src: &[f32], dst: &mut [u8], stream: bool, op: impl Fn(__m512) -> __m512i) {
     let n = src.len().min(dst.len());
     let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
     // After the packs, 128-bit lane i holds the dwords [v0_i, v1_i, v2_i, v3_i] (v_k's
     // elements 4i..4i+3, as bytes); dword 4k + i must come from 4i + k.
     let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     let mut i = 0;
+    if stream {
+        // Head: up to 16 at a time (masked) until the destination is 64-byte aligned, so that
+        // every 64-byte store below is one aligned non-temporal line.
+        while i < n && (dp as usize + i) % 64 != 0 {
+            let k = (n - i).min(16).min(64 - (dp as usize + i) % 64);
+            let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
+            // SAFETY: masked to the `k ≤ n − i` valid elements.
+            unsafe {
+                let codes = op(_mm512_maskz_loadu_ps(mask, sp.add(i)));
+                _mm512_mask_cvtepi32_storeu_epi8(dp.add(i) as *mut i8, mask, codes);
+            }
+            i += k;
+        }
+    }
     while i + 64 <= n {
-        // SAFETY: i + 64 ≤ n ≤ both lengths.
+        // SAFETY: i + 64 ≤ n ≤ both lengths; with `stream`, dp + i is 64-byte aligned.
         unsafe {
             let v0 = op(_mm512_loadu_ps(sp.add(i)));
             let v1 = op(_mm512_loadu_ps(sp.add(i + 16)));
@@ -953,7 +969,11 @@ fn map_codes(src: &[f32], dst: &mut [u8], op: impl Fn(__m512) -> __m512i) {
             let w01 = _mm512_packus_epi32(v0, v1);
             let w23 = _mm512_packus_epi32(v2, v3);
             let bytes = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(w01, w23));
-            _mm512_storeu_si512(dp.add(i) as *mut __m512i, bytes);
+            if stream {
+                _mm512_stream_si512(dp.add(i) as *mut __m512i, bytes);
+            } else {
+                _mm512_storeu_si512(dp.add(i) as *mut __m512i, bytes);
+            }
         }
         i += 64;
     }
@@ -966,6 +986,9 @@ fn map_codes(src: &[f32], dst: &mut [u8], op: impl Fn(__m512) -> __m512i) {
             _mm512_mask_cvtepi32_storeu_epi8(dp.add(i) as *mut i8, mask, codes);
         }
         i += 16;
+    }
+    if stream {
+        _mm_sfence();
     }
 }
 
@@ -1031,10 +1054,11 @@ pub(crate) fn encode_int<const ROUND: u8, const SCALED: bool>(
     src: &[f32],
     dst: &mut [u8],
     inv: f32,
+    stream: bool,
 ) {
     let vinv = _mm512_set1_ps(inv);
     let vmask = _mm512_set1_epi32(p.mask as i32);
-    map_codes(src, dst, |x| {
+    map_codes(src, dst, stream, |x| {
         let x = if SCALED { _mm512_mul_ps(x, vinv) } else { x };
         let q = quantize_int_vec::<ROUND>(p, x);
         _mm512_and_si512(_mm512_cvttps_epi32(q), vmask)
