@@ -948,7 +948,7 @@ fn map_codes(src: &[f32], dst: &mut [u8], stream: bool, op: impl Fn(__m512) -> _
     if stream {
         // Head: up to 16 at a time (masked) until the destination is 64-byte aligned, so that
         // every 64-byte store below is one aligned non-temporal line.
-        while i < n && (dp as usize + i) % 64 != 0 {
+        while i < n && !(dp as usize + i).is_multiple_of(64) {
             let k = (n - i).min(16).min(64 - (dp as usize + i) % 64);
             let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
             // SAFETY: masked to the `k ≤ n − i` valid elements.
