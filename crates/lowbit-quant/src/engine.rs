@@ -144,6 +144,11 @@ impl Plan {
         }
     }
 
+    /// Whether work order is the tensor's own order (no transposition in or out).
+    pub(crate) fn is_direct(&self) -> bool {
+        matches!(self.work, Work::Direct)
+    }
+
     /// The tensor in work order.
     pub(crate) fn to_work<'a, T: Copy + Send + Sync>(&self, src: &'a [T]) -> Cow<'a, [T]> {
         match self.work {

@@ -174,7 +174,6 @@ impl QuantizedTensor {
             .with_parallel(!plan.per_tensor || plan.n < (1 << 17));
         let format: Format = spec.format();
         let asym = spec.is_asymmetric();
-        let mut work = vec![0.0f32; plan.n];
         let f = |c: &[u8], d: &mut [f32], p: &mut Param, _: u64| -> Result<()> {
             if asym {
                 for (d, &c) in d.iter_mut().zip(c) {
@@ -190,9 +189,15 @@ impl QuantizedTensor {
         } else {
             (plan.row_len, plan.block)
         };
-        for_each_block(&work_codes, &mut work, &mut params, row_len, block, &f)?;
         let mut out = vec![0.0f32; plan.n];
-        plan.scatter_work(&work, &mut out);
+        if plan.is_direct() {
+            // Work order is the tensor's order: decode straight into the output.
+            for_each_block(&work_codes, &mut out, &mut params, row_len, block, &f)?;
+        } else {
+            let mut work = vec![0.0f32; plan.n];
+            for_each_block(&work_codes, &mut work, &mut params, row_len, block, &f)?;
+            plan.scatter_work(&work, &mut out);
+        }
         Ok(out)
     }
 
