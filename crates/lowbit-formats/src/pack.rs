@@ -39,7 +39,18 @@ pub fn pack(bits: u32, codes: &[u8], dst: &mut [u8]) -> Result<()> {
     match bits {
         8 => dst.copy_from_slice(codes),
         4 => {
-            let (pairs, tail) = codes.as_chunks::<2>();
+            // Eight codes per u64: nibbles paired within each 16-bit lane, then the four low
+            // bytes of the lanes gathered into 32 bits.
+            let (words, rest) = codes.as_chunks::<8>();
+            let (out, _) = dst.as_chunks_mut::<4>();
+            for (d, w) in out.iter_mut().zip(words) {
+                let x = u64::from_le_bytes(*w) & 0x0F0F_0F0F_0F0F_0F0F;
+                let t = (x | (x >> 4)) & 0x00FF_00FF_00FF_00FF;
+                let t = (t | (t >> 8)) & 0x0000_FFFF_0000_FFFF;
+                *d = ((t | (t >> 16)) as u32).to_le_bytes();
+            }
+            let dst = &mut dst[4 * words.len()..];
+            let (pairs, tail) = rest.as_chunks::<2>();
             for (d, p) in dst.iter_mut().zip(pairs) {
                 *d = (p[0] & 0xF) | (p[1] << 4);
             }

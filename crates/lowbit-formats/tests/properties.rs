@@ -235,6 +235,32 @@ proptest! {
 }
 
 #[test]
+fn pack_equals_the_bit_stream_definition() {
+    // Every width, every byte value (high bits set too: ignored), lengths around the 8-code
+    // words of the 4-bit path: element i occupies bits [i·b, (i+1)·b) of a little-endian stream.
+    let codes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    for bits in 1u32..=8 {
+        for n in [0, 1, 7, 8, 9, 15, 16, 17, 63, 511, 512] {
+            let c = &codes[..n];
+            let mut want = vec![0u8; pack::packed_len(bits, n)];
+            for (i, &x) in c.iter().enumerate() {
+                for k in 0..bits as usize {
+                    if x >> k & 1 == 1 {
+                        let bit = i * bits as usize + k;
+                        want[bit / 8] |= 1 << (bit % 8);
+                    }
+                }
+            }
+            assert_eq!(
+                pack::pack_to_vec(bits, c).unwrap(),
+                want,
+                "bits {bits}, n {n}"
+            );
+        }
+    }
+}
+
+#[test]
 fn packing_layouts() {
     // FP4/INT4: element 2i in the low nibble.
     assert_eq!(
