@@ -944,18 +944,22 @@ fn map_codes(src: &[f32], dst: &mut [u8], stream: bool, op: impl Fn(__m512) -> _
     // After the packs, 128-bit lane i holds the dwords [v0_i, v1_i, v2_i, v3_i] (v_k's
     // elements 4i..4i+3, as bytes); dword 4k + i must come from 4i + k.
     let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    // Up to 16 codes through masked loads and stores (the head and the tail).
+    let masked = |i: usize, k: usize| {
+        let mask = first_lanes(k);
+        // SAFETY: callers pass k ≤ n − i, so the masked lanes are in both slices.
+        unsafe {
+            let codes = op(_mm512_maskz_loadu_ps(mask, sp.add(i)));
+            _mm512_mask_cvtepi32_storeu_epi8(dp.add(i) as *mut i8, mask, codes);
+        }
+    };
     let mut i = 0;
     if stream {
-        // Head: up to 16 at a time (masked) until the destination is 64-byte aligned, so that
-        // every 64-byte store below is one aligned non-temporal line.
+        // Head: until the destination is 64-byte aligned, so that every 64-byte store below
+        // is one aligned non-temporal line.
         while i < n && !(dp as usize + i).is_multiple_of(64) {
             let k = (n - i).min(16).min(64 - (dp as usize + i) % 64);
-            let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
-            // SAFETY: masked to the `k ≤ n − i` valid elements.
-            unsafe {
-                let codes = op(_mm512_maskz_loadu_ps(mask, sp.add(i)));
-                _mm512_mask_cvtepi32_storeu_epi8(dp.add(i) as *mut i8, mask, codes);
-            }
+            masked(i, k);
             i += k;
         }
     }
@@ -978,13 +982,7 @@ fn map_codes(src: &[f32], dst: &mut [u8], stream: bool, op: impl Fn(__m512) -> _
         i += 64;
     }
     while i < n {
-        let k = (n - i).min(16);
-        let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
-        // SAFETY: masked to the `k` valid elements.
-        unsafe {
-            let codes = op(_mm512_maskz_loadu_ps(mask, sp.add(i)));
-            _mm512_mask_cvtepi32_storeu_epi8(dp.add(i) as *mut i8, mask, codes);
-        }
+        masked(i, (n - i).min(16));
         i += 16;
     }
     if stream {
@@ -1147,9 +1145,8 @@ fn decode_permute<const SCALED: bool, const T: usize>(
         i += 64;
     }
     while i < n {
-        let k = (n - i).min(16);
-        let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
-        // SAFETY: masked to the `k` valid elements.
+        let mask = first_lanes(n - i);
+        // SAFETY: masked to the `min(n − i, 16)` valid elements.
         unsafe {
             let bytes = _mm_maskz_loadu_epi8(mask, sp.add(i) as *const i8);
             _mm512_mask_storeu_ps(dp.add(i), mask, look(_mm512_cvtepu8_epi32(bytes)));
