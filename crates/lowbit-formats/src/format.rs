@@ -246,6 +246,17 @@ bfloat16/bf16 and float16/fp16/half for e8m7 and e5m10), an integer (int2..int16
 _narrow), or eXmY with 1<=X<=8, 0<=Y<=10 and optional _b<bias> and _<convention> (ieee, fn, fnuz, none); a width \
 prefix fp8_/fp6_/fp4_ or ml_dtypes' float8_/float6_/float4_ is allowed and checked";
 
+/// Width prefixes, checked against the format's bits: the frameworks' `fp8_` and ml_dtypes'
+/// type names (`float8_e3m4`, `float8_e4m3b11fnuz`, …).
+const WIDTH_PREFIXES: &[(&str, u32)] = &[
+    ("fp8_", 8),
+    ("fp6_", 6),
+    ("fp4_", 4),
+    ("float8_", 8),
+    ("float6_", 6),
+    ("float4_", 4),
+];
+
 /// The IEEE 16-bit floats, by their framework names: generic `eXmY` formats under the hood.
 const SIXTEEN_BIT: &[(&str, u32, u32)] = &[
     ("bfloat16", 8, 7),
@@ -317,22 +328,14 @@ impl FromStr for Format {
         }
         // Optional width prefix, checked against the result: `fp8_` (the frameworks' spelling)
         // or `float8_` (ml_dtypes' type names, e.g. float8_e3m4, float8_e4m3b11fnuz).
-        let (prefix, body) = match ["fp8_", "fp6_", "fp4_", "float8_", "float6_", "float4_"]
-            .iter()
-            .find(|p| lower.starts_with(*p))
-        {
-            Some(p) => (Some(&p[..p.len() - 1]), &lower[p.len()..]),
+        let (prefix, body) = match WIDTH_PREFIXES.iter().find(|(p, _)| lower.starts_with(p)) {
+            Some(&(p, bits)) => (Some((p, bits)), &lower[p.len()..]),
             None => (None, lower.as_str()),
         };
-        let prefix_bits = prefix.and_then(|p| {
-            p.trim_start_matches(char::is_alphabetic)
-                .parse::<u32>()
-                .ok()
-        });
         // `fp8_e4m3` names the OCP / NVIDIA FP8 (E4M3FN), as every framework's `fp8_e4m3`
         // does; the bare `e4m3` and ml_dtypes' `float8_e4m3` are the IEEE-like type with
         // infinities.
-        let format = if prefix == Some("fp8") && body == "e4m3" {
+        let format = if prefix == Some(("fp8_", 8)) && body == "e4m3" {
             Format::E4M3FN
         } else {
             parse_body(body).map_err(|reason| {
@@ -349,11 +352,11 @@ impl FromStr for Format {
                 }
             })?
         };
-        if let (Some(p), Some(bits)) = (prefix, prefix_bits)
+        if let Some((p, bits)) = prefix
             && format.bits() != bits
         {
             return Err(err(format!(
-                "the prefix {p}_ says {bits} bits but `{body}` has {} bits",
+                "the prefix {p} says {bits} bits but `{body}` has {} bits",
                 format.bits()
             )));
         }
