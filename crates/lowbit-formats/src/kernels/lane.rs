@@ -233,6 +233,17 @@ impl FloatLane {
         code
     }
 
+    /// `a` (absolute bits) plus the nearest-even rounding increment at bit `23 − m`: clearing
+    /// the low `23 − m` bits of the result rounds `a` to the format's mantissa (with `m = 0`
+    /// the kept bit is the implicit one, so ties go up). No u32 overflow: `a ≤ 2^31 − 1` and
+    /// the increment is below 2^23. The fast paths' shared first step.
+    #[inline(always)]
+    fn nearest_even_carry(&self, a: u32) -> u32 {
+        let sh = self.mant_shift;
+        let lsb = ((a >> sh) & 1) | (self.m == 0) as u32;
+        a + lsb + (1 << (sh - 1)) - 1
+    }
+
     /// The nearest-even fast path of [`quantize`](Self::quantize), branch-free in SIMD.
     ///
     /// In the format's normal range, rounding to `m` mantissa bits is nearest-even rounding of
@@ -250,9 +261,7 @@ impl FloatLane {
         let b = x.to_bits();
         let a = b & 0x7FFF_FFFF;
         let s = (b >> 31) as usize;
-        let sh = self.mant_shift;
-        let lsb = ((a >> sh) & 1) | (self.m == 0) as u32;
-        let normal = (a + lsb + (1 << (sh - 1)) - 1) & !((1u32 << sh) - 1);
+        let normal = self.nearest_even_carry(a) & !((1u32 << self.mant_shift) - 1);
         let sub = ((f32::from_bits(a) + self.magic) - self.magic).to_bits();
         let r = if a < self.min_normal_bits {
             sub
@@ -295,10 +304,7 @@ impl FloatLane {
         let b = x.to_bits();
         let a = b & 0x7FFF_FFFF;
         let s = (b >> 31) as usize;
-        let sh = self.mant_shift;
-        let lsb = ((a >> sh) & 1) | (self.m == 0) as u32;
-        // No u32 overflow: a ≤ 2^31 − 1 and the added part is below 2^23.
-        let normal = ((a + lsb + (1 << (sh - 1)) - 1) >> sh).wrapping_sub(self.rebias);
+        let normal = (self.nearest_even_carry(a) >> self.mant_shift).wrapping_sub(self.rebias);
         let sub = (f32::from_bits(a) + self.magic)
             .to_bits()
             .wrapping_sub(self.magic.to_bits());
