@@ -254,19 +254,24 @@ fn above(v: __m256i, limit_p1: __m256i) -> __m256i {
     _mm256_cmpeq_epi32(_mm256_max_epu32(v, limit_p1), v)
 }
 
-/// The nearest-even magnitude codes of the magnitudes `a` (the twin of avx512.rs's).
+/// `FloatLane::nearest_even_carry` on 8 lanes: `a` plus the nearest-even
+/// rounding increment at bit `23 − m`, the fast paths' shared first step.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn rounded_code(f: &Fast, a: __m256i) -> __m256i {
+fn nearest_even_carry(f: &Fast, a: __m256i) -> __m256i {
     let lsb = _mm256_or_si256(
         _mm256_and_si256(_mm256_srl_epi32(a, f.shift), f.one),
         f.force_lsb,
     );
+    _mm256_add_epi32(_mm256_add_epi32(a, lsb), f.half_m1)
+}
+
+/// The nearest-even magnitude codes of the magnitudes `a` (the twin of avx512.rs's).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn rounded_code(f: &Fast, a: __m256i) -> __m256i {
     let normal = _mm256_sub_epi32(
-        _mm256_srl_epi32(
-            _mm256_add_epi32(_mm256_add_epi32(a, lsb), f.half_m1),
-            f.shift,
-        ),
+        _mm256_srl_epi32(nearest_even_carry(f, a), f.shift),
         f.rebias,
     );
     let sum = _mm256_add_ps(_mm256_castsi256_ps(a), f.magic);
@@ -403,14 +408,7 @@ fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn rounded_magnitude(f: &Fast, a: __m256i) -> __m256i {
-    let lsb = _mm256_or_si256(
-        _mm256_and_si256(_mm256_srl_epi32(a, f.shift), f.one),
-        f.force_lsb,
-    );
-    let normal = _mm256_and_si256(
-        _mm256_add_epi32(_mm256_add_epi32(a, lsb), f.half_m1),
-        f.keep,
-    );
+    let normal = _mm256_and_si256(nearest_even_carry(f, a), f.keep);
     let ax = _mm256_castsi256_ps(a);
     let sub = _mm256_castps_si256(_mm256_sub_ps(_mm256_add_ps(ax, f.magic), f.magic));
     let is_sub = _mm256_cmpgt_epi32(f.min_normal, a);

@@ -193,21 +193,26 @@ fn fast_consts(p: &FloatLane) -> Fast {
     }
 }
 
+/// `FloatLane::nearest_even_carry` on 16 lanes: `a` plus the nearest-even
+/// rounding increment at bit `23 − m`, the fast paths' shared first step.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn nearest_even_carry(f: &Fast, a: __m512i) -> __m512i {
+    let lsb = _mm512_or_si512(
+        _mm512_and_si512(_mm512_srl_epi32(a, f.shift), f.one),
+        f.force_lsb,
+    );
+    _mm512_add_epi32(_mm512_add_epi32(a, lsb), f.half_m1)
+}
+
 /// The nearest-even magnitude codes of the magnitudes `a` (sign cleared), possibly above the
 /// largest one (`FloatLane::encode_fast`'s `mag`): normal values from the rounded pattern
 /// shifted and rebiased, subnormal ones from the magic-number sum's low bits.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn rounded_code(f: &Fast, a: __m512i) -> __m512i {
-    let lsb = _mm512_or_si512(
-        _mm512_and_si512(_mm512_srl_epi32(a, f.shift), f.one),
-        f.force_lsb,
-    );
     let normal = _mm512_sub_epi32(
-        _mm512_srl_epi32(
-            _mm512_add_epi32(_mm512_add_epi32(a, lsb), f.half_m1),
-            f.shift,
-        ),
+        _mm512_srl_epi32(nearest_even_carry(f, a), f.shift),
         f.rebias,
     );
     let sum = _mm512_add_ps(_mm512_castsi512_ps(a), f.magic);
@@ -315,14 +320,7 @@ fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn rounded_magnitude(f: &Fast, a: __m512i) -> __m512i {
-    let lsb = _mm512_or_si512(
-        _mm512_and_si512(_mm512_srl_epi32(a, f.shift), f.one),
-        f.force_lsb,
-    );
-    let normal = _mm512_and_si512(
-        _mm512_add_epi32(_mm512_add_epi32(a, lsb), f.half_m1),
-        f.keep,
-    );
+    let normal = _mm512_and_si512(nearest_even_carry(f, a), f.keep);
     let ax = _mm512_castsi512_ps(a);
     let sub = _mm512_castps_si512(_mm512_sub_ps(_mm512_add_ps(ax, f.magic), f.magic));
     let is_sub = _mm512_cmplt_epu32_mask(a, f.min_normal);
