@@ -8,7 +8,8 @@
 //!
 //! Groups `encode`, `decode`, `quantize` run 16 Mi elements through e4m3fn, e5m2, e2m1, int8 and
 //! e3m4 (a generic eXmY), single-threaded (`1t`) and on all rayon threads (`mt`); group
-//! `quantize_isa` pins each instruction-set level for e4m3fn. Every throughput is **bytes read +
+//! `quantize_isa` pins each instruction-set level for e4m3fn; `quantize_stochastic` runs seeded
+//! stochastic rounding beside the scalar reference. Every throughput is **bytes read +
 //! bytes written** (encode: 4 + 1 bytes per element, decode: 1 + 4, quantize: 4 + 4), and each
 //! group's `memcpy` copies a buffer of half that many bytes, so it moves exactly the same
 //! traffic. Inputs are seeded, span each format's range (underflow to overflow) and carry ~3%
@@ -21,7 +22,7 @@ use std::time::Duration;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
 use float8::F8E4M3;
 use half::{f16, slice::HalfFloatSliceExt};
-use lowbit::formats::{Codec, Conversion, Format, Isa};
+use lowbit::formats::{Codec, Conversion, Format, Isa, Overflow, Rounding, stochastic_bits};
 use rayon::prelude::*;
 
 /// Elements per benchmark: 16 Mi, 64 MiB of f32, far beyond the last-level cache.
@@ -244,6 +245,43 @@ fn bench_quantize_isa(c: &mut Criterion) -> Result<()> {
     Ok(())
 }
 
+/// Stochastic rounding (seeded, saturating): e4m3fn, e2m1 and int8 on the lane kernels, which
+/// generate the random words in registers, beside the scalar reference element by element
+/// (what every stochastic conversion ran on before) and e4m3fn's nearest-even quantize.
+fn bench_quantize_stochastic(c: &mut Criterion) -> Result<()> {
+    let mut g = group(c, "quantize_stochastic");
+    memcpy(&mut g, N * 8);
+    g.throughput(Throughput::Bytes((N * 8) as u64));
+    let conv = Conversion::new(Rounding::Stochastic { seed: 7 }, Overflow::Saturate);
+    for name in ["e4m3fn", "e2m1", "int8"] {
+        let format: Format = name.parse()?;
+        let src = inputs(format, N, 6);
+        let mut dst = vec![0f32; N];
+        let codec = Codec::new(format, conv);
+        for (threads, codec) in [("1t", codec.clone().with_parallel(false)), ("mt", codec)] {
+            codec.quantize_slice(&src, &mut dst)?;
+            g.bench_function(format!("{name}/{threads}"), |b| {
+                b.iter(|| codec.quantize_slice(black_box(&src), &mut dst))
+            });
+        }
+        if name == "e4m3fn" {
+            g.bench_function("e4m3fn_reference/1t", |b| {
+                b.iter(|| {
+                    for (i, (d, &s)) in dst.iter_mut().zip(black_box(&src)).enumerate() {
+                        *d = format.quantize_with(s, conv, stochastic_bits(7, i as u64));
+                    }
+                })
+            });
+            let nearest = Codec::new(format, Conversion::SATURATE).with_parallel(false);
+            g.bench_function("e4m3fn_nearest_even/1t", |b| {
+                b.iter(|| nearest.quantize_slice(black_box(&src), &mut dst))
+            });
+        }
+    }
+    g.finish();
+    Ok(())
+}
+
 /// Thread scaling where memory is not the limit: e4m3fn quantize of 1 Mi elements (4 MiB in,
 /// 4 MiB out, cache-resident after the first iteration), one thread against all.
 fn bench_quantize_in_cache(c: &mut Criterion) -> Result<()> {
@@ -278,6 +316,7 @@ fn main() -> Result<()> {
     bench_decode(&mut c)?;
     bench_quantize(&mut c)?;
     bench_quantize_isa(&mut c)?;
+    bench_quantize_stochastic(&mut c)?;
     bench_quantize_in_cache(&mut c)?;
     c.final_summary();
     Ok(())

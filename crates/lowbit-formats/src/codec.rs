@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use crate::error::{FormatError, Result};
 use crate::format::Format;
 use crate::kernels::Isa;
-use crate::kernels::lane::{AWAY, Lane, RNE, ZERO};
+use crate::kernels::lane::{AWAY, Lane, RNE, StochasticLane, ZERO};
 use crate::rounding::{Conversion, Rounding, stochastic_bits};
 
 /// Elements per parallel work item. Fixed, so the split never depends on the thread count
@@ -44,6 +44,8 @@ pub struct Codec {
     parallel: bool,
     streaming: bool,
     lane: Option<Lane>,
+    /// Stochastic rounding on the lane kernels (`lane` is then `None`).
+    stochastic: Option<StochasticLane>,
     lut: Option<Box<[f32; 256]>>,
 }
 
@@ -79,6 +81,7 @@ impl Codec {
             parallel: true,
             streaming: false,
             lane: Lane::new(&format, conv),
+            stochastic: StochasticLane::new(&format, conv),
             lut,
         }
     }
@@ -118,9 +121,10 @@ impl Codec {
         self.isa
     }
     /// Whether this conversion runs on the SIMD lane kernels; `false` means the scalar
-    /// reference runs (stochastic rounding, or a minifloat with bias > 127).
+    /// reference runs (a minifloat with bias > 127, or E8M0 under a rule other than
+    /// nearest-even).
     pub fn is_vectorized(&self) -> bool {
-        self.lane.is_some()
+        self.lane.is_some() || self.stochastic.is_some()
     }
 
     /// The random word of element `index` (0 for the deterministic rules).
@@ -236,6 +240,10 @@ impl Codec {
                     };
                 }
             }
+            // SAFETY: the Codec's Isa passed `Isa::require`.
+            (None, isa) if let Some(sr) = &self.stochastic => unsafe {
+                crate::kernels::stochastic::quantize::<SCALED>(isa, sr, src, dst, inv, scale, first)
+            },
             (None, _) => {
                 for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
                     let x = if SCALED { s * inv } else { s };
@@ -586,6 +594,10 @@ impl Codec {
                     *d = lane.encode(if SCALED { s * inv } else { s }) as u8;
                 }
             }
+            // SAFETY: the Codec's Isa passed `Isa::require`.
+            (None, isa) if let Some(sr) = &self.stochastic => unsafe {
+                crate::kernels::stochastic::encode::<SCALED>(isa, sr, src, dst, inv, first)
+            },
             (None, _) => {
                 for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
                     let x = if SCALED { s * inv } else { s };
@@ -692,9 +704,10 @@ impl Codec {
 
     #[inline]
     fn encode_one(&self, x: f32, index: u64) -> u32 {
-        match &self.lane {
-            Some(lane) => lane.encode(x),
-            None => self.format.encode_with(x, self.conv, self.rand(index)),
+        match (&self.lane, &self.stochastic) {
+            (Some(lane), _) => lane.encode(x),
+            (None, Some(sr)) => sr.encode(x, self.rand(index)),
+            (None, None) => self.format.encode_with(x, self.conv, self.rand(index)),
         }
     }
 }

@@ -77,13 +77,19 @@ impl Conversion {
 #[inline]
 pub const fn stochastic_bits(seed: u64, index: u64) -> u32 {
     let mut z = seed
-        .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        .wrapping_add(index.wrapping_mul(SPLITMIX_GAMMA))
+        .wrapping_add(SPLITMIX_GAMMA);
+    z = (z ^ (z >> 30)).wrapping_mul(SPLITMIX_MUL1);
+    z = (z ^ (z >> 27)).wrapping_mul(SPLITMIX_MUL2);
     z ^= z >> 31;
     (z >> 32) as u32
 }
+
+/// SplitMix64's increment (the golden ratio in 64 bits) and its finaliser's two multipliers,
+/// shared with the SIMD generator of `kernels/stochastic.rs`.
+pub(crate) const SPLITMIX_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+pub(crate) const SPLITMIX_MUL1: u64 = 0xBF58_476D_1CE4_E5B9;
+pub(crate) const SPLITMIX_MUL2: u64 = 0x94D0_49BB_1331_11EB;
 
 /// Rounds the integer `mant` right by `shift` bits under `rounding`; `rand` is used only by
 /// [`Rounding::Stochastic`].

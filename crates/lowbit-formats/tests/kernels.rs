@@ -498,46 +498,85 @@ fn fused_block_kernel_equals_reference() {
 #[test]
 #[ignore = "exhaustive: all 2^32 inputs per format, level and policy (tens of minutes)"]
 fn exhaustive_every_level_equals_reference() {
+    let byte_formats: Vec<Format> = formats().into_iter().filter(|f| f.bits() <= 8).collect();
+    for overflow in [Overflow::Reference, Overflow::Saturate] {
+        exhaustive(
+            &byte_formats,
+            Conversion::new(Rounding::NearestEven, overflow),
+        );
+    }
+}
+
+/// [`exhaustive_every_level_equals_reference`] under stochastic rounding: pattern `p` is
+/// element `p` (its random word `stochastic_bits(seed, p)`), for the OCP formats, e3m0, a
+/// sub-byte unsigned minifloat and integers, saturating.
+#[test]
+#[ignore = "exhaustive: all 2^32 inputs per format and level (tens of minutes)"]
+fn exhaustive_stochastic_every_level_equals_reference() {
+    let names = [
+        "e4m3fn", "e5m2", "e4m3fnuz", "e2m3", "e3m2", "e2m1", "e3m0", "int8", "uint4",
+    ];
+    let fs: Vec<Format> = names.iter().map(|n| n.parse().unwrap()).collect();
+    exhaustive(
+        &fs,
+        Conversion::new(Rounding::Stochastic { seed: 11 }, Overflow::Saturate),
+    );
+}
+
+/// All 2^32 patterns of each format through every level, numbered by their bit pattern.
+fn exhaustive(formats: &[Format], conv: Conversion) {
     use rayon::prelude::*;
     const CHUNK: u64 = 1 << 20;
-    for f in formats().into_iter().filter(|f| f.bits() <= 8) {
-        for overflow in [Overflow::Reference, Overflow::Saturate] {
-            let conv = Conversion::new(Rounding::NearestEven, overflow);
-            (0..(1u64 << 32) / CHUNK).into_par_iter().for_each(|c| {
-                let src: Vec<f32> = (0..CHUNK)
-                    .map(|i| f32::from_bits((c * CHUNK + i) as u32))
-                    .collect();
-                let codes: Vec<u8> = src
-                    .iter()
-                    .map(|&x| f.encode_with(x, conv, 0) as u8)
-                    .collect();
-                let values: Vec<u32> = src
-                    .iter()
-                    .map(|&x| f.quantize_with(x, conv, 0).to_bits())
-                    .collect();
-                let (mut got_c, mut got_q) = (vec![0u8; src.len()], vec![0f32; src.len()]);
-                for isa in Isa::available() {
-                    let codec = Codec::new(f, conv)
-                        .with_isa(isa)
-                        .unwrap()
-                        .with_parallel(false);
+    let seed = match conv.rounding {
+        Rounding::Stochastic { seed } => Some(seed),
+        _ => None,
+    };
+    for f in formats {
+        (0..(1u64 << 32) / CHUNK).into_par_iter().for_each(|c| {
+            let first = c * CHUNK;
+            let src: Vec<f32> = (0..CHUNK)
+                .map(|i| f32::from_bits((first + i) as u32))
+                .collect();
+            let rand = |i: usize| seed.map_or(0, |s| stochastic_bits(s, first + i as u64));
+            let codes: Vec<u8> = src
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| f.encode_with(x, conv, rand(i)) as u8)
+                .collect();
+            let values: Vec<u32> = src
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| f.quantize_with(x, conv, rand(i)).to_bits())
+                .collect();
+            let (mut got_c, mut got_q) = (vec![0u8; src.len()], vec![0f32; src.len()]);
+            for isa in Isa::available() {
+                let codec = Codec::new(*f, conv)
+                    .with_isa(isa)
+                    .unwrap()
+                    .with_parallel(false);
+                if seed.is_some() {
+                    // Scale 1 multiplies by 1 (exact) and numbers the elements from `first`.
+                    codec
+                        .encode_scaled_slice(&src, &mut got_c, 1.0, first)
+                        .unwrap();
+                    codec
+                        .quantize_scaled_slice(&src, &mut got_q, 1.0, first)
+                        .unwrap();
+                } else {
                     codec.encode_slice(&src, &mut got_c).unwrap();
                     codec.quantize_slice(&src, &mut got_q).unwrap();
-                    for i in 0..src.len() {
-                        let x = src[i].to_bits();
-                        assert_eq!(
-                            got_c[i], codes[i],
-                            "{f} {overflow:?} {isa}: encode {x:#010x}"
-                        );
-                        assert_eq!(
-                            got_q[i].to_bits(),
-                            values[i],
-                            "{f} {overflow:?} {isa}: quantize {x:#010x}"
-                        );
-                    }
                 }
-            });
-        }
+                for i in 0..src.len() {
+                    let x = src[i].to_bits();
+                    assert_eq!(got_c[i], codes[i], "{f} {conv:?} {isa}: encode {x:#010x}");
+                    assert_eq!(
+                        got_q[i].to_bits(),
+                        values[i],
+                        "{f} {conv:?} {isa}: quantize {x:#010x}"
+                    );
+                }
+            }
+        });
     }
 }
 

@@ -8,25 +8,26 @@ use std::arch::x86_64::*;
 
 use super::lane::{AWAY, FloatLane, IntLane, RNE, Special};
 
-struct Consts {
-    abs_mask: __m256i,
-    implicit: __m256i,
-    frac_mask: __m256i,
-    zero: __m256i,
-    one: __m256i,
-    tb_off: __m256i,
-    mant_shift: __m256i,
-    twenty_five: __m256i,
-    m: __m256i,
-    max_mag: __m256i,
-    norm_add: __m256i,
-    sub_scale: __m256,
-    zero_mag_value: __m256i,
-    inf_bits: __m256i,
+/// Broadcast constants of a [`FloatLane`].
+pub(super) struct Consts {
+    pub(super) abs_mask: __m256i,
+    pub(super) implicit: __m256i,
+    pub(super) frac_mask: __m256i,
+    pub(super) zero: __m256i,
+    pub(super) one: __m256i,
+    pub(super) tb_off: __m256i,
+    pub(super) mant_shift: __m256i,
+    pub(super) twenty_five: __m256i,
+    pub(super) m: __m256i,
+    pub(super) max_mag: __m256i,
+    pub(super) norm_add: __m256i,
+    pub(super) sub_scale: __m256,
+    pub(super) zero_mag_value: __m256i,
+    pub(super) inf_bits: __m256i,
 }
 
 #[target_feature(enable = "avx2")]
-fn consts(p: &FloatLane) -> Consts {
+pub(super) fn consts(p: &FloatLane) -> Consts {
     Consts {
         abs_mask: _mm256_set1_epi32(0x7FFF_FFFF),
         implicit: _mm256_set1_epi32(0x80_0000),
@@ -124,10 +125,18 @@ fn fix_specials(
 #[inline]
 #[target_feature(enable = "avx2")]
 fn quantize_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m256) -> __m256 {
+    let a = _mm256_and_si256(_mm256_castps_si256(x), c.abs_mask);
+    value_of(p, c, x, magnitude::<ROUND>(c, a))
+}
+
+/// `FloatLane::value_of`: the fake-quantized values of `x` whose rounded magnitude codes are
+/// `packed`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn value_of(p: &FloatLane, c: &Consts, x: __m256, packed: __m256i) -> __m256 {
     let b = _mm256_castps_si256(x);
     let a = _mm256_and_si256(b, c.abs_mask);
     let neg = _mm256_cmpgt_epi32(c.zero, b);
-    let packed = magnitude::<ROUND>(c, a);
     let e_zero = _mm256_cmpeq_epi32(_mm256_srlv_epi32(packed, c.m), c.zero);
     let sub = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(packed), c.sub_scale));
     let packed_zero = _mm256_cmpeq_epi32(packed, c.zero);
@@ -150,10 +159,17 @@ fn quantize_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m256) -> __m256
 #[inline]
 #[target_feature(enable = "avx2")]
 fn encode_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m256) -> __m256i {
+    let a = _mm256_and_si256(_mm256_castps_si256(x), c.abs_mask);
+    code_of(p, c, x, magnitude::<ROUND>(c, a))
+}
+
+/// `FloatLane::code_of`: the codes of `x` whose rounded magnitude codes are `packed`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn code_of(p: &FloatLane, c: &Consts, x: __m256, packed: __m256i) -> __m256i {
     let b = _mm256_castps_si256(x);
     let a = _mm256_and_si256(b, c.abs_mask);
     let neg = _mm256_cmpgt_epi32(c.zero, b);
-    let packed = magnitude::<ROUND>(c, a);
     let mut sign_lanes = neg;
     if p.fnuz {
         sign_lanes = _mm256_andnot_si256(_mm256_cmpeq_epi32(packed, c.zero), sign_lanes);
@@ -168,7 +184,7 @@ fn encode_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m256) -> __m256i 
 /// Narrows 8 codes (each < 256) to 8 bytes.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn narrow_u8(v: __m256i) -> [u8; 8] {
+pub(super) fn narrow_u8(v: __m256i) -> [u8; 8] {
     let w = _mm256_packus_epi32(v, v); // per 128-bit half: c0..c3 c0..c3 | c4..c7 c4..c7 (u16)
     let b = _mm256_packus_epi16(w, w); // per half: bytes c0..c3 repeated | c4..c7 repeated
     let lo = _mm256_castsi256_si128(b);
@@ -179,7 +195,7 @@ fn narrow_u8(v: __m256i) -> [u8; 8] {
 
 /// Runs `f` over full 8-element blocks of `src`/`dst`, and over the zero-padded tail.
 #[inline(always)]
-fn blocks<T: Copy + Default, U: Copy + Default>(
+pub(super) fn blocks<T: Copy + Default, U: Copy + Default>(
     src: &[T],
     dst: &mut [U],
     mut f: impl FnMut(&[T; 8], &mut [U; 8]),

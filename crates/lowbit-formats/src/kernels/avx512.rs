@@ -7,24 +7,24 @@ use std::arch::x86_64::*;
 use super::lane::{AWAY, FloatLane, IntLane, RNE, Special};
 
 /// Broadcast constants of a [`FloatLane`].
-struct Consts {
-    abs_mask: __m512i,
-    implicit: __m512i,
-    zero: __m512i,
-    one: __m512i,
-    tb_off: __m512i,
-    mant_shift: __m512i,
-    twenty_five: __m512i,
-    m: __m512i,
-    max_mag: __m512i,
-    norm_add: __m512i,
-    sub_scale: __m512,
-    zero_mag_value: __m512i,
-    inf_bits: __m512i,
+pub(super) struct Consts {
+    pub(super) abs_mask: __m512i,
+    pub(super) implicit: __m512i,
+    pub(super) zero: __m512i,
+    pub(super) one: __m512i,
+    pub(super) tb_off: __m512i,
+    pub(super) mant_shift: __m512i,
+    pub(super) twenty_five: __m512i,
+    pub(super) m: __m512i,
+    pub(super) max_mag: __m512i,
+    pub(super) norm_add: __m512i,
+    pub(super) sub_scale: __m512,
+    pub(super) zero_mag_value: __m512i,
+    pub(super) inf_bits: __m512i,
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn consts(p: &FloatLane) -> Consts {
+pub(super) fn consts(p: &FloatLane) -> Consts {
     Consts {
         abs_mask: _mm512_set1_epi32(0x7FFF_FFFF),
         implicit: _mm512_set1_epi32(0x80_0000),
@@ -109,10 +109,18 @@ fn fix_specials(
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn quantize_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m512) -> __m512 {
+    let a = _mm512_and_si512(_mm512_castps_si512(x), c.abs_mask);
+    value_of(p, c, x, magnitude::<ROUND>(c, a))
+}
+
+/// `FloatLane::value_of`: the fake-quantized values of `x` whose rounded magnitude codes are
+/// `packed`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) fn value_of(p: &FloatLane, c: &Consts, x: __m512, packed: __m512i) -> __m512 {
     let b = _mm512_castps_si512(x);
     let a = _mm512_and_si512(b, c.abs_mask);
     let neg = _mm512_cmplt_epi32_mask(b, c.zero);
-    let packed = magnitude::<ROUND>(c, a);
     // magnitude_value
     let e_zero = _mm512_cmpeq_epi32_mask(_mm512_srlv_epi32(packed, c.m), c.zero);
     let sub = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(packed), c.sub_scale));
@@ -134,10 +142,17 @@ fn quantize_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m512) -> __m512
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn encode_vec<const ROUND: u8>(p: &FloatLane, c: &Consts, x: __m512) -> __m512i {
+    let a = _mm512_and_si512(_mm512_castps_si512(x), c.abs_mask);
+    code_of(p, c, x, magnitude::<ROUND>(c, a))
+}
+
+/// `FloatLane::code_of`: the codes of `x` whose rounded magnitude codes are `packed`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) fn code_of(p: &FloatLane, c: &Consts, x: __m512, packed: __m512i) -> __m512i {
     let b = _mm512_castps_si512(x);
     let a = _mm512_and_si512(b, c.abs_mask);
     let neg = _mm512_cmplt_epi32_mask(b, c.zero);
-    let packed = magnitude::<ROUND>(c, a);
     let mut sign_lanes = neg;
     if p.fnuz {
         sign_lanes &= !_mm512_cmpeq_epi32_mask(packed, c.zero);

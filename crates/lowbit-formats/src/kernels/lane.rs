@@ -6,9 +6,11 @@
 //! subnormal inputs are not normalised first; they are taken as exponent 1 without the
 //! implicit bit, which is the same value. That gives the same rounding as the reference as long
 //! as the target's smallest normal is not below 2⁻¹²⁶ (bias ≤ 127), so formats with a larger
-//! bias (and stochastic rounding) run on the reference instead ([`FloatLane::new`] says
-//! `None`). Special inputs and overflow are not computed per lane: their results are
-//! constants of the conversion, taken from the reference once, and blended in by mask.
+//! bias run on the reference instead ([`FloatLane::new`] says `None`). Special inputs and
+//! overflow are not computed per lane: their results are constants of the conversion, taken
+//! from the reference once, and blended in by mask. Stochastic rounding takes one more input
+//! per element, its random word ([`FloatLane::quantize_stochastic`]); its kernels live in
+//! `stochastic.rs`.
 
 use crate::format::Format;
 use crate::integer::IntFormat;
@@ -19,13 +21,15 @@ use crate::rounding::{Conversion, Rounding};
 pub(crate) const RNE: u8 = 0;
 pub(crate) const AWAY: u8 = 1;
 pub(crate) const ZERO: u8 = 2;
+/// Stochastic rounding: only the `*_stochastic` functions, which take the random word.
+pub(crate) const STOCH: u8 = 3;
 
-fn rounding_id(r: Rounding) -> Option<u8> {
+fn rounding_id(r: Rounding) -> u8 {
     match r {
-        Rounding::NearestEven => Some(RNE),
-        Rounding::NearestAway => Some(AWAY),
-        Rounding::TowardZero => Some(ZERO),
-        Rounding::Stochastic { .. } => None,
+        Rounding::NearestEven => RNE,
+        Rounding::NearestAway => AWAY,
+        Rounding::TowardZero => ZERO,
+        Rounding::Stochastic { .. } => STOCH,
     }
 }
 
@@ -70,7 +74,7 @@ pub(crate) struct FloatLane {
     pub fnuz: bool,
     /// Unsigned format: negative inputs take `neg`.
     pub unsigned: bool,
-    /// Rounding rule (`RNE`, `AWAY`, `ZERO`).
+    /// Rounding rule (`RNE`, `AWAY`, `ZERO`, `STOCH`).
     pub rounding: u8,
     /// Whether the nearest-even fast path applies (see [`FloatLane::quantize_fast`]).
     pub fast: bool,
@@ -111,9 +115,9 @@ pub(crate) struct FloatLane {
 
 impl FloatLane {
     /// The lane constants, or `None` when the conversion must run on the reference
-    /// (stochastic rounding, bias > 127).
+    /// (bias > 127, E8M0 style under a rule other than nearest-even).
     pub fn new(f: &MiniFloat, conv: Conversion) -> Option<FloatLane> {
-        let rounding = rounding_id(conv.rounding)?;
+        let rounding = rounding_id(conv.rounding);
         // Bias > 127: the unnormalised subnormal trick is not exact; E8M0 style with a rule
         // other than nearest-even: the exact-minimum special case of the reference.
         if f.bias() > 127 || (f.encoding() == Encoding::Fnu && rounding != RNE) {
@@ -190,6 +194,32 @@ impl FloatLane {
         r + ((tb.max(0) as u32) << self.m)
     }
 
+    /// [`magnitude`](Self::magnitude) under stochastic rounding with the random word `rand`:
+    /// the reference's `round_shift` rule, "round up when `rand` is below the dropped
+    /// fraction of the step, as a 32-bit fixed-point number", on the unnormalised mantissa.
+    ///
+    /// The shift `sh` is not clamped here (stochastic rounding needs the exact fraction):
+    /// with `d` the dropped bits (below `2^sh`), the fraction is `d << (32 − sh)` when
+    /// `sh ≤ 32` and `⌊d / 2^(sh − 32)⌋` beyond (shifts of 32 or more give 0, as the SIMD
+    /// variable shifts do). The reference normalises an `f32` subnormal first, which moves
+    /// `k` more bits into both `d` and `sh`: the same fraction while `sh + k ≤ 56`, and 0 on
+    /// both sides beyond (the reference caps the shift at 56; here `d < 2^(24 − k)` makes
+    /// `⌊d · 2^(32 − sh)⌋ = 0`).
+    #[inline(always)]
+    pub fn magnitude_stochastic(&self, a: u32, rand: u32) -> u32 {
+        let e = a >> 23;
+        let mant = (a & 0x7F_FFFF) | if e != 0 { 0x80_0000 } else { 0 };
+        let tb = e.max(1) as i32 + self.tb_off;
+        let denormal = (-tb).max(0) as u32;
+        let sh = self.mant_shift + denormal;
+        let kept = mant.checked_shr(sh).unwrap_or(0);
+        let dropped = mant & 1u32.checked_shl(sh).unwrap_or(0).wrapping_sub(1);
+        let frac32 = dropped.checked_shl(32u32.wrapping_sub(sh)).unwrap_or(0)
+            | dropped.checked_shr(sh.wrapping_sub(32)).unwrap_or(0);
+        let r = kept + (rand < frac32) as u32;
+        r + ((tb.max(0) as u32) << self.m)
+    }
+
     /// `f32` bits of a finite magnitude code `packed ≤ max_mag`.
     #[inline(always)]
     pub fn magnitude_value(&self, packed: u32) -> u32 {
@@ -204,10 +234,25 @@ impl FloatLane {
     /// Encodes one value.
     #[inline(always)]
     pub fn encode(&self, x: f32) -> u32 {
+        self.code_of(x, self.magnitude(x.to_bits() & 0x7FFF_FFFF))
+    }
+
+    /// Encodes one value under stochastic rounding with the random word `rand`.
+    #[inline(always)]
+    pub fn encode_stochastic(&self, x: f32, rand: u32) -> u32 {
+        self.code_of(
+            x,
+            self.magnitude_stochastic(x.to_bits() & 0x7FFF_FFFF, rand),
+        )
+    }
+
+    /// The code of `x` whose rounded magnitude code is `packed`: the sign put on, then the
+    /// special classes in the reference's order of precedence.
+    #[inline(always)]
+    fn code_of(&self, x: f32, packed: u32) -> u32 {
         let b = x.to_bits();
         let s = (b >> 31) as usize;
         let a = b & 0x7FFF_FFFF;
-        let packed = self.magnitude(a);
         let signed_zero_ok = !(self.fnuz && packed == 0);
         let mut code = packed
             | if s == 1 && signed_zero_ok {
@@ -334,10 +379,24 @@ impl FloatLane {
     /// Fake-quantizes one value.
     #[inline(always)]
     pub fn quantize(&self, x: f32) -> f32 {
+        self.value_of(x, self.magnitude(x.to_bits() & 0x7FFF_FFFF))
+    }
+
+    /// Fake-quantizes one value under stochastic rounding with the random word `rand`.
+    #[inline(always)]
+    pub fn quantize_stochastic(&self, x: f32, rand: u32) -> f32 {
+        self.value_of(
+            x,
+            self.magnitude_stochastic(x.to_bits() & 0x7FFF_FFFF, rand),
+        )
+    }
+
+    /// The fake-quantized value of `x` whose rounded magnitude code is `packed`.
+    #[inline(always)]
+    fn value_of(&self, x: f32, packed: u32) -> f32 {
         let b = x.to_bits();
         let s = (b >> 31) as usize;
         let a = b & 0x7FFF_FFFF;
-        let packed = self.magnitude(a);
         let signed_zero_ok = !(self.fnuz && packed == 0);
         let mut out = self.magnitude_value(packed.min(self.max_mag))
             | if s == 1 && signed_zero_ok && !self.unsigned {
@@ -379,7 +438,7 @@ impl IntLane {
             lo: i.min_value() as f32,
             hi: i.max_value() as f32,
             mask: i.code_mask(),
-            rounding: rounding_id(conv.rounding)?,
+            rounding: rounding_id(conv.rounding),
         })
     }
 
@@ -402,6 +461,43 @@ impl IntLane {
     pub fn encode(&self, x: f32) -> u32 {
         (self.quantize(x) as i32 as u32) & self.mask
     }
+
+    /// Fake-quantizes one value under stochastic rounding with the random word `rand`: up
+    /// from `floor(x)` when `rand` is below the fraction `x − floor(x)` as a 32-bit
+    /// fixed-point number ([`fraction_word`]); a fraction that rounded to 1 in `f32` (tiny
+    /// negative `x`) always goes up, as in the reference. ±inf give a NaN fraction, which
+    /// never rounds up, then saturate.
+    #[inline(always)]
+    pub fn quantize_stochastic(&self, x: f32, rand: u32) -> f32 {
+        if x.is_nan() {
+            return 0.0;
+        }
+        let fl = x.floor();
+        let frac = x - fl;
+        let up = frac >= 1.0 || rand < fraction_word(frac);
+        let r = if up { fl + 1.0 } else { fl };
+        r.max(self.lo).min(self.hi) + 0.0
+    }
+
+    /// Encodes one value under stochastic rounding with the random word `rand`.
+    #[inline(always)]
+    pub fn encode_stochastic(&self, x: f32, rand: u32) -> u32 {
+        (self.quantize_stochastic(x, rand) as i32 as u32) & self.mask
+    }
+}
+
+/// `⌊f · 2³²⌋` for `f` in `[0, 1)` (and 0 for NaN), from the bit pattern: `f` is
+/// `M · 2^(e − 150)` with the 24-bit significand `M`, so the word is `M << (e − 118)` for
+/// `e ≥ 118` and `M >> (118 − e)` below (shift counts of 32 or more give 0, as in SIMD;
+/// NaN's `e = 255` shifts everything out). The reference computes the same number as
+/// `(f as f64 · 2³²) as u64`.
+#[inline(always)]
+pub(crate) fn fraction_word(f: f32) -> u32 {
+    let b = f.to_bits();
+    let e = b >> 23;
+    let m = (b & 0x7F_FFFF) | if e != 0 { 0x80_0000 } else { 0 };
+    m.checked_shl(e.wrapping_sub(118)).unwrap_or(0)
+        | m.checked_shr(118u32.wrapping_sub(e)).unwrap_or(0)
 }
 
 /// The lane constants of a format under a conversion, or `None` for the reference path.
@@ -412,7 +508,16 @@ pub(crate) enum Lane {
 }
 
 impl Lane {
+    /// The lane constants of a deterministic conversion (`None` for stochastic rounding, which
+    /// has [`StochasticLane`], and for the formats [`FloatLane::new`] leaves to the reference).
     pub fn new(format: &Format, conv: Conversion) -> Option<Lane> {
+        if matches!(conv.rounding, Rounding::Stochastic { .. }) {
+            return None;
+        }
+        Lane::any(format, conv)
+    }
+
+    fn any(format: &Format, conv: Conversion) -> Option<Lane> {
         match format {
             Format::Float(f) => FloatLane::new(f, conv).map(Lane::Float),
             Format::Int(i) => IntLane::new(i, conv).map(Lane::Int),
@@ -434,6 +539,41 @@ impl Lane {
             Lane::Float(p) if p.fast_encode => p.encode_fast(x),
             Lane::Float(p) => p.encode(x),
             Lane::Int(p) => p.encode(x),
+        }
+    }
+}
+
+/// The lane constants of a stochastic-rounding conversion and the seed of its generator.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StochasticLane {
+    pub lane: Lane,
+    pub seed: u64,
+}
+
+impl StochasticLane {
+    /// `Some` for stochastic rounding on a format the lane algorithm covers.
+    pub fn new(format: &Format, conv: Conversion) -> Option<StochasticLane> {
+        let Rounding::Stochastic { seed } = conv.rounding else {
+            return None;
+        };
+        Lane::any(format, conv).map(|lane| StochasticLane { lane, seed })
+    }
+
+    /// Fake-quantizes one value with the random word `rand`.
+    #[inline(always)]
+    pub fn quantize(&self, x: f32, rand: u32) -> f32 {
+        match &self.lane {
+            Lane::Float(p) => p.quantize_stochastic(x, rand),
+            Lane::Int(p) => p.quantize_stochastic(x, rand),
+        }
+    }
+
+    /// Encodes one value with the random word `rand`.
+    #[inline(always)]
+    pub fn encode(&self, x: f32, rand: u32) -> u32 {
+        match &self.lane {
+            Lane::Float(p) => p.encode_stochastic(x, rand),
+            Lane::Int(p) => p.encode_stochastic(x, rand),
         }
     }
 }

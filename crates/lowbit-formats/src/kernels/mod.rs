@@ -3,7 +3,8 @@
 //! Every kernel computes, element by element, exactly what the scalar reference
 //! (`MiniFloat::encode_with` / `IntFormat::encode_with` then `decode`) computes; `lane.rs` is
 //! the same algorithm written once per element in plain Rust (the [`Isa::Scalar`] level), and
-//! `avx2.rs` / `avx512.rs` run it on 8 / 16 lanes. Tests force every level and compare them
+//! `avx2.rs` / `avx512.rs` run it on 8 / 16 lanes; `stochastic.rs` runs stochastic rounding,
+//! whose random words it generates in registers. Tests force every level and compare them
 //! with the reference bit for bit.
 
 #[cfg(target_arch = "x86_64")]
@@ -11,6 +12,7 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 pub(crate) mod lane;
+pub(crate) mod stochastic;
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -27,7 +29,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 (8 lanes).
     Avx2,
-    /// x86-64 AVX-512 F/BW/VL (16 lanes).
+    /// x86-64 AVX-512 F/BW/VL/DQ (16 lanes; DQ for the 64-bit multiplies of the stochastic
+    /// rounding generator: every AVX-512 CPU but the Xeon Phi has it).
     Avx512,
 }
 
@@ -56,6 +59,7 @@ impl Isa {
                 std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
