@@ -339,7 +339,7 @@ impl MiniFloat {
     /// 4. `target = exponent + bias − 1` is the target's biased exponent minus one; when it is
     ///    negative the value is subnormal in the target and the mantissa is shifted further right;
     /// 5. the mantissa is rounded right by `23 − m (+ denormal shift)` bits with
-    ///    [`round_shift`](crate::round_shift); a carry out of the mantissa lands in the exponent
+    ///    [`round_shift`]; a carry out of the mantissa lands in the exponent
     ///    on its own;
     /// 6. `max(target, 0) << m` is added: the implicit bit still sitting at bit `m` adds the
     ///    missing one to the exponent field, so the sum is exactly the packed magnitude code;
