@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use crate::error::{FormatError, Result};
 use crate::format::Format;
 use crate::kernels::Isa;
-use crate::kernels::lane::{AWAY, Lane, RNE, StochasticLane, ZERO};
+use crate::kernels::lane::{AWAY, DecodeLane, Lane, RNE, StochasticLane, ZERO};
 use crate::rounding::{Conversion, Rounding, stochastic_bits};
 
 /// Elements per parallel work item. Fixed, so the split never depends on the thread count
@@ -47,6 +47,8 @@ pub struct Codec {
     /// Stochastic rounding on the lane kernels (`lane` is then `None`).
     stochastic: Option<StochasticLane>,
     lut: Option<Box<[f32; 256]>>,
+    /// Arithmetic decoding for AVX2 (formats of 5 to 8 bits), instead of gathers from `lut`.
+    decode_lane: Option<DecodeLane>,
 }
 
 macro_rules! simd_dispatch {
@@ -74,6 +76,10 @@ impl Codec {
             }
             t
         });
+        let decode_lane = lut
+            .as_deref()
+            .filter(|_| format.bits() > 4)
+            .and_then(|t| DecodeLane::new(&format, t));
         Codec {
             format,
             conv,
@@ -83,6 +89,7 @@ impl Codec {
             lane: Lane::new(&format, conv),
             stochastic: StochasticLane::new(&format, conv),
             lut,
+            decode_lane,
         }
     }
 
@@ -643,8 +650,19 @@ impl Codec {
                 )
             },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe {
-                crate::kernels::avx2::decode_lut::<SCALED>(lut, self.format.bits(), src, dst, scale)
+            Isa::Avx2 => match &self.decode_lane {
+                Some(d) => unsafe {
+                    crate::kernels::avx2::decode_arithmetic::<SCALED>(d, src, dst, scale)
+                },
+                None => unsafe {
+                    crate::kernels::avx2::decode_lut::<SCALED>(
+                        lut,
+                        self.format.bits(),
+                        src,
+                        dst,
+                        scale,
+                    )
+                },
             },
             _ => {
                 for (d, &c) in dst.iter_mut().zip(src) {

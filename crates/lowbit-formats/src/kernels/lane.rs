@@ -578,6 +578,111 @@ impl StochasticLane {
     }
 }
 
+/// Most codes a [`DecodeLane`] patches after the arithmetic (each costs a compare and a blend
+/// per vector); formats with more (IEEE-style `e4m3`: 16 inf/NaN codes) keep the table.
+pub(crate) const MAX_EXCEPTIONS: usize = 8;
+
+/// Byte codes decoded by arithmetic instead of a table lookup (for SIMD levels where a
+/// 256-entry lookup means gathers): a minifloat's sign bit over
+/// [`FloatLane::magnitude_value`] of its magnitude bits, an integer's sign-extended value, and
+/// then the few codes the arithmetic gets wrong (inf and NaN codes, FNUZ's NaN at the
+/// negative-zero code, E8M0's NaN) patched from the table. Built from and checked against the
+/// table on every code, so it is `None` rather than wrong when the arithmetic does not fit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DecodeLane {
+    /// `(1 << bits) − 1`: only these bits of a code are read.
+    pub code_mask: u32,
+    pub kind: DecodeKind,
+    /// `(code, f32 bits)` of the codes patched from the table; the first `n_exceptions` count.
+    pub exceptions: [(u32, u32); MAX_EXCEPTIONS],
+    pub n_exceptions: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum DecodeKind {
+    /// Sign bit `sign_bit` (0 if unsigned) over the magnitude bits `mag_mask`.
+    Float {
+        lane: FloatLane,
+        mag_mask: u32,
+        sign_bit: u32,
+    },
+    /// Two's complement (`signed`) or unsigned integers of `bits` bits.
+    Int { bits: u32, signed: bool },
+}
+
+impl DecodeLane {
+    /// The arithmetic decoder of a format of at most 8 bits whose table is `lut`, or `None`
+    /// (bias > 127, or more than [`MAX_EXCEPTIONS`] codes to patch).
+    pub fn new(format: &Format, lut: &[f32; 256]) -> Option<DecodeLane> {
+        let bits = format.bits();
+        if bits > 8 {
+            return None;
+        }
+        let kind = match format {
+            Format::Float(f) => DecodeKind::Float {
+                lane: FloatLane::new(f, Conversion::REFERENCE)?,
+                mag_mask: f.magnitude_mask(),
+                sign_bit: if f.is_signed() { f.sign_bit() } else { 0 },
+            },
+            Format::Int(i) => DecodeKind::Int {
+                bits,
+                signed: i.is_signed(),
+            },
+        };
+        let mut d = DecodeLane {
+            code_mask: (1u32 << bits) - 1,
+            kind,
+            exceptions: [(0, 0); MAX_EXCEPTIONS],
+            n_exceptions: 0,
+        };
+        for code in 0..=d.code_mask {
+            let want = lut[code as usize].to_bits();
+            if d.arithmetic(code) != want {
+                *d.exceptions.get_mut(d.n_exceptions)? = (code, want);
+                d.n_exceptions += 1;
+            }
+        }
+        Some(d)
+    }
+
+    /// The `f32` bits the arithmetic gives for `code` (already masked), before the patches.
+    #[inline(always)]
+    pub fn arithmetic(&self, code: u32) -> u32 {
+        match self.kind {
+            DecodeKind::Float {
+                lane,
+                mag_mask,
+                sign_bit,
+            } => {
+                let sign = if code & sign_bit != 0 { 0x8000_0000 } else { 0 };
+                lane.magnitude_value(code & mag_mask) | sign
+            }
+            DecodeKind::Int { bits, signed } => {
+                let v = if signed {
+                    ((code << (32 - bits)) as i32) >> (32 - bits)
+                } else {
+                    code as i32
+                };
+                (v as f32).to_bits()
+            }
+        }
+    }
+
+    /// Decodes one code (bits above the format's width ignored): the scalar twin of the SIMD
+    /// decoders, checked against the format's own decode in this module's tests.
+    #[cfg(test)]
+    pub fn decode(&self, code: u32) -> f32 {
+        let c = code & self.code_mask;
+        let mut v = self.arithmetic(c);
+        for &(e, bits) in &self.exceptions[..self.n_exceptions] {
+            if c == e {
+                v = bits;
+            }
+        }
+        f32::from_bits(v)
+    }
+}
+
 /// Per-block maximum of `|x|` on the bit patterns: NaN (largest patterns) beats inf beats
 /// numbers, so a block with a NaN reports NaN and one with an inf reports inf.
 pub(crate) fn abs_max_blocks(src: &[f32], block: usize, out: &mut [f32]) {
@@ -588,5 +693,58 @@ pub(crate) fn abs_max_blocks(src: &[f32], block: usize, out: &mut [f32]) {
                 .max()
                 .unwrap_or(0),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn decode_lane_equals_format_decode_on_every_byte() {
+        let with = [
+            "e4m3fn",
+            "e5m2",
+            "e4m3fnuz",
+            "e5m2fnuz",
+            "e2m3",
+            "e3m2",
+            "e8m0",
+            "e4m3_b11_fnuz",
+            "e2m2",
+            "e1m0",
+            "int8",
+            "int8_full",
+            "int5",
+            "uint8",
+            "uint6",
+        ];
+        // 16 or 32 inf/NaN codes (IEEE-style with 4 or 3 exponent bits) or a bias above 127:
+        // the table stays.
+        let without = ["e4m3", "e3m4", "e8m3_b140"];
+        for name in with.iter().chain(&without) {
+            let f: Format = name.parse().unwrap();
+            let mut lut = [0.0f32; 256];
+            for (c, v) in lut.iter_mut().enumerate() {
+                *v = f.decode(c as u32);
+            }
+            let d = DecodeLane::new(&f, &lut);
+            assert_eq!(
+                d.is_some(),
+                with.contains(name),
+                "{name}: arithmetic decoder or not"
+            );
+            if let Some(d) = d {
+                for code in 0..=255u32 {
+                    assert_eq!(
+                        d.decode(code).to_bits(),
+                        f.decode(code).to_bits(),
+                        "{name}: code {code:#04x}"
+                    );
+                }
+            }
+        }
     }
 }
