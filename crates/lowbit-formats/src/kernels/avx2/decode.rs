@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::lane::{DecodeKind, DecodeLane, MAX_EXCEPTIONS};
+use super::super::lane::{DecodeKind, DecodeLane, MAX_EXCEPTIONS, TOP_MAGNITUDES};
 use super::blocks;
 
 /// Decodes bytes through a 256-entry table, times `scale` if `SCALED`. Formats of ≤ 4 bits look
@@ -52,7 +52,8 @@ pub(crate) fn decode_lut<const SCALED: bool>(
 
 /// `DecodeLane::decode` on 8 codes at a time, times `scale` if `SCALED`: the arithmetic value
 /// of each code (a minifloat's sign over `FloatLane::magnitude_value`, an integer's
-/// sign-extended value), then one compare and blend per patched code.
+/// sign-extended value), the top magnitudes from an 8-entry register table (`vpermps`), then
+/// one compare and blend per patched code.
 #[target_feature(enable = "avx2")]
 pub(crate) fn decode_arithmetic<const SCALED: bool>(
     d: &DecodeLane,
@@ -98,6 +99,11 @@ pub(crate) fn decode_arithmetic<const SCALED: bool>(
             let norm_add = _mm256_set1_epi32(lane.norm_add as i32);
             let sub_scale = _mm256_set1_ps(lane.sub_scale);
             let zero_mag_value = _mm256_set1_epi32(lane.zero_mag_value as i32);
+            let top_from = _mm256_set1_epi32(d.top_from as i32);
+            let below_top = _mm256_set1_epi32(d.top_from as i32 - 1);
+            const _: () = assert!(TOP_MAGNITUDES == 8);
+            // SAFETY: `top` holds 8 u32.
+            let top = unsafe { _mm256_loadu_si256(d.top.as_ptr().cast()) };
             blocks(src, dst, |s, out| {
                 let c = load(s);
                 let mag = _mm256_and_si256(c, vmag);
@@ -108,6 +114,10 @@ pub(crate) fn decode_arithmetic<const SCALED: bool>(
                 let sub = _mm256_or_si256(sub, _mm256_and_si256(mag_zero, zero_mag_value));
                 let norm = _mm256_add_epi32(_mm256_sll_epi32(mag, mant_shift), norm_add);
                 let v = _mm256_blendv_epi8(norm, sub, e_zero);
+                // The top magnitudes (inf, NaN) from their table, by the low 3 bits of
+                // `mag − top_from`.
+                let t = _mm256_permutevar8x32_epi32(top, _mm256_sub_epi32(mag, top_from));
+                let v = _mm256_blendv_epi8(v, t, _mm256_cmpgt_epi32(mag, below_top));
                 let neg = _mm256_cmpeq_epi32(_mm256_and_si256(c, vsign), vsign);
                 let neg = _mm256_andnot_si256(_mm256_cmpeq_epi32(vsign, zero), neg);
                 let v = _mm256_or_si256(v, _mm256_and_si256(neg, _mm256_set1_epi32(i32::MIN)));
