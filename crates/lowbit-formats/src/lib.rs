@@ -37,7 +37,8 @@
 //! - [`MiniFloat`], [`Encoding`] (`minifloat.rs`): `ExMy` parameters and the **scalar
 //!   reference codec**, its rounding derived step by step in comments.
 //! - [`IntFormat`] (`integer.rs`): signed/unsigned integer grids, narrow or full range.
-//! - [`Rounding`], [`Overflow`], [`Conversion`], [`stochastic_bits`] (`rounding.rs`).
+//! - [`Rounding`], [`Overflow`], [`Conversion`], [`stochastic_bits`], [`stochastic_step_seed`]
+//!   (`rounding.rs`).
 //! - [`Codec`], [`Isa`] (`codec.rs`, `kernels/`): prepared slice kernels — the scalar lane
 //!   algorithm and its AVX2 / AVX-512 twins, chosen at run time, forceable, threaded with rayon.
 //! - [`FormatFacts`], [`ValueTable`] (`facts.rs`): bits, bias, max, min normal, min subnormal,
@@ -64,4 +65,6 @@ pub use format::{Format, closest, default_encoding};
 pub use integer::IntFormat;
 pub use kernels::Isa;
 pub use minifloat::{Encoding, MiniFloat};
-pub use rounding::{Conversion, Overflow, Rounding, round_shift, stochastic_bits};
+pub use rounding::{
+    Conversion, Overflow, Rounding, round_shift, stochastic_bits, stochastic_step_seed,
+};

@@ -85,6 +85,31 @@ pub const fn stochastic_bits(seed: u64, index: u64) -> u32 {
     (z >> 32) as u32
 }
 
+/// The seed of training step `step` for a spec written with `seed`: `seed` itself for step 0,
+/// else `seed` XOR SplitMix64's full 64-bit output for `step`.
+///
+/// Training loops that quantize with stochastic rounding at every step use it so that each
+/// step draws fresh words (a fixed seed would give every element the same threshold at every
+/// step: a fixed dither, not noise), while a run stays reproducible. The seeds of different
+/// steps are unrelated 64-bit numbers, so their streams `seed' + (i + 1)·γ` do not overlap
+/// for any practical tensor size.
+///
+/// ```
+/// use lowbit_formats::stochastic_step_seed;
+/// assert_eq!(stochastic_step_seed(7, 0), 7);
+/// assert_ne!(stochastic_step_seed(7, 1), stochastic_step_seed(7, 2));
+/// ```
+#[inline]
+pub const fn stochastic_step_seed(seed: u64, step: u64) -> u64 {
+    if step == 0 {
+        return seed;
+    }
+    let mut z = step.wrapping_mul(SPLITMIX_GAMMA);
+    z = (z ^ (z >> 30)).wrapping_mul(SPLITMIX_MUL1);
+    z = (z ^ (z >> 27)).wrapping_mul(SPLITMIX_MUL2);
+    seed ^ z ^ (z >> 31)
+}
+
 /// SplitMix64's increment (the golden ratio in 64 bits) and its finaliser's two multipliers,
 /// shared with the SIMD generator of `kernels/stochastic.rs`.
 pub(crate) const SPLITMIX_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;

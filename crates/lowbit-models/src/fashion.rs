@@ -316,9 +316,10 @@ impl Drop for Training<'_> {
 }
 
 /// One epoch of training: for each batch, the learning rate `lr(step)` (step counted from 0
-/// within the epoch), cross-entropy of the logits, one optimiser step. Batch norm uses batch
-/// statistics and updates its running statistics (momentum 0.1); the training flag is cleared
-/// afterwards.
+/// within the epoch), a new step of the model context (fresh stochastic-rounding seeds,
+/// [`ModelContext::begin_step`]), cross-entropy of the logits, one optimiser step. Batch norm
+/// uses batch statistics and updates its running statistics (momentum 0.1); the training flag
+/// is cleared afterwards.
 pub fn train_epoch<M: QuantModel + ?Sized, O: Optimizer>(
     model: &M,
     opt: &mut O,
@@ -326,10 +327,12 @@ pub fn train_epoch<M: QuantModel + ?Sized, O: Optimizer>(
     lr: &dyn Fn(usize) -> f64,
 ) -> Result<EpochStats> {
     let start = Instant::now();
-    let _training = Training::on(model.layers().context());
+    let ctx = model.layers().context();
+    let _training = Training::on(ctx);
     let (mut loss_sum, mut images, mut steps) = (0.0f64, 0usize, 0usize);
     for batch in batches {
         let batch = batch?;
+        ctx.begin_step();
         opt.set_learning_rate(lr(steps));
         let logits = model.forward(&batch.images)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;

@@ -42,6 +42,8 @@ pub struct ModelContext {
     generation: AtomicU64,
     taps_on: AtomicBool,
     taps: Mutex<BTreeMap<String, TapRecord>>,
+    /// Training steps begun ([`ModelContext::begin_step`]).
+    steps: AtomicU64,
 }
 
 impl ModelContext {
@@ -77,6 +79,27 @@ impl ModelContext {
     pub fn set_training(&self, training: bool) {
         self.training.store(training, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Begins a training step (training loops call it once per batch, before the forward
+    /// pass) and returns its number, counted from 1 over the context's life.
+    ///
+    /// While training, quantizers with stochastic rounding use the seed of this step
+    /// ([`QuantSpec::at_step`](lowbit_quant::QuantSpec::at_step)), so every step draws fresh
+    /// rounding noise and a run stays reproducible; outside training they use the seed as
+    /// written ([`stochastic_step`](Self::stochastic_step) is 0).
+    pub fn begin_step(&self) -> u64 {
+        self.steps.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The step whose seed stochastic rounding uses now: the last one begun while training,
+    /// 0 (the written seed) otherwise.
+    pub fn stochastic_step(&self) -> u64 {
+        if self.is_training() {
+            self.steps.load(Ordering::SeqCst)
+        } else {
+            0
+        }
     }
 
     /// Invalidates cached quantized weights (call after changing weights or scales by hand).

@@ -51,7 +51,9 @@ struct State {
 ///   through; frozen quantizers keep quantizing. Weights and biases pass through (their scales
 ///   come from the weights themselves, which do not change).
 /// - [`Mode::Quantize`]: fake-quantizes with frozen scales if frozen, otherwise with dynamic
-///   scales (an error for a spec marked `static` that was never calibrated).
+///   scales (an error for a spec marked `static` that was never calibrated). Stochastic
+///   rounding uses the seed of the context's current training step
+///   ([`ModelContext::begin_step`]).
 #[derive(Debug)]
 pub struct Quantizer {
     layer: String,
@@ -256,19 +258,21 @@ impl Quantizer {
                         ),
                     ));
                 }
+                let step = self.ctx.stochastic_step();
+                let spec = self.spec.at_step(step);
                 if let Some(var) = self.learned_scale() {
                     return x
-                        .apply_op2(var.as_tensor(), crate::LsqFakeQuant { spec: self.spec })
+                        .apply_op2(var.as_tensor(), crate::LsqFakeQuant { spec })
                         .map_err(|e| {
                             NnError::layer(&self.layer, format!("{} LSQ quantizer: {e}", self.role))
                         });
                 }
                 let ste = self.ste.lock().map(|s| *s).unwrap_or_default();
                 let op = FakeQuant {
-                    spec: self.spec,
+                    spec,
                     scales: frozen,
                     ste,
-                    grad_spec: self.backward,
+                    grad_spec: self.backward.map(|b| b.at_step(step)),
                 };
                 x.apply_op1(op).map_err(|e| {
                     NnError::layer(&self.layer, format!("{} quantizer: {e}", self.role))

@@ -362,6 +362,17 @@ impl QuantSpec {
     pub fn conversion(&self) -> Conversion {
         self.f.conversion
     }
+    /// This spec at training step `step`: under stochastic rounding, the seed becomes
+    /// [`stochastic_step_seed`](lowbit_formats::stochastic_step_seed)`(seed, step)` (so each step
+    /// draws fresh words, reproducibly); any other spec, or step 0, is returned unchanged.
+    pub fn at_step(mut self, step: u64) -> QuantSpec {
+        if let Rounding::Stochastic { seed } = self.f.conversion.rounding {
+            self.f.conversion.rounding = Rounding::Stochastic {
+                seed: lowbit_formats::stochastic_step_seed(seed, step),
+            };
+        }
+        self
+    }
     /// The granularity.
     pub fn granularity(&self) -> Granularity {
         self.f.granularity

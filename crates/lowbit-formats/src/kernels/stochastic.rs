@@ -7,7 +7,8 @@
 //! (AVX-512DQ's `vpmullq`; AVX2 builds the 64 × 64-bit products from 32 × 32 → 64-bit ones,
 //! `vpmuludq`); each vector then keeps the high half of its lanes.
 //! The rounding itself is [`FloatLane::magnitude_stochastic`](super::lane::FloatLane) and
-//! [`IntLane::quantize_stochastic`](super::lane::IntLane), mirrored line by line below.
+//! [`IntLane::quantize_stochastic`](super::lane::IntLane), mirrored line by line in
+//! `stochastic/avx512.rs` and `stochastic/avx2.rs`.
 
 use super::Isa;
 use super::lane::StochasticLane;
