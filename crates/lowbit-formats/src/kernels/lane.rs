@@ -585,12 +585,13 @@ pub(crate) const TOP_MAGNITUDES: usize = 8;
 pub(crate) const MAX_EXCEPTIONS: usize = 4;
 
 /// Byte codes decoded by arithmetic instead of a table lookup (for SIMD levels where a
-/// 256-entry lookup means gathers): a minifloat's sign bit over
-/// [`FloatLane::magnitude_value`] of its magnitude bits, an integer's sign-extended value.
-/// The arithmetic is wrong only for special codes, which come from the table: the magnitudes
-/// from `top_from` up (inf and NaN of IEEE-style formats, `S.1111.111` NaN, E8M0's NaN), at
-/// most [`TOP_MAGNITUDES`], as magnitudes with the code's sign put on; then at most
-/// [`MAX_EXCEPTIONS`] single codes (FNUZ's NaN at the negative-zero code). Built from the
+/// 256-entry lookup means gathers): a minifloat's sign bit over the value of its magnitude
+/// bits (as [`FloatLane::magnitude_value`], but code 0 always 0), an integer's sign-extended
+/// value. The arithmetic is wrong only for special codes, which come from the table: the
+/// magnitudes from `top_from` up (inf and NaN of IEEE-style formats, `S.1111.111` NaN, E8M0's
+/// NaN), at most [`TOP_MAGNITUDES`], as magnitudes with the code's sign put on; then at most
+/// [`MAX_EXCEPTIONS`] single codes (FNUZ's NaN at the negative-zero code, E8M0's 2⁻¹²⁷ at
+/// code 0). Built from the
 /// table and checked against it on every code, so it is `None` rather than wrong when a format
 /// does not fit.
 #[derive(Clone, Copy, Debug)]
@@ -678,7 +679,13 @@ impl DecodeLane {
                 sign_bit,
             } => {
                 let sign = if code & sign_bit != 0 { 0x8000_0000 } else { 0 };
-                lane.magnitude_value(code & mag_mask) | sign
+                let mag = code & mag_mask;
+                let value = if mag >> lane.m == 0 {
+                    (mag as f32 * lane.sub_scale).to_bits()
+                } else {
+                    (mag << lane.mant_shift).wrapping_add(lane.norm_add)
+                };
+                value | sign
             }
             DecodeKind::Int { bits, signed } => {
                 let v = if signed {
