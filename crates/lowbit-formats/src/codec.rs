@@ -47,7 +47,8 @@ pub struct Codec {
     /// Stochastic rounding on the lane kernels (`lane` is then `None`).
     stochastic: Option<StochasticLane>,
     lut: Option<Box<[f32; 256]>>,
-    /// Arithmetic decoding for AVX2 (formats of 5 to 8 bits), instead of gathers from `lut`.
+    /// Arithmetic decoding on the SIMD levels (formats of 5 to 8 bits), instead of gathers
+    /// (AVX2) or a permutation tree (AVX-512) over `lut`.
     decode_lane: Option<DecodeLane>,
 }
 
@@ -640,14 +641,19 @@ impl Codec {
         match self.isa {
             // SAFETY: the Codec's Isa passed `Isa::require`.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe {
-                crate::kernels::avx512::decode_lut::<SCALED>(
-                    lut,
-                    self.format.bits(),
-                    src,
-                    dst,
-                    scale,
-                )
+            Isa::Avx512 => match &self.decode_lane {
+                Some(d) => unsafe {
+                    crate::kernels::avx512::decode_arithmetic::<SCALED>(d, src, dst, scale)
+                },
+                None => unsafe {
+                    crate::kernels::avx512::decode_lut::<SCALED>(
+                        lut,
+                        self.format.bits(),
+                        src,
+                        dst,
+                        scale,
+                    )
+                },
             },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => match &self.decode_lane {

@@ -10,7 +10,7 @@ use super::lane::{AWAY, FloatLane, IntLane, RNE, Special};
 mod decode;
 mod fused;
 
-pub(crate) use decode::decode_lut;
+pub(crate) use decode::{decode_arithmetic, decode_lut};
 pub(crate) use fused::{quantize_float_blocks_fused, quantize_int_blocks_fused};
 
 /// Broadcast constants of a [`FloatLane`].
