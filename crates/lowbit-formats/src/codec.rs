@@ -496,6 +496,10 @@ impl Codec {
                     crate::kernels::avx2::quantize_float_blocks::<ZERO>(p, src, dst, block, scales)
                 },
             },
+            // SAFETY: the Codec's Isa passed `Isa::require`.
+            (None, isa) if let Some(sr) = &self.stochastic => unsafe {
+                crate::kernels::stochastic::quantize_blocks(isa, sr, src, dst, block, scales, first)
+            },
             _ => {
                 for (k, ((s, d), &scale)) in src
                     .chunks(block)

@@ -245,20 +245,24 @@ fn block_kernels_equal_reference() {
                 Conversion::REFERENCE,
                 Conversion::SATURATE,
                 Conversion::new(Rounding::NearestAway, Overflow::Saturate),
+                Conversion::new(Rounding::Stochastic { seed: 9 }, Overflow::Saturate),
             ] {
+                // Stochastic rounding numbers the elements from `FIRST`.
+                const FIRST: u64 = (1 << 33) + 3;
                 let want: Vec<u32> = src
                     .iter()
                     .enumerate()
                     .map(|(i, &x)| {
                         let s = scales[i / block];
-                        (f.quantize_with(x * (1.0 / s), conv, 0) * s).to_bits()
+                        let rand = stochastic_bits(9, FIRST + i as u64);
+                        (f.quantize_with(x * (1.0 / s), conv, rand) * s).to_bits()
                     })
                     .collect();
                 for isa in Isa::available() {
                     let codec = Codec::new(f, conv).with_isa(isa).unwrap();
                     let mut dst = vec![0f32; n];
                     codec
-                        .quantize_blocks_scaled(&src, &mut dst, block, &scales, 0)
+                        .quantize_blocks_scaled(&src, &mut dst, block, &scales, FIRST)
                         .unwrap();
                     let got: Vec<u32> = dst.iter().map(|x| x.to_bits()).collect();
                     assert!(got == want, "{f} {conv:?} {isa} block {block}");
@@ -408,6 +412,7 @@ fn fused_block_kernel_equals_reference() {
             Conversion::SATURATE,
             Conversion::new(Rounding::NearestAway, Overflow::Saturate),
             Conversion::new(Rounding::TowardZero, Overflow::Reference),
+            Conversion::new(Rounding::Stochastic { seed: 5 }, Overflow::Saturate),
         ] {
             for block in [1usize, 7, 16, 32, 48, 64, 100, 4096] {
                 let nb = n.div_ceil(block);
@@ -419,7 +424,8 @@ fn fused_block_kernel_equals_reference() {
                     .enumerate()
                     .map(|(i, &x)| {
                         let s = scales[i / block];
-                        (f.quantize_with(x * (1.0 / s), conv, 0) * s).to_bits()
+                        let rand = stochastic_bits(5, i as u64);
+                        (f.quantize_with(x * (1.0 / s), conv, rand) * s).to_bits()
                     })
                     .collect();
                 for isa in Isa::available() {

@@ -47,6 +47,43 @@ pub(crate) unsafe fn quantize<const SCALED: bool>(
     }
 }
 
+/// Fake-quantizes consecutive blocks of `block` elements, block `k` with scale `scales[k]`
+/// (`dst = q(src · (1/s)) · s`, the reciprocal once per block in `f32`), element `i` rounded
+/// with the word of index `first + i`. The last block may be shorter; `scales` has one scale
+/// per block (extra blocks or scales are ignored).
+///
+/// # Safety
+/// The CPU must have `isa` (a level that passed [`Isa::require`]).
+pub(crate) unsafe fn quantize_blocks(
+    isa: Isa,
+    sr: &StochasticLane,
+    src: &[f32],
+    dst: &mut [f32],
+    block: usize,
+    scales: &[f32],
+    first: u64,
+) {
+    let block = block.max(1);
+    match isa {
+        // SAFETY: the caller guarantees the level.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::quantize_blocks(sr, src, dst, block, scales, first) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::quantize_blocks(sr, src, dst, block, scales, first) },
+        _ => {
+            let chunks = src.chunks(block).zip(dst.chunks_mut(block)).zip(scales);
+            for (k, ((s, d), &scale)) in chunks.enumerate() {
+                let inv = 1.0 / scale;
+                let at = first.wrapping_add((k * block) as u64);
+                for (i, (d, &x)) in d.iter_mut().zip(s).enumerate() {
+                    let rand = stochastic_bits(sr.seed, at.wrapping_add(i as u64));
+                    *d = sr.quantize(x * inv, rand) * scale;
+                }
+            }
+        }
+    }
+}
+
 /// Encodes `src` (times `inv` with `SCALED`) into one code per byte (formats of ≤ 8 bits),
 /// element `i` rounded with the word of index `first + i`.
 ///

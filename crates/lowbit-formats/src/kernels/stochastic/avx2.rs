@@ -209,6 +209,50 @@ pub(super) fn quantize<const SCALED: bool>(
     }
 }
 
+/// Fake-quantizes consecutive blocks of `block` elements, block `k` with scale `scales[k]`
+/// (`dst = q(src · (1/s)) · s`, the reciprocal once per block), element `i` with the word of
+/// index `first + i`: the generator and constants set up once for all blocks.
+#[target_feature(enable = "avx2")]
+pub(super) fn quantize_blocks(
+    sr: &StochasticLane,
+    src: &[f32],
+    dst: &mut [f32],
+    block: usize,
+    scales: &[f32],
+    first: u64,
+) {
+    let words = Words::new(sr.seed);
+    let chunks = src.chunks(block).zip(dst.chunks_mut(block)).zip(scales);
+    // SAFETY (loads and stores): `s` and `d` are 8-element arrays.
+    match &sr.lane {
+        Lane::Float(p) => {
+            let c = consts(p);
+            for (k, ((sb, db), &scale)) in chunks.enumerate() {
+                let (vinv, vscale) = (_mm256_set1_ps(1.0 / scale), _mm256_set1_ps(scale));
+                let mut at = first.wrapping_add((k * block) as u64);
+                blocks(sb, db, |s, d| {
+                    let x = _mm256_mul_ps(unsafe { _mm256_loadu_ps(s.as_ptr()) }, vinv);
+                    let q = _mm256_mul_ps(quantize_float(p, &c, x, words.at(at)), vscale);
+                    unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
+                    at = at.wrapping_add(8);
+                });
+            }
+        }
+        Lane::Int(p) => {
+            for (k, ((sb, db), &scale)) in chunks.enumerate() {
+                let (vinv, vscale) = (_mm256_set1_ps(1.0 / scale), _mm256_set1_ps(scale));
+                let mut at = first.wrapping_add((k * block) as u64);
+                blocks(sb, db, |s, d| {
+                    let x = _mm256_mul_ps(unsafe { _mm256_loadu_ps(s.as_ptr()) }, vinv);
+                    let q = _mm256_mul_ps(quantize_int(p, x, words.at(at)), vscale);
+                    unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
+                    at = at.wrapping_add(8);
+                });
+            }
+        }
+    }
+}
+
 #[target_feature(enable = "avx2")]
 pub(super) fn encode<const SCALED: bool>(
     sr: &StochasticLane,

@@ -215,6 +215,46 @@ pub(super) fn quantize<const SCALED: bool>(
     }
 }
 
+/// Fake-quantizes consecutive blocks of `block` elements, block `k` with scale `scales[k]`
+/// (`dst = q(src · (1/s)) · s`, the reciprocal once per block), element `i` with the word of
+/// index `first + i`: the generator and constants set up once for all blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+pub(super) fn quantize_blocks(
+    sr: &StochasticLane,
+    src: &[f32],
+    dst: &mut [f32],
+    block: usize,
+    scales: &[f32],
+    first: u64,
+) {
+    let words = Words::new(sr.seed);
+    let blocks = src.chunks(block).zip(dst.chunks_mut(block)).zip(scales);
+    // SAFETY (stores): `d` holds 16 f32.
+    match &sr.lane {
+        Lane::Float(p) => {
+            let c = consts(p);
+            for (k, ((s, d), &scale)) in blocks.enumerate() {
+                let (vinv, vscale) = (_mm512_set1_ps(1.0 / scale), _mm512_set1_ps(scale));
+                let at = first.wrapping_add((k * block) as u64);
+                map(s, d, at, &words, |x, rand, d| {
+                    let q = quantize_float(p, &c, _mm512_mul_ps(x, vinv), rand);
+                    unsafe { _mm512_storeu_ps(d.as_mut_ptr(), _mm512_mul_ps(q, vscale)) };
+                });
+            }
+        }
+        Lane::Int(p) => {
+            for (k, ((s, d), &scale)) in blocks.enumerate() {
+                let (vinv, vscale) = (_mm512_set1_ps(1.0 / scale), _mm512_set1_ps(scale));
+                let at = first.wrapping_add((k * block) as u64);
+                map(s, d, at, &words, |x, rand, d| {
+                    let q = quantize_int(p, _mm512_mul_ps(x, vinv), rand);
+                    unsafe { _mm512_storeu_ps(d.as_mut_ptr(), _mm512_mul_ps(q, vscale)) };
+                });
+            }
+        }
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
 pub(super) fn encode<const SCALED: bool>(
     sr: &StochasticLane,
