@@ -223,30 +223,30 @@ pub(super) fn blocks<T: Copy + Default, U: Copy + Default>(
 }
 
 /// Constants of the nearest-even fast path (`FloatLane::quantize_fast`).
-struct Fast {
-    shift: __m128i,
-    one: __m256i,
-    force_lsb: __m256i,
-    half_m1: __m256i,
-    keep: __m256i,
-    min_normal: __m256i,
-    max_bits: __m256i,
+pub(super) struct Fast {
+    pub(super) shift: __m128i,
+    pub(super) one: __m256i,
+    pub(super) force_lsb: __m256i,
+    pub(super) half_m1: __m256i,
+    pub(super) keep: __m256i,
+    pub(super) min_normal: __m256i,
+    pub(super) max_bits: __m256i,
     /// `max_bits + 1`, for the unsigned comparison of [`above_max`].
-    max_bits_p1: __m256i,
-    magic: __m256,
-    abs_mask: __m256i,
-    zero: __m256i,
-    inf_bits: __m256i,
+    pub(super) max_bits_p1: __m256i,
+    pub(super) magic: __m256,
+    pub(super) abs_mask: __m256i,
+    pub(super) zero: __m256i,
+    pub(super) inf_bits: __m256i,
     /// For encoding: `p.rebias`, the bits of `magic`, `p.max_mag + 1` (for [`above`]),
     /// `p.code_sign`.
-    rebias: __m256i,
-    magic_bits: __m256i,
-    max_mag_p1: __m256i,
-    code_sign: __m256i,
+    pub(super) rebias: __m256i,
+    pub(super) magic_bits: __m256i,
+    pub(super) max_mag_p1: __m256i,
+    pub(super) code_sign: __m256i,
 }
 
 #[target_feature(enable = "avx2")]
-fn fast_consts(p: &FloatLane) -> Fast {
+pub(super) fn fast_consts(p: &FloatLane) -> Fast {
     let s = p.mant_shift;
     Fast {
         shift: _mm_cvtsi32_si128(s as i32),
@@ -394,11 +394,19 @@ fn map_codes(src: &[f32], dst: &mut [u8], op: impl Fn(__m256) -> __m256i) {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256 {
+    let a = _mm256_and_si256(_mm256_castps_si256(x), f.abs_mask);
+    finish_fast(p, f, x, rounded_magnitude(f, a))
+}
+
+/// The rest of `FloatLane::quantize_fast` after the rounding: the sign and the special results
+/// put on the rounded magnitudes `r` (`f32` patterns) of `x`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn finish_fast(p: &FloatLane, f: &Fast, x: __m256, r: __m256i) -> __m256 {
     let b = _mm256_castps_si256(x);
     let a = _mm256_and_si256(b, f.abs_mask);
     let neg = _mm256_cmpgt_epi32(f.zero, b);
     let sign = _mm256_andnot_si256(f.abs_mask, b);
-    let r = rounded_magnitude(f, a);
     let sign = if p.fnuz {
         _mm256_andnot_si256(_mm256_cmpeq_epi32(r, f.zero), sign)
     } else {
@@ -451,9 +459,17 @@ fn above_max(f: &Fast, r: __m256i) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn quantize_fast_sym_vec(p: &FloatLane, f: &Fast, x: __m256) -> __m256 {
+    let a = _mm256_and_si256(_mm256_castps_si256(x), f.abs_mask);
+    finish_fast_sym(p, f, x, rounded_magnitude(f, a))
+}
+
+/// The rest of [`quantize_fast_sym_vec`] after the rounding, on the rounded magnitudes `r`
+/// of `x`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn finish_fast_sym(p: &FloatLane, f: &Fast, x: __m256, mut r: __m256i) -> __m256 {
     let b = _mm256_castps_si256(x);
     let a = _mm256_and_si256(b, f.abs_mask);
-    let mut r = rounded_magnitude(f, a);
     // Overflow, and inf and NaN (their rounded patterns lie above the largest value too).
     r = select(above_max(f, r), r, _mm256_set1_epi32(p.ovf.value[0] as i32));
     if !p.inf_is_ovf {

@@ -174,27 +174,27 @@ pub(super) fn code_of(p: &FloatLane, c: &Consts, x: __m512, packed: __m512i) -> 
 }
 
 /// Constants of the nearest-even fast path (`FloatLane::quantize_fast`).
-struct Fast {
-    shift: __m128i,
-    one: __m512i,
-    force_lsb: __m512i,
-    half_m1: __m512i,
-    keep: __m512i,
-    min_normal: __m512i,
-    max_bits: __m512i,
-    magic: __m512,
-    abs_mask: __m512i,
-    zero: __m512i,
-    inf_bits: __m512i,
+pub(super) struct Fast {
+    pub(super) shift: __m128i,
+    pub(super) one: __m512i,
+    pub(super) force_lsb: __m512i,
+    pub(super) half_m1: __m512i,
+    pub(super) keep: __m512i,
+    pub(super) min_normal: __m512i,
+    pub(super) max_bits: __m512i,
+    pub(super) magic: __m512,
+    pub(super) abs_mask: __m512i,
+    pub(super) zero: __m512i,
+    pub(super) inf_bits: __m512i,
     /// For encoding: `p.rebias`, the bits of `magic`, `p.max_mag`, `p.code_sign`.
-    rebias: __m512i,
-    magic_bits: __m512i,
-    max_mag: __m512i,
-    code_sign: __m512i,
+    pub(super) rebias: __m512i,
+    pub(super) magic_bits: __m512i,
+    pub(super) max_mag: __m512i,
+    pub(super) code_sign: __m512i,
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn fast_consts(p: &FloatLane) -> Fast {
+pub(super) fn fast_consts(p: &FloatLane) -> Fast {
     let s = p.mant_shift;
     Fast {
         shift: _mm_cvtsi32_si128(s as i32),
@@ -307,11 +307,19 @@ fn encode_fast_sym_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn quantize_fast_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512 {
+    let a = _mm512_and_si512(_mm512_castps_si512(x), f.abs_mask);
+    finish_fast(p, f, x, rounded_magnitude(f, a))
+}
+
+/// The rest of `FloatLane::quantize_fast` after the rounding: the sign and the special results
+/// put on the rounded magnitudes `r` (`f32` patterns) of `x`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) fn finish_fast(p: &FloatLane, f: &Fast, x: __m512, r: __m512i) -> __m512 {
     let b = _mm512_castps_si512(x);
     let a = _mm512_and_si512(b, f.abs_mask);
     let neg = _mm512_cmplt_epi32_mask(b, f.zero);
     let sign = _mm512_andnot_si512(f.abs_mask, b);
-    let r = rounded_magnitude(f, a);
     let sign = if p.fnuz {
         _mm512_maskz_mov_epi32(_mm512_cmpneq_epi32_mask(r, f.zero), sign)
     } else {
@@ -355,9 +363,17 @@ fn rounded_magnitude(f: &Fast, a: __m512i) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn quantize_fast_sym_vec(p: &FloatLane, f: &Fast, x: __m512) -> __m512 {
+    let a = _mm512_and_si512(_mm512_castps_si512(x), f.abs_mask);
+    finish_fast_sym(p, f, x, rounded_magnitude(f, a))
+}
+
+/// The rest of [`quantize_fast_sym_vec`] after the rounding, on the rounded magnitudes `r`
+/// of `x`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) fn finish_fast_sym(p: &FloatLane, f: &Fast, x: __m512, mut r: __m512i) -> __m512 {
     let b = _mm512_castps_si512(x);
     let a = _mm512_and_si512(b, f.abs_mask);
-    let mut r = rounded_magnitude(f, a);
     // Overflow, and inf and NaN (their rounded patterns lie above the largest value too).
     r = _mm512_mask_mov_epi32(
         r,

@@ -78,6 +78,14 @@ pub(crate) struct FloatLane {
     pub rounding: u8,
     /// Whether the nearest-even fast path applies (see [`FloatLane::quantize_fast`]).
     pub fast: bool,
+    /// Whether stochastic rounding may take its fast path
+    /// ([`FloatLane::quantize_stochastic_fast`]): the nearest-even fast path's conditions
+    /// (not E8M0 style, smallest normal ≥ 2⁻¹²⁶) and a subnormal step `2^(emin − m)` of at
+    /// most 1 whose reciprocal is a normal `f32`.
+    pub sr_fast: bool,
+    /// `2^(emin − m)` and `2^(m − emin)`: the subnormal step and its reciprocal.
+    pub sr_step: f32,
+    pub sr_inv_step: f32,
     /// Whether the fast path also serves encoding ([`FloatLane::encode_fast`]): `fast`, a
     /// signed format, and ±0 encode as the sign bit over code 0 (never for FNUZ).
     pub fast_encode: bool,
@@ -126,8 +134,10 @@ impl FloatLane {
         let m = f.man_bits();
         let emin = f.min_exponent();
         let magic_exp = emin - m as i32 + 23;
-        let fast =
-            rounding == RNE && f.encoding() != Encoding::Fnu && (-126..=127).contains(&magic_exp);
+        let fast_ok = f.encoding() != Encoding::Fnu && (-126..=127).contains(&magic_exp);
+        let fast = rounding == RNE && fast_ok;
+        let inv_step_exp = m as i32 - emin;
+        let sr_fast = rounding == STOCH && fast_ok && (0..=127).contains(&inv_step_exp);
         let (nan, inf, ovf) = (
             Special::of(f, conv, f32::NAN),
             Special::of(f, conv, f32::INFINITY),
@@ -146,6 +156,10 @@ impl FloatLane {
         let sign_of_zero = if fnuz { 0 } else { f.sign_bit() };
         Some(FloatLane {
             fast,
+            sr_fast,
+            // Exact powers of two (the step may be an `f32` subnormal, down to 2⁻¹²⁷).
+            sr_step: 2f64.powi(-inv_step_exp.clamp(0, 127)) as f32,
+            sr_inv_step: 2f64.powi(inv_step_exp.clamp(0, 127)) as f32,
             fast_encode: fast && f.is_signed() && zero.code == [0, sign_of_zero],
             rebias: ((127 - f.bias()) as u32) << m,
             sym: !fnuz && f.is_signed() && [nan, inf, ovf].iter().all(symmetric),
@@ -391,6 +405,52 @@ impl FloatLane {
         )
     }
 
+    /// The fast path of [`quantize_stochastic`](Self::quantize_stochastic), for formats with
+    /// `sr_fast` set: the structure of [`quantize_fast`](Self::quantize_fast) with the
+    /// stochastic rule.
+    ///
+    /// In the format's normal range the shift is the constant `s = 23 − m`, and "round up iff
+    /// `rand < d · 2^(32 − s)`" (`d` the dropped bits) is "round up iff
+    /// `d + (!rand >> (32 − s)) ≥ 2^s`", since `rand < d · 2^(32−s)` ⟺ `⌊rand / 2^(32−s)⌋ < d`:
+    /// add `!rand >> (32 − s)` to the `f32` pattern and clear the low `s` bits (a carry into
+    /// the exponent is right, as for nearest-even). Below the smallest normal the step is the
+    /// constant `q = 2^(emin − m)`: `y = |x| / q` is exact (a power of two, `y < 2^m`), its
+    /// fraction `y − ⌊y⌋` is the dropped fraction `d / 2^s` of the reference, so
+    /// `(⌊y⌋ + (rand < fraction_word(y − ⌊y⌋))) · q` is the rounded value (exact again). The
+    /// special results are those of `quantize_fast`.
+    #[inline(always)]
+    pub fn quantize_stochastic_fast(&self, x: f32, rand: u32) -> f32 {
+        let b = x.to_bits();
+        let a = b & 0x7FFF_FFFF;
+        let s = (b >> 31) as usize;
+        let normal = (a + (!rand >> (32 - self.mant_shift))) & !((1u32 << self.mant_shift) - 1);
+        let y = f32::from_bits(a) * self.sr_inv_step;
+        let k = y.floor();
+        let up = rand < fraction_word(y - k);
+        let sub = ((k + if up { 1.0 } else { 0.0 }) * self.sr_step).to_bits();
+        let r = if a < self.min_normal_bits {
+            sub
+        } else {
+            normal
+        };
+        let sign = if self.fnuz && r == 0 {
+            0
+        } else {
+            b & 0x8000_0000
+        };
+        let mut out = r | sign;
+        if r > self.max_bits {
+            out = self.ovf.value[s];
+        }
+        if a == 0x7F80_0000 {
+            out = self.inf.value[s];
+        }
+        if a > 0x7F80_0000 {
+            out = self.nan.value[s];
+        }
+        f32::from_bits(out)
+    }
+
     /// The fake-quantized value of `x` whose rounded magnitude code is `packed`.
     #[inline(always)]
     fn value_of(&self, x: f32, packed: u32) -> f32 {
@@ -563,6 +623,7 @@ impl StochasticLane {
     #[inline(always)]
     pub fn quantize(&self, x: f32, rand: u32) -> f32 {
         match &self.lane {
+            Lane::Float(p) if p.sr_fast => p.quantize_stochastic_fast(x, rand),
             Lane::Float(p) => p.quantize_stochastic(x, rand),
             Lane::Int(p) => p.quantize_stochastic(x, rand),
         }

@@ -2,7 +2,10 @@
 
 use std::arch::x86_64::*;
 
-use super::super::avx2::{Consts, blocks, code_of, consts, narrow_u8, value_of};
+use super::super::avx2::{
+    Consts, Fast, blocks, code_of, consts, fast_consts, finish_fast, finish_fast_sym, narrow_u8,
+    value_of,
+};
 use super::super::lane::{FloatLane, IntLane, Lane, StochasticLane};
 use crate::rounding::{SPLITMIX_GAMMA, SPLITMIX_MUL1, SPLITMIX_MUL2};
 
@@ -158,6 +161,94 @@ fn quantize_float(p: &FloatLane, c: &Consts, x: __m256, rand: __m256i) -> __m256
     value_of(p, c, x, magnitude(c, a, rand))
 }
 
+/// Constants of the stochastic fast path (`FloatLane::quantize_stochastic_fast`).
+struct SrFast {
+    /// `32 − (23 − m)`: `!rand` shifted right by it is the rounding increment.
+    shift: __m128i,
+    step: __m256,
+    inv_step: __m256,
+}
+
+impl SrFast {
+    #[target_feature(enable = "avx2")]
+    fn new(p: &FloatLane) -> SrFast {
+        SrFast {
+            shift: _mm_cvtsi32_si128(32 - p.mant_shift as i32),
+            step: _mm256_set1_ps(p.sr_step),
+            inv_step: _mm256_set1_ps(p.sr_inv_step),
+        }
+    }
+}
+
+/// The rounding of `FloatLane::quantize_stochastic_fast` on 8 lanes: the rounded magnitudes
+/// (`f32` patterns) of the magnitudes `a`, normal ones by the increment `!rand >> (32 − s)`,
+/// subnormal ones by `(⌊y⌋ + up) · q` with `y = a / q`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn rounded_magnitude_fast(f: &Fast, sf: &SrFast, a: __m256i, rand: __m256i) -> __m256i {
+    let inc = _mm256_srl_epi32(_mm256_xor_si256(rand, _mm256_set1_epi32(-1)), sf.shift);
+    let normal = _mm256_and_si256(_mm256_add_epi32(a, inc), f.keep);
+    let y = _mm256_mul_ps(_mm256_castsi256_ps(a), sf.inv_step);
+    let k = _mm256_round_ps::<0x09>(y);
+    let up = below_unsigned(rand, fraction_word(_mm256_sub_ps(y, k)));
+    let k = _mm256_add_ps(
+        k,
+        _mm256_and_ps(_mm256_castsi256_ps(up), _mm256_set1_ps(1.0)),
+    );
+    let sub = _mm256_castps_si256(_mm256_mul_ps(k, sf.step));
+    _mm256_blendv_epi8(normal, sub, _mm256_cmpgt_epi32(f.min_normal, a))
+}
+
+/// `FloatLane::quantize_stochastic_fast` on 8 lanes; `SYM`: the sign-symmetric finish
+/// (`p.sym`).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn quantize_float_fast<const SYM: bool>(
+    p: &FloatLane,
+    f: &Fast,
+    sf: &SrFast,
+    x: __m256,
+    rand: __m256i,
+) -> __m256 {
+    let a = _mm256_and_si256(_mm256_castps_si256(x), f.abs_mask);
+    let r = rounded_magnitude_fast(f, sf, a, rand);
+    if SYM {
+        finish_fast_sym(p, f, x, r)
+    } else {
+        finish_fast(p, f, x, r)
+    }
+}
+
+/// Binds `$q` to the per-vector stochastic quantizer of `$sr` (`|x, rand| -> values`: the
+/// fast path, sign-symmetric or not, the general float path, or the integer one) and
+/// evaluates `$body` with it: the choice is made once, outside the loops in `$body`, so each
+/// loop holds one small closure the compiler inlines.
+macro_rules! with_quantizer {
+    ($sr:expr, |$q:ident| $body:expr) => {
+        match &$sr.lane {
+            Lane::Float(p) if p.sr_fast && p.sym => {
+                let (f, sf) = (fast_consts(p), SrFast::new(p));
+                let $q = |x, rand| quantize_float_fast::<true>(p, &f, &sf, x, rand);
+                $body
+            }
+            Lane::Float(p) if p.sr_fast => {
+                let (f, sf) = (fast_consts(p), SrFast::new(p));
+                let $q = |x, rand| quantize_float_fast::<false>(p, &f, &sf, x, rand);
+                $body
+            }
+            Lane::Float(p) => {
+                let c = consts(p);
+                let $q = |x, rand| quantize_float(p, &c, x, rand);
+                $body
+            }
+            Lane::Int(p) => {
+                let $q = |x, rand| quantize_int(p, x, rand);
+                $body
+            }
+        }
+    };
+}
+
 /// The codes of 8 lanes with their random words.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -189,24 +280,12 @@ pub(super) fn quantize<const SCALED: bool>(
     let post = |q| if SCALED { _mm256_mul_ps(q, vscale) } else { q };
     // `blocks` visits the 8-element blocks in order, the padded tail last.
     let mut at = first;
-    // SAFETY (loads and stores): `s` and `d` are 8-element arrays.
-    match &sr.lane {
-        Lane::Float(p) => {
-            let c = consts(p);
-            blocks(src, dst, |s, d| {
-                let x = pre(unsafe { _mm256_loadu_ps(s.as_ptr()) });
-                let q = post(quantize_float(p, &c, x, words.at(at)));
-                unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
-                at = at.wrapping_add(8);
-            });
-        }
-        Lane::Int(p) => blocks(src, dst, |s, d| {
-            let x = pre(unsafe { _mm256_loadu_ps(s.as_ptr()) });
-            let q = post(quantize_int(p, x, words.at(at)));
-            unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
-            at = at.wrapping_add(8);
-        }),
-    }
+    with_quantizer!(sr, |q| blocks(src, dst, |s, d| {
+        // SAFETY: `s` and `d` are 8-element arrays.
+        let x = pre(unsafe { _mm256_loadu_ps(s.as_ptr()) });
+        unsafe { _mm256_storeu_ps(d.as_mut_ptr(), post(q(x, words.at(at)))) };
+        at = at.wrapping_add(8);
+    }))
 }
 
 /// Fake-quantizes consecutive blocks of `block` elements, block `k` with scale `scales[k]`
@@ -222,35 +301,20 @@ pub(super) fn quantize_blocks(
     first: u64,
 ) {
     let words = Words::new(sr.seed);
-    let chunks = src.chunks(block).zip(dst.chunks_mut(block)).zip(scales);
-    // SAFETY (loads and stores): `s` and `d` are 8-element arrays.
-    match &sr.lane {
-        Lane::Float(p) => {
-            let c = consts(p);
-            for (k, ((sb, db), &scale)) in chunks.enumerate() {
-                let (vinv, vscale) = (_mm256_set1_ps(1.0 / scale), _mm256_set1_ps(scale));
-                let mut at = first.wrapping_add((k * block) as u64);
-                blocks(sb, db, |s, d| {
-                    let x = _mm256_mul_ps(unsafe { _mm256_loadu_ps(s.as_ptr()) }, vinv);
-                    let q = _mm256_mul_ps(quantize_float(p, &c, x, words.at(at)), vscale);
-                    unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
-                    at = at.wrapping_add(8);
-                });
-            }
+    with_quantizer!(sr, |q| {
+        let chunks = src.chunks(block).zip(dst.chunks_mut(block)).zip(scales);
+        for (k, ((sb, db), &scale)) in chunks.enumerate() {
+            let (vinv, vscale) = (_mm256_set1_ps(1.0 / scale), _mm256_set1_ps(scale));
+            let mut at = first.wrapping_add((k * block) as u64);
+            blocks(sb, db, |s, d| {
+                // SAFETY: `s` and `d` are 8-element arrays.
+                let x = _mm256_mul_ps(unsafe { _mm256_loadu_ps(s.as_ptr()) }, vinv);
+                let y = _mm256_mul_ps(q(x, words.at(at)), vscale);
+                unsafe { _mm256_storeu_ps(d.as_mut_ptr(), y) };
+                at = at.wrapping_add(8);
+            });
         }
-        Lane::Int(p) => {
-            for (k, ((sb, db), &scale)) in chunks.enumerate() {
-                let (vinv, vscale) = (_mm256_set1_ps(1.0 / scale), _mm256_set1_ps(scale));
-                let mut at = first.wrapping_add((k * block) as u64);
-                blocks(sb, db, |s, d| {
-                    let x = _mm256_mul_ps(unsafe { _mm256_loadu_ps(s.as_ptr()) }, vinv);
-                    let q = _mm256_mul_ps(quantize_int(p, x, words.at(at)), vscale);
-                    unsafe { _mm256_storeu_ps(d.as_mut_ptr(), q) };
-                    at = at.wrapping_add(8);
-                });
-            }
-        }
-    }
+    })
 }
 
 #[target_feature(enable = "avx2")]
@@ -298,12 +362,10 @@ pub(super) fn probe(
     unsafe {
         let xv = _mm256_loadu_ps(x.as_ptr());
         let rv = _mm256_loadu_si256(rand.as_ptr().cast());
-        let (qv, cv) = match &sr.lane {
-            Lane::Float(p) => {
-                let k = consts(p);
-                (quantize_float(p, &k, xv, rv), encode_float(p, &k, xv, rv))
-            }
-            Lane::Int(p) => (quantize_int(p, xv, rv), encode_int(p, xv, rv)),
+        let qv = with_quantizer!(sr, |q| q(xv, rv));
+        let cv = match &sr.lane {
+            Lane::Float(p) => encode_float(p, &consts(p), xv, rv),
+            Lane::Int(p) => encode_int(p, xv, rv),
         };
         _mm256_storeu_ps(q.as_mut_ptr(), qv);
         _mm256_storeu_si256(c.as_mut_ptr().cast(), cv);

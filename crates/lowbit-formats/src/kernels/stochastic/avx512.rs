@@ -2,7 +2,9 @@
 
 use std::arch::x86_64::*;
 
-use super::super::avx512::{Consts, code_of, consts, value_of};
+use super::super::avx512::{
+    Consts, Fast, code_of, consts, fast_consts, finish_fast, finish_fast_sym, value_of,
+};
 use super::super::lane::{FloatLane, IntLane, Lane, StochasticLane};
 use crate::rounding::{SPLITMIX_GAMMA, SPLITMIX_MUL1, SPLITMIX_MUL2};
 
@@ -140,6 +142,91 @@ fn quantize_float(p: &FloatLane, c: &Consts, x: __m512, rand: __m512i) -> __m512
     value_of(p, c, x, magnitude(c, a, rand))
 }
 
+/// Constants of the stochastic fast path (`FloatLane::quantize_stochastic_fast`).
+struct SrFast {
+    /// `32 − (23 − m)`: `!rand` shifted right by it is the rounding increment.
+    shift: __m128i,
+    step: __m512,
+    inv_step: __m512,
+}
+
+impl SrFast {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    fn new(p: &FloatLane) -> SrFast {
+        SrFast {
+            shift: _mm_cvtsi32_si128(32 - p.mant_shift as i32),
+            step: _mm512_set1_ps(p.sr_step),
+            inv_step: _mm512_set1_ps(p.sr_inv_step),
+        }
+    }
+}
+
+/// The rounding of `FloatLane::quantize_stochastic_fast` on 16 lanes: the rounded magnitudes
+/// (`f32` patterns) of the magnitudes `a`, normal ones by the increment `!rand >> (32 − s)`,
+/// subnormal ones by `(⌊y⌋ + up) · q` with `y = a / q`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+fn rounded_magnitude_fast(f: &Fast, sf: &SrFast, a: __m512i, rand: __m512i) -> __m512i {
+    let inc = _mm512_srl_epi32(_mm512_xor_si512(rand, _mm512_set1_epi32(-1)), sf.shift);
+    let normal = _mm512_and_si512(_mm512_add_epi32(a, inc), f.keep);
+    let y = _mm512_mul_ps(_mm512_castsi512_ps(a), sf.inv_step);
+    let k = _mm512_roundscale_ps::<0x09>(y);
+    let up = _mm512_cmplt_epu32_mask(rand, fraction_word(_mm512_sub_ps(y, k)));
+    let k = _mm512_mask_add_ps(k, up, k, _mm512_set1_ps(1.0));
+    let sub = _mm512_castps_si512(_mm512_mul_ps(k, sf.step));
+    _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(a, f.min_normal), normal, sub)
+}
+
+/// `FloatLane::quantize_stochastic_fast` on 16 lanes; `SYM`: the sign-symmetric finish
+/// (`p.sym`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+fn quantize_float_fast<const SYM: bool>(
+    p: &FloatLane,
+    f: &Fast,
+    sf: &SrFast,
+    x: __m512,
+    rand: __m512i,
+) -> __m512 {
+    let a = _mm512_and_si512(_mm512_castps_si512(x), f.abs_mask);
+    let r = rounded_magnitude_fast(f, sf, a, rand);
+    if SYM {
+        finish_fast_sym(p, f, x, r)
+    } else {
+        finish_fast(p, f, x, r)
+    }
+}
+
+/// Binds `$q` to the per-vector stochastic quantizer of `$sr` (`|x, rand| -> values`: the
+/// fast path, sign-symmetric or not, the general float path, or the integer one) and
+/// evaluates `$body` with it: the choice is made once, outside the loops in `$body`, so each
+/// loop holds one small closure the compiler inlines.
+macro_rules! with_quantizer {
+    ($sr:expr, |$q:ident| $body:expr) => {
+        match &$sr.lane {
+            Lane::Float(p) if p.sr_fast && p.sym => {
+                let (f, sf) = (fast_consts(p), SrFast::new(p));
+                let $q = |x, rand| quantize_float_fast::<true>(p, &f, &sf, x, rand);
+                $body
+            }
+            Lane::Float(p) if p.sr_fast => {
+                let (f, sf) = (fast_consts(p), SrFast::new(p));
+                let $q = |x, rand| quantize_float_fast::<false>(p, &f, &sf, x, rand);
+                $body
+            }
+            Lane::Float(p) => {
+                let c = consts(p);
+                let $q = |x, rand| quantize_float(p, &c, x, rand);
+                $body
+            }
+            Lane::Int(p) => {
+                let $q = |x, rand| quantize_int(p, x, rand);
+                $body
+            }
+        }
+    };
+}
+
 /// The codes of 16 lanes with their random words.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
@@ -199,20 +286,10 @@ pub(super) fn quantize<const SCALED: bool>(
     let (vinv, vscale) = (_mm512_set1_ps(inv), _mm512_set1_ps(scale));
     let pre = |x| if SCALED { _mm512_mul_ps(x, vinv) } else { x };
     let post = |q| if SCALED { _mm512_mul_ps(q, vscale) } else { q };
-    // SAFETY (stores): `d` holds 16 f32.
-    match &sr.lane {
-        Lane::Float(p) => {
-            let c = consts(p);
-            map(src, dst, first, &words, |x, rand, d| {
-                let q = post(quantize_float(p, &c, pre(x), rand));
-                unsafe { _mm512_storeu_ps(d.as_mut_ptr(), q) };
-            });
-        }
-        Lane::Int(p) => map(src, dst, first, &words, |x, rand, d| {
-            let q = post(quantize_int(p, pre(x), rand));
-            unsafe { _mm512_storeu_ps(d.as_mut_ptr(), q) };
-        }),
-    }
+    with_quantizer!(sr, |q| map(src, dst, first, &words, |x, rand, d| {
+        // SAFETY: `d` holds 16 f32.
+        unsafe { _mm512_storeu_ps(d.as_mut_ptr(), post(q(pre(x), rand))) };
+    }))
 }
 
 /// Fake-quantizes consecutive blocks of `block` elements, block `k` with scale `scales[k]`
@@ -228,31 +305,18 @@ pub(super) fn quantize_blocks(
     first: u64,
 ) {
     let words = Words::new(sr.seed);
-    let blocks = src.chunks(block).zip(dst.chunks_mut(block)).zip(scales);
-    // SAFETY (stores): `d` holds 16 f32.
-    match &sr.lane {
-        Lane::Float(p) => {
-            let c = consts(p);
-            for (k, ((s, d), &scale)) in blocks.enumerate() {
-                let (vinv, vscale) = (_mm512_set1_ps(1.0 / scale), _mm512_set1_ps(scale));
-                let at = first.wrapping_add((k * block) as u64);
-                map(s, d, at, &words, |x, rand, d| {
-                    let q = quantize_float(p, &c, _mm512_mul_ps(x, vinv), rand);
-                    unsafe { _mm512_storeu_ps(d.as_mut_ptr(), _mm512_mul_ps(q, vscale)) };
-                });
-            }
+    with_quantizer!(sr, |q| {
+        let blocks = src.chunks(block).zip(dst.chunks_mut(block)).zip(scales);
+        for (k, ((s, d), &scale)) in blocks.enumerate() {
+            let (vinv, vscale) = (_mm512_set1_ps(1.0 / scale), _mm512_set1_ps(scale));
+            let at = first.wrapping_add((k * block) as u64);
+            map(s, d, at, &words, |x, rand, d| {
+                let y = _mm512_mul_ps(q(_mm512_mul_ps(x, vinv), rand), vscale);
+                // SAFETY: `d` holds 16 f32.
+                unsafe { _mm512_storeu_ps(d.as_mut_ptr(), y) };
+            });
         }
-        Lane::Int(p) => {
-            for (k, ((s, d), &scale)) in blocks.enumerate() {
-                let (vinv, vscale) = (_mm512_set1_ps(1.0 / scale), _mm512_set1_ps(scale));
-                let at = first.wrapping_add((k * block) as u64);
-                map(s, d, at, &words, |x, rand, d| {
-                    let q = quantize_int(p, _mm512_mul_ps(x, vinv), rand);
-                    unsafe { _mm512_storeu_ps(d.as_mut_ptr(), _mm512_mul_ps(q, vscale)) };
-                });
-            }
-        }
-    }
+    })
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
@@ -300,12 +364,10 @@ pub(super) fn probe(
             _mm512_loadu_ps(x.as_ptr()),
             _mm512_loadu_si512(rand.as_ptr().cast()),
         );
-        let (qv, cv) = match &sr.lane {
-            Lane::Float(p) => {
-                let k = consts(p);
-                (quantize_float(p, &k, xv, rv), encode_float(p, &k, xv, rv))
-            }
-            Lane::Int(p) => (quantize_int(p, xv, rv), encode_int(p, xv, rv)),
+        let qv = with_quantizer!(sr, |q| q(xv, rv));
+        let cv = match &sr.lane {
+            Lane::Float(p) => encode_float(p, &consts(p), xv, rv),
+            Lane::Int(p) => encode_int(p, xv, rv),
         };
         _mm512_storeu_ps(q.as_mut_ptr(), qv);
         _mm512_storeu_si512(c.as_mut_ptr().cast(), cv);
