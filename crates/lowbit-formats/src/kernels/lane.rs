@@ -317,9 +317,7 @@ impl FloatLane {
     /// not E8M0 style).
     #[inline(always)]
     pub fn quantize_fast(&self, x: f32) -> f32 {
-        let b = x.to_bits();
-        let a = b & 0x7FFF_FFFF;
-        let s = (b >> 31) as usize;
+        let a = x.to_bits() & 0x7FFF_FFFF;
         let normal = self.nearest_even_carry(a) & !((1u32 << self.mant_shift) - 1);
         let sub = ((f32::from_bits(a) + self.magic) - self.magic).to_bits();
         let r = if a < self.min_normal_bits {
@@ -327,6 +325,16 @@ impl FloatLane {
         } else {
             normal
         };
+        self.finish_fast(x, r)
+    }
+
+    /// The fast paths' last step: the sign of `x` put on its rounded magnitude `r` (an `f32`
+    /// pattern; not on a zero for FNUZ), and the overflow, inf and NaN results.
+    #[inline(always)]
+    fn finish_fast(&self, x: f32, r: u32) -> f32 {
+        let b = x.to_bits();
+        let a = b & 0x7FFF_FFFF;
+        let s = (b >> 31) as usize;
         let sign = if self.fnuz && r == 0 {
             0
         } else {
@@ -420,9 +428,7 @@ impl FloatLane {
     /// special results are those of `quantize_fast`.
     #[inline(always)]
     pub fn quantize_stochastic_fast(&self, x: f32, rand: u32) -> f32 {
-        let b = x.to_bits();
-        let a = b & 0x7FFF_FFFF;
-        let s = (b >> 31) as usize;
+        let a = x.to_bits() & 0x7FFF_FFFF;
         let normal = (a + (!rand >> (32 - self.mant_shift))) & !((1u32 << self.mant_shift) - 1);
         let y = f32::from_bits(a) * self.sr_inv_step;
         let k = y.floor();
@@ -433,22 +439,7 @@ impl FloatLane {
         } else {
             normal
         };
-        let sign = if self.fnuz && r == 0 {
-            0
-        } else {
-            b & 0x8000_0000
-        };
-        let mut out = r | sign;
-        if r > self.max_bits {
-            out = self.ovf.value[s];
-        }
-        if a == 0x7F80_0000 {
-            out = self.inf.value[s];
-        }
-        if a > 0x7F80_0000 {
-            out = self.nan.value[s];
-        }
-        f32::from_bits(out)
+        self.finish_fast(x, r)
     }
 
     /// The fake-quantized value of `x` whose rounded magnitude code is `packed`.
