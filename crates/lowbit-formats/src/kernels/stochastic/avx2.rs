@@ -141,8 +141,12 @@ fn fraction_word(f: __m256) -> __m256i {
 #[target_feature(enable = "avx2")]
 fn quantize_int(p: &IntLane, x: __m256, rand: __m256i) -> __m256 {
     let one = _mm256_set1_ps(1.0);
-    let fl = _mm256_round_ps::<0x09>(x);
-    let frac = _mm256_sub_ps(x, fl);
+    // f32 subnormals (which round to 0) as 0: no subnormal operands below.
+    let abs = _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7FFF_FFFF));
+    let normal_in = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7F_FFFF));
+    let xz = _mm256_and_ps(x, _mm256_castsi256_ps(normal_in));
+    let fl = _mm256_round_ps::<0x09>(xz);
+    let frac = _mm256_sub_ps(xz, fl);
     let up = _mm256_or_ps(
         _mm256_cmp_ps::<_CMP_GE_OQ>(frac, one),
         _mm256_castsi256_ps(below_unsigned(rand, fraction_word(frac))),
@@ -188,7 +192,10 @@ impl SrFast {
 fn rounded_magnitude_fast(f: &Fast, sf: &SrFast, a: __m256i, rand: __m256i) -> __m256i {
     let inc = _mm256_srl_epi32(_mm256_xor_si256(rand, _mm256_set1_epi32(-1)), sf.shift);
     let normal = _mm256_and_si256(_mm256_add_epi32(a, inc), f.keep);
-    let y = _mm256_mul_ps(_mm256_castsi256_ps(a), sf.inv_step);
+    // f32 subnormals (which round to 0) as 0: no subnormal operands below.
+    let normal_in = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F_FFFF));
+    let a_sub = _mm256_and_si256(a, normal_in);
+    let y = _mm256_mul_ps(_mm256_castsi256_ps(a_sub), sf.inv_step);
     let k = _mm256_round_ps::<0x09>(y);
     let up = below_unsigned(rand, fraction_word(_mm256_sub_ps(y, k)));
     let k = _mm256_add_ps(

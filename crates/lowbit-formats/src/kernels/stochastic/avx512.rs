@@ -123,8 +123,12 @@ fn fraction_word(f: __m512) -> __m512i {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
 fn quantize_int(p: &IntLane, x: __m512, rand: __m512i) -> __m512 {
     let one = _mm512_set1_ps(1.0);
-    let fl = _mm512_roundscale_ps::<0x09>(x);
-    let frac = _mm512_sub_ps(x, fl);
+    // f32 subnormals (which round to 0) as 0: no subnormal operands below.
+    let abs = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7FFF_FFFF));
+    let tiny = _mm512_cmplt_epu32_mask(abs, _mm512_set1_epi32(0x80_0000));
+    let xz = _mm512_mask_mov_ps(x, tiny, _mm512_setzero_ps());
+    let fl = _mm512_roundscale_ps::<0x09>(xz);
+    let frac = _mm512_sub_ps(xz, fl);
     let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, one)
         | _mm512_cmplt_epu32_mask(rand, fraction_word(frac));
     let r = _mm512_mask_add_ps(fl, up, fl, one);
@@ -169,7 +173,9 @@ impl SrFast {
 fn rounded_magnitude_fast(f: &Fast, sf: &SrFast, a: __m512i, rand: __m512i) -> __m512i {
     let inc = _mm512_srl_epi32(_mm512_xor_si512(rand, _mm512_set1_epi32(-1)), sf.shift);
     let normal = _mm512_and_si512(_mm512_add_epi32(a, inc), f.keep);
-    let y = _mm512_mul_ps(_mm512_castsi512_ps(a), sf.inv_step);
+    // f32 subnormals (which round to 0) as 0: no subnormal operands below.
+    let a_sub = _mm512_maskz_mov_epi32(_mm512_cmpge_epu32_mask(a, _mm512_set1_epi32(0x80_0000)), a);
+    let y = _mm512_mul_ps(_mm512_castsi512_ps(a_sub), sf.inv_step);
     let k = _mm512_roundscale_ps::<0x09>(y);
     let up = _mm512_cmplt_epu32_mask(rand, fraction_word(_mm512_sub_ps(y, k)));
     let k = _mm512_mask_add_ps(k, up, k, _mm512_set1_ps(1.0));
