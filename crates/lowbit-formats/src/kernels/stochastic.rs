@@ -6,9 +6,10 @@
 //! count or the split. The SIMD generator is SplitMix64's finaliser on 64-bit lanes
 //! (AVX-512DQ's `vpmullq`; AVX2 builds the 64 × 64-bit products from 32 × 32 → 64-bit ones,
 //! `vpmuludq`); each vector then keeps the high half of its lanes.
-//! The rounding itself is [`FloatLane::magnitude_stochastic`](super::lane::FloatLane) and
-//! [`IntLane::quantize_stochastic`](super::lane::IntLane), mirrored line by line in
-//! `stochastic/avx512.rs` and `stochastic/avx2.rs`.
+//! The rounding itself is `FloatLane::quantize_stochastic_fast` (most minifloats),
+//! `FloatLane::magnitude_stochastic` (the others) and `IntLane::quantize_stochastic`
+//! ([`lane`](super::lane)), mirrored line by line in `stochastic/avx512.rs` and
+//! `stochastic/avx2.rs`. Encoding takes the general minifloat rule.
 
 use super::Isa;
 use super::lane::StochasticLane;
