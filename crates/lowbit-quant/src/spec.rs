@@ -298,53 +298,14 @@ impl QuantSpec {
     /// | `nvfp4` | E2M1 | blocks of 16, last axis | f32 tensor × E4M3 block (nearest) |
     /// | `fp8_e4m3_chunk128_po2` | E4M3FN | blocks of 128 | power of two (ceil) |
     pub fn preset(name: &str) -> Result<QuantSpec> {
-        let key = name.trim().to_ascii_lowercase();
-        let block = |size| Granularity::PerBlock { axis: -1, size };
-        let mx = ScaleKind::E8M0 {
-            rounding: E8m0Rounding::Floor,
-        };
-        let (format, granularity, scale) = match key.as_str() {
-            "fp8_e4m3" => (Format::E4M3FN, Granularity::PerTensor, ScaleKind::F32),
-            "fp8_e5m2" => (Format::E5M2, Granularity::PerTensor, ScaleKind::F32),
-            "int8" => (
-                Format::INT8,
-                Granularity::PerChannel { axis: 0 },
-                ScaleKind::F32,
-            ),
-            "int4_g128" => (Format::INT4, block(128), ScaleKind::F32),
-            "mxfp8_e4m3" => (Format::E4M3FN, block(MX_BLOCK), mx),
-            "mxfp8_e5m2" => (Format::E5M2, block(MX_BLOCK), mx),
-            "mxfp6_e2m3" => (Format::E2M3, block(MX_BLOCK), mx),
-            "mxfp6_e3m2" => (Format::E3M2, block(MX_BLOCK), mx),
-            "mxfp4" => (Format::E2M1, block(MX_BLOCK), mx),
-            "mxint8" => (Format::INT8, block(MX_BLOCK), mx),
-            "nvfp4" => (
-                Format::E2M1,
-                block(NVFP4_BLOCK),
-                ScaleKind::Nvfp4 {
-                    block_rounding: E4m3Rounding::Nearest,
-                },
-            ),
-            "fp8_e4m3_chunk128_po2" => (
-                Format::E4M3FN,
-                block(128),
-                ScaleKind::PowerOfTwo {
-                    rounding: Po2Rounding::Ceil,
-                },
-            ),
-            _ => {
-                return Err(QuantError::UnknownPreset {
-                    name: name.to_string(),
-                    suggestion: lowbit_formats::closest(name, PRESETS.iter().copied())
-                        .map_or(String::new(), |n| format!(" (did you mean `{n}`?)")),
-                    known: PRESETS.join(", "),
-                });
-            }
-        };
-        QuantSpec::builder(format)
-            .granularity(granularity)
-            .scale(scale)
-            .build()
+        match preset_builder(name) {
+            Some(b) => b.build(),
+            None => Err(QuantError::UnknownPreset {
+                name: name.to_string(),
+                suggestion: did_you_mean(lowbit_formats::closest(name, PRESETS.iter().copied())),
+                known: PRESETS.join(", "),
+            }),
+        }
     }
 
     /// Every preset, by name.
@@ -523,27 +484,75 @@ impl FromStr for QuantSpec {
     /// dynamic `f32` scale from the absolute maximum, saturating nearest-even cast. A name
     /// that is both (`int8`) is the preset.
     fn from_str(s: &str) -> Result<QuantSpec> {
-        match QuantSpec::preset(s) {
-            Ok(spec) => Ok(spec),
-            Err(QuantError::UnknownPreset { name, known, .. }) => match s.parse::<Format>() {
-                Ok(format) => QuantSpec::builder(format).build(),
-                Err(_) => {
-                    let near = lowbit_formats::closest(s, PRESETS.iter().copied())
-                        .or_else(|| Format::closest_name(s))
-                        .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
-                    Err(QuantError::UnknownPreset {
-                        name,
-                        suggestion: near,
-                        known: format!(
-                            "{known}; or a format name for a per-tensor spec (e4m3fn, e2m1, \
-                             int4, e3m4, …: `lowbit formats`)"
-                        ),
-                    })
-                }
-            },
-            Err(e) => Err(e),
+        if let Some(b) = preset_builder(s) {
+            return b.build();
+        }
+        match s.parse::<Format>() {
+            Ok(format) => QuantSpec::builder(format).build(),
+            Err(_) => Err(QuantError::UnknownPreset {
+                name: s.to_string(),
+                suggestion: did_you_mean(
+                    lowbit_formats::closest(s, PRESETS.iter().copied())
+                        .or_else(|| Format::closest_name(s)),
+                ),
+                known: format!(
+                    "{}; or a format name for a per-tensor spec (e4m3fn, e2m1, int4, e3m4, …: \
+                     `lowbit formats`)",
+                    PRESETS.join(", ")
+                ),
+            }),
         }
     }
+}
+
+/// The builder of preset `name` (case-insensitive), or `None` for an unknown name.
+fn preset_builder(name: &str) -> Option<QuantSpecBuilder> {
+    let key = name.trim().to_ascii_lowercase();
+    let block = |size| Granularity::PerBlock { axis: -1, size };
+    let mx = ScaleKind::E8M0 {
+        rounding: E8m0Rounding::Floor,
+    };
+    let (format, granularity, scale) = match key.as_str() {
+        "fp8_e4m3" => (Format::E4M3FN, Granularity::PerTensor, ScaleKind::F32),
+        "fp8_e5m2" => (Format::E5M2, Granularity::PerTensor, ScaleKind::F32),
+        "int8" => (
+            Format::INT8,
+            Granularity::PerChannel { axis: 0 },
+            ScaleKind::F32,
+        ),
+        "int4_g128" => (Format::INT4, block(128), ScaleKind::F32),
+        "mxfp8_e4m3" => (Format::E4M3FN, block(MX_BLOCK), mx),
+        "mxfp8_e5m2" => (Format::E5M2, block(MX_BLOCK), mx),
+        "mxfp6_e2m3" => (Format::E2M3, block(MX_BLOCK), mx),
+        "mxfp6_e3m2" => (Format::E3M2, block(MX_BLOCK), mx),
+        "mxfp4" => (Format::E2M1, block(MX_BLOCK), mx),
+        "mxint8" => (Format::INT8, block(MX_BLOCK), mx),
+        "nvfp4" => (
+            Format::E2M1,
+            block(NVFP4_BLOCK),
+            ScaleKind::Nvfp4 {
+                block_rounding: E4m3Rounding::Nearest,
+            },
+        ),
+        "fp8_e4m3_chunk128_po2" => (
+            Format::E4M3FN,
+            block(128),
+            ScaleKind::PowerOfTwo {
+                rounding: Po2Rounding::Ceil,
+            },
+        ),
+        _ => return None,
+    };
+    Some(
+        QuantSpec::builder(format)
+            .granularity(granularity)
+            .scale(scale),
+    )
+}
+
+/// ` (did you mean `x`?)` for a suggestion, or nothing.
+fn did_you_mean(near: Option<&str>) -> String {
+    near.map_or(String::new(), |n| format!(" (did you mean `{n}`?)"))
 }
 
 fn axis_str(axis: isize) -> String {
