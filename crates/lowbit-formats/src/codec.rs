@@ -1,6 +1,8 @@
 //! [`Codec`]: a format plus a conversion, prepared for slices, on the best (or a forced)
 //! instruction set, split across threads for large inputs.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 use crate::error::{FormatError, Result};
@@ -46,10 +48,32 @@ pub struct Codec {
     lane: Option<Lane>,
     /// Stochastic rounding on the lane kernels (`lane` is then `None`).
     stochastic: Option<StochasticLane>,
-    lut: Option<Box<[f32; 256]>>,
+    /// The byte-code decoder, built on the first decode (quantizing and encoding codecs,
+    /// one per fake-quant call, never need it).
+    decoder: OnceLock<Decoder>,
+}
+
+/// How a codec decodes byte codes.
+#[derive(Clone, Debug)]
+struct Decoder {
+    /// `lut[c]` = the value of code `c` (its low `bits` bits).
+    lut: Box<[f32; 256]>,
     /// Arithmetic decoding on the SIMD levels (formats of 5 to 8 bits), instead of gathers
     /// (AVX2) or a permutation tree (AVX-512) over `lut`.
-    decode_lane: Option<DecodeLane>,
+    lane: Option<DecodeLane>,
+}
+
+impl Decoder {
+    fn new(format: &Format) -> Decoder {
+        let mut lut = Box::new([0.0f32; 256]);
+        for (c, v) in lut.iter_mut().enumerate() {
+            *v = format.decode(c as u32);
+        }
+        let lane = (format.bits() > 4)
+            .then(|| DecodeLane::new(format, &lut))
+            .flatten();
+        Decoder { lut, lane }
+    }
 }
 
 macro_rules! simd_dispatch {
@@ -70,17 +94,6 @@ macro_rules! simd_dispatch {
 impl Codec {
     /// A codec on the best instruction set of this CPU, threaded for large slices.
     pub fn new(format: Format, conv: Conversion) -> Codec {
-        let lut = (format.bits() <= 8).then(|| {
-            let mut t = Box::new([0.0f32; 256]);
-            for (c, v) in t.iter_mut().enumerate() {
-                *v = format.decode(c as u32);
-            }
-            t
-        });
-        let decode_lane = lut
-            .as_deref()
-            .filter(|_| format.bits() > 4)
-            .and_then(|t| DecodeLane::new(&format, t));
         Codec {
             format,
             conv,
@@ -89,8 +102,7 @@ impl Codec {
             streaming: false,
             lane: Lane::new(&format, conv),
             stochastic: StochasticLane::new(&format, conv),
-            lut,
-            decode_lane,
+            decoder: OnceLock::new(),
         }
     }
 
@@ -625,27 +637,38 @@ impl Codec {
     /// Decodes one-byte codes (bits above the format's width are ignored).
     pub fn decode_slice(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
         self.check_byte_codes("decode_slice")?;
+        let dec = self.decoder();
         self.split("decode_slice", src, dst, 0, |s, d, _| {
-            self.decode_chunk::<false>(s, d, 1.0)
+            self.decode_chunk::<false>(dec, s, d, 1.0)
         })
     }
 
     /// Decodes one-byte codes and multiplies by `scale` (dequantization).
     pub fn decode_scaled_slice(&self, src: &[u8], dst: &mut [f32], scale: f32) -> Result<()> {
         self.check_byte_codes("decode_scaled_slice")?;
+        let dec = self.decoder();
         self.split("decode_scaled_slice", src, dst, 0, |s, d, _| {
-            self.decode_chunk::<true>(s, d, scale)
+            self.decode_chunk::<true>(dec, s, d, scale)
         })
     }
 
-    fn decode_chunk<const SCALED: bool>(&self, src: &[u8], dst: &mut [f32], scale: f32) {
-        let Some(lut) = self.lut.as_deref() else {
-            return; // unreachable: check_byte_codes ran first
-        };
+    /// The decoder (built on first use); only for formats of ≤ 8 bits (`check_byte_codes`).
+    fn decoder(&self) -> &Decoder {
+        self.decoder.get_or_init(|| Decoder::new(&self.format))
+    }
+
+    fn decode_chunk<const SCALED: bool>(
+        &self,
+        dec: &Decoder,
+        src: &[u8],
+        dst: &mut [f32],
+        scale: f32,
+    ) {
+        let lut = &*dec.lut;
         match self.isa {
             // SAFETY: the Codec's Isa passed `Isa::require`.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => match &self.decode_lane {
+            Isa::Avx512 => match &dec.lane {
                 Some(d) => unsafe {
                     crate::kernels::avx512::decode_arithmetic::<SCALED>(d, src, dst, scale)
                 },
@@ -660,7 +683,7 @@ impl Codec {
                 },
             },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => match &self.decode_lane {
+            Isa::Avx2 => match &dec.lane {
                 Some(d) => unsafe {
                     crate::kernels::avx2::decode_arithmetic::<SCALED>(d, src, dst, scale)
                 },
