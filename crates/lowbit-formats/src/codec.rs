@@ -8,7 +8,8 @@ use rayon::prelude::*;
 use crate::error::{FormatError, Result};
 use crate::format::Format;
 use crate::kernels::Isa;
-use crate::kernels::lane::{AWAY, DecodeLane, Lane, RNE, StochasticLane, ZERO};
+use crate::kernels::decode::DecodeLane;
+use crate::kernels::lane::{AWAY, Lane, RNE, StochasticLane, ZERO};
 use crate::rounding::{Conversion, Rounding, stochastic_bits};
 
 /// Elements per parallel work item. Fixed, so the split never depends on the thread count

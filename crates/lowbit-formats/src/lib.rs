@@ -42,8 +42,8 @@
 //! - [`Codec`], [`Isa`] (`codec.rs`, `kernels/`): prepared slice kernels — the scalar lane
 //!   algorithm (`kernels/lane.rs`) and its AVX2 / AVX-512 twins (`kernels/avx2.rs`,
 //!   `kernels/avx512.rs`, with their fused block kernels and decoders in `avx2/`, `avx512/`),
-//!   stochastic rounding with its generator in registers (`kernels/stochastic.rs`), chosen at
-//!   run time, forceable, threaded with rayon.
+//!   arithmetic decoding (`kernels/decode.rs`), stochastic rounding with its generator in
+//!   registers (`kernels/stochastic.rs`), chosen at run time, forceable, threaded with rayon.
 //! - [`FormatFacts`], [`ValueTable`] (`facts.rs`): bits, bias, max, min normal, min subnormal,
 //!   inf/NaN codes, value counts, the sorted value table.
 //! - [`pack`](mod@pack) (`pack.rs`): FP4/INT4 two per byte, FP6 four in three bytes, INT2 four per byte.

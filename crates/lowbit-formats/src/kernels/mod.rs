@@ -4,13 +4,15 @@
 //! (`MiniFloat::encode_with` / `IntFormat::encode_with` then `decode`) computes; `lane.rs` is
 //! the same algorithm written once per element in plain Rust (the [`Isa::Scalar`] level), and
 //! `avx2.rs` / `avx512.rs` run it on 8 / 16 lanes; `stochastic.rs` runs stochastic rounding,
-//! whose random words it generates in registers. Tests force every level and compare them
-//! with the reference bit for bit.
+//! whose random words it generates in registers; `decode.rs` decodes byte codes by arithmetic
+//! (the scalar twin of `avx2/decode.rs`, `avx512/decode.rs`). Tests force every level and
+//! compare them with the reference bit for bit.
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+pub(crate) mod decode;
 pub(crate) mod lane;
 pub(crate) mod stochastic;
 

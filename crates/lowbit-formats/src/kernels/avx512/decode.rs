@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::lane::{DecodeKind, DecodeLane, MAX_EXCEPTIONS, TOP_MAGNITUDES};
+use super::super::decode::{DecodeKind, DecodeLane, MAX_EXCEPTIONS, TOP_MAGNITUDES};
 use super::first_lanes;
 
 /// Decodes bytes through a 256-entry table (`lut[c]` = decode of `c`), times `scale` if `SCALED`,
