@@ -76,13 +76,18 @@ impl Conversion {
 /// kernels mirror this function.
 #[inline]
 pub const fn stochastic_bits(seed: u64, index: u64) -> u32 {
-    let mut z = seed
+    let z = seed
         .wrapping_add(index.wrapping_mul(SPLITMIX_GAMMA))
         .wrapping_add(SPLITMIX_GAMMA);
+    (splitmix64_finish(z) >> 32) as u32
+}
+
+/// SplitMix64's finaliser (the output function applied to its state).
+#[inline]
+const fn splitmix64_finish(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(SPLITMIX_MUL1);
     z = (z ^ (z >> 27)).wrapping_mul(SPLITMIX_MUL2);
-    z ^= z >> 31;
-    (z >> 32) as u32
+    z ^ (z >> 31)
 }
 
 /// The seed of training step `step` for a spec written with `seed`: `seed` itself for step 0,
@@ -104,10 +109,7 @@ pub const fn stochastic_step_seed(seed: u64, step: u64) -> u64 {
     if step == 0 {
         return seed;
     }
-    let mut z = step.wrapping_mul(SPLITMIX_GAMMA);
-    z = (z ^ (z >> 30)).wrapping_mul(SPLITMIX_MUL1);
-    z = (z ^ (z >> 27)).wrapping_mul(SPLITMIX_MUL2);
-    seed ^ z ^ (z >> 31)
+    seed ^ splitmix64_finish(step.wrapping_mul(SPLITMIX_GAMMA))
 }
 
 /// SplitMix64's increment (the golden ratio in 64 bits) and its finaliser's two multipliers,
