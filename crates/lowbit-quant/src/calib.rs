@@ -1,12 +1,15 @@
 //! Calibrators: observers fed batch after batch, then frozen into [`Scales`].
 
+use std::borrow::Cow;
 use std::fmt;
 
 use lowbit_formats::{Conversion, Format};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Plan, Scales, make_scales, min_max, par_amax, par_min_max, simd_amax};
+use crate::engine::{
+    Plan, Scales, make_scales, min_max, par_amax, par_min_max, simd_amax, tiles_compact,
+};
 use crate::error::{QuantError, Result};
 use crate::scale::{
     Param, affine_from_minmax, effective, nvfp4_tensor_scale, po2_exponent, scale_from_amax,
@@ -385,18 +388,24 @@ impl Calibrator {
                 ),
             });
         }
-        let work = plan.to_work(src);
-        let ranges: Vec<(usize, usize)> = if plan.per_tensor {
-            vec![(0, plan.n)]
+        // Tiles: each tile's own elements only (not the zeros of the padded work layout, which
+        // a histogram would count).
+        let (work, ranges): (Cow<'_, [f32]>, Vec<(usize, usize)>) = if let Some(g) = plan.tiles() {
+            let (work, ranges) = tiles_compact(g, src);
+            (Cow::Owned(work), ranges)
+        } else if plan.per_tensor {
+            (plan.to_work(src), vec![(0, plan.n)])
         } else {
+            let work = plan.to_work(src);
             let nb = plan.blocks_per_row();
-            (0..plan.n_groups)
+            let ranges = (0..plan.n_groups)
                 .map(|g| {
                     let (r, j) = (g / nb, g % nb);
                     let start = r * plan.row_len + j * plan.block;
                     (start, (start + plan.block).min((r + 1) * plan.row_len))
                 })
-                .collect()
+                .collect();
+            (work, ranges)
         };
         let first = self.batches == 0;
         let method = self.method;

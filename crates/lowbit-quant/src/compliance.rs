@@ -176,6 +176,10 @@ fn group_index(plan: &Plan) -> impl Fn(usize) -> usize + '_ {
         if plan.per_tensor {
             return 0;
         }
+        if let Some(g) = plan.tiles() {
+            let (mat, rest) = (idx / (g.m * g.n), idx % (g.m * g.n));
+            return g.group_of(mat, rest / g.n, rest % g.n);
+        }
         let (o, rest) = (idx / (plan.len * plan.inner), idx % (plan.len * plan.inner));
         let (a, i) = (rest / plan.inner, rest % plan.inner);
         if plan.per_channel {

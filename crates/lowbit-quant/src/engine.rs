@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{QuantError, Result};
-use crate::layout::GroupKind;
+use crate::layout::{GroupKind, TileGrid};
 use crate::scale::{Param, ScaleRule, affine_from_minmax, effective, nvfp4_tensor_scale};
 use crate::spec::{QuantSpec, ScaleKind, ScaleMode};
 
@@ -21,7 +21,8 @@ const REDUCE_CHUNK: usize = 1 << 16;
 /// Frozen or computed scales of one tensor, in the layout of the spec's granularity.
 ///
 /// `shape` is the tensor's shape with the group axis replaced: `[1]` per tensor, `[len]` per
-/// channel, `ceil(len / size)` along the axis per block, `1` along the axis for whole-axis.
+/// channel, `ceil(len / size)` along the axis per block, `1` along the axis for whole-axis,
+/// the last two axes `[⌈M / rows⌉, ⌈N / cols⌉]` per tile.
 /// `values` holds the stored scales (E8M0 values `2^e` or NaN, decoded E4M3 block scales for
 /// NVFP4, powers of two, or f32), row-major in `shape`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,6 +92,11 @@ pub(crate) enum Work {
     SwapOuter,
     /// `(outer, len, inner) → (outer, inner, len)`: the block axis becomes the last one.
     SwapInner,
+    /// Tile-major order ([`TileGrid`]): every tile becomes a run of `rows · cols` elements,
+    /// the positions of an edge tile's missing elements filled with zeros (neutral for every
+    /// statistic the scales use: `max |x|`, and min/max, which include 0 anyway). The work
+    /// buffer is then longer than the tensor.
+    Tiles(TileGrid),
 }
 
 /// The resolved layout of a spec on a shape.
@@ -119,6 +125,14 @@ impl Plan {
             GroupKind::PerChannel => (Work::SwapOuter, l.outer * l.inner),
             GroupKind::Blocks if l.inner == 1 => (Work::Direct, l.len),
             GroupKind::Blocks => (Work::SwapInner, l.len),
+            GroupKind::Tiles => match l.tiles {
+                Some(g) => (Work::Tiles(g), g.tile_len()),
+                None => {
+                    return Err(QuantError::Calibration {
+                        reason: "internal: a tile layout without its grid".into(),
+                    });
+                }
+            },
         };
         Ok(Plan {
             n: l.n,
@@ -149,12 +163,36 @@ impl Plan {
         matches!(self.work, Work::Direct)
     }
 
-    /// The tensor in work order.
-    pub(crate) fn to_work<'a, T: Copy + Send + Sync>(&self, src: &'a [T]) -> Cow<'a, [T]> {
+    /// The tile grid of a [`Work::Tiles`] plan.
+    pub(crate) fn tiles(&self) -> Option<TileGrid> {
+        match self.work {
+            Work::Tiles(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Elements of the work layout: `n`, or every tile at full size for tiles.
+    pub(crate) fn work_len(&self) -> usize {
+        match self.work {
+            Work::Tiles(g) => self.n_groups * g.tile_len(),
+            _ => self.n,
+        }
+    }
+
+    /// The tensor in work order (tiles: missing elements of edge tiles as `T::default()`).
+    pub(crate) fn to_work<'a, T: Copy + Default + Send + Sync>(
+        &self,
+        src: &'a [T],
+    ) -> Cow<'a, [T]> {
         match self.work {
             Work::Direct => Cow::Borrowed(src),
             Work::SwapOuter => Cow::Owned(swap_first2(src, self.outer, self.len, self.inner)),
             Work::SwapInner => Cow::Owned(swap_last2(src, self.outer, self.len, self.inner)),
+            Work::Tiles(g) => {
+                let mut work = vec![T::default(); self.work_len()];
+                tiles_gather(g, src, &mut work);
+                Cow::Owned(work)
+            }
         }
     }
 
@@ -164,6 +202,7 @@ impl Plan {
             Work::Direct => dst.copy_from_slice(work),
             Work::SwapOuter => swap_first2_into(work, dst, self.len, self.outer, self.inner),
             Work::SwapInner => swap_last2_into(work, dst, self.outer, self.inner, self.len),
+            Work::Tiles(g) => tiles_scatter(g, work, dst),
         }
     }
 
@@ -182,6 +221,72 @@ impl Plan {
             _ => p.to_vec(),
         }
     }
+}
+
+/// The tensor (row-major) into a tile-major work buffer with full-size tiles ([`Work::Tiles`]);
+/// the positions of an edge tile's missing elements are left as they are. Bands of `rows`
+/// matrix rows run in parallel.
+fn tiles_gather<T: Copy + Send + Sync>(g: TileGrid, src: &[T], work: &mut [T]) {
+    let band = g.grid_cols * g.tile_len();
+    if band == 0 || g.n == 0 {
+        return;
+    }
+    work.par_chunks_mut(band).enumerate().for_each(|(k, w)| {
+        let (b, i0) = (k / g.grid_rows, (k % g.grid_rows) * g.rows);
+        let band_rows = g.rows.min(g.m - i0);
+        for r in 0..band_rows {
+            let row = &src[(b * g.m + i0 + r) * g.n..][..g.n];
+            for (tc, seg) in row.chunks(g.cols).enumerate() {
+                let at = tc * g.tile_len() + r * g.cols;
+                w[at..at + seg.len()].copy_from_slice(seg);
+            }
+        }
+    });
+}
+
+/// Each tile's own elements, tile after tile (row by row inside a tile, no padding), and the
+/// range of every tile in that buffer.
+pub(crate) fn tiles_compact(g: TileGrid, src: &[f32]) -> (Vec<f32>, Vec<(usize, usize)>) {
+    let matrices = if g.m * g.n == 0 { 0 } else { src.len() / (g.m * g.n) };
+    let mut out = Vec::with_capacity(src.len());
+    let mut ranges = Vec::with_capacity(matrices * g.grid_rows * g.grid_cols);
+    for b in 0..matrices {
+        for tr in 0..g.grid_rows {
+            let i0 = tr * g.rows;
+            let band_rows = g.rows.min(g.m - i0);
+            for tc in 0..g.grid_cols {
+                let c0 = tc * g.cols;
+                let width = g.cols.min(g.n - c0);
+                let start = out.len();
+                for r in 0..band_rows {
+                    let at = (b * g.m + i0 + r) * g.n + c0;
+                    out.extend_from_slice(&src[at..at + width]);
+                }
+                ranges.push((start, out.len()));
+            }
+        }
+    }
+    (out, ranges)
+}
+
+/// The inverse of [`tiles_gather`]: a tile-major work buffer back into the tensor, row by row
+/// in parallel.
+fn tiles_scatter<T: Copy + Send + Sync>(g: TileGrid, work: &[T], dst: &mut [T]) {
+    if g.n == 0 || g.m == 0 {
+        return;
+    }
+    dst.par_chunks_mut(g.n)
+        .enumerate()
+        .with_min_len((PAR_ELEMS / g.n).max(1))
+        .for_each(|(row, d)| {
+            let (b, i) = (row / g.m, row % g.m);
+            let band = (b * g.grid_rows + i / g.rows) * g.grid_cols * g.tile_len();
+            let r = i % g.rows;
+            for (tc, seg) in d.chunks_mut(g.cols).enumerate() {
+                let at = band + tc * g.tile_len() + r * g.cols;
+                seg.copy_from_slice(&work[at..at + seg.len()]);
+            }
+        });
 }
 
 /// `(a, b, c) → (a, c, b)`.
@@ -991,7 +1096,7 @@ pub(crate) fn run(
             if plan.work == Work::Direct {
                 kern.drive(&work_src, dst, &mut params, row_len, block)?;
             } else {
-                let mut tmp = vec![0.0f32; plan.n];
+                let mut tmp = vec![0.0f32; plan.work_len()];
                 kern.drive(&work_src, &mut tmp, &mut params, row_len, block)?;
                 plan.scatter_work(&tmp, dst);
             }
@@ -1000,13 +1105,13 @@ pub(crate) fn run(
             if plan.work == Work::Direct {
                 kern.drive(&work_src, dst, &mut params, row_len, block)?;
             } else {
-                let mut tmp = vec![0u8; plan.n];
+                let mut tmp = vec![0u8; plan.work_len()];
                 kern.drive(&work_src, &mut tmp, &mut params, row_len, block)?;
                 plan.scatter_work(&tmp, dst);
             }
         }
         Out::None => {
-            let mut none = vec![(); plan.n];
+            let mut none = vec![(); plan.work_len()];
             kern.drive(&work_src, &mut none, &mut params, row_len, block)?;
         }
     }
@@ -1225,10 +1330,10 @@ mod tests {
         let work = plan.to_work(src);
         let nb = row_len.div_ceil(block);
         let mut params = vec![Param::default(); plan.n_groups];
-        let mut fake = vec![0.0f32; plan.n];
-        let mut codes = vec![0u8; plan.n];
+        let mut fake = vec![0.0f32; plan.work_len()];
+        let mut codes = vec![0u8; plan.work_len()];
         let wide = spec.format().bits() > 8;
-        for r in 0..plan.n / row_len {
+        for r in 0..plan.work_len() / row_len {
             for j in 0..nb {
                 let a = r * row_len + j * block;
                 let b = (a + block).min((r + 1) * row_len);
@@ -1347,6 +1452,16 @@ mod tests {
                 .build()
                 .unwrap(),
         );
+        // Tiles with edge tiles on most shapes, and the stochastic positions of their padding.
+        v.push(p("mxfp4").per_tile(3, 40).build().unwrap());
+        v.push(
+            p("fp8_e4m3")
+                .per_tile(5, 7)
+                .rounding(Rounding::Stochastic { seed: 3 })
+                .build()
+                .unwrap(),
+        );
+        v.push(p("int8").per_tile(2, 300).asymmetric(true).build().unwrap());
         v.push(
             p("mxfp4")
                 .rounding(Rounding::Stochastic { seed: 7 })

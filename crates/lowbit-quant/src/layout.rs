@@ -15,6 +15,51 @@ pub enum GroupKind {
     /// each row may be shorter), for every (outer, inner) position; whole-axis groups are one
     /// block as long as the axis.
     Blocks,
+    /// 2-D tiles of the matrices formed by the last two axes ([`GroupLayout::tiles`]).
+    Tiles,
+}
+
+/// The tiles of a [`GroupKind::Tiles`] layout on a batch of `M × N` matrices (the last two
+/// axes; a rank-1 tensor is one row, `M = 1`).
+///
+/// Tile `(t_r, t_c)` of matrix `b` is group `(b · grid_rows + t_r) · grid_cols + t_c`, so the
+/// scale shape is the tensor's with the last two axes replaced by `[grid_rows, grid_cols]`
+/// (a rank-1 tensor's by `[grid_cols]`). Element `(b, i, j)` lies in the tile's row
+/// `i mod rows`, column `j mod cols`; its position in the tile-major order (stochastic
+/// rounding numbers elements in it) is `group · rows · cols + (i mod rows) · cols + j mod cols`:
+/// every tile has the positions of a full one, and the edge tiles leave the positions of their
+/// missing elements unused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileGrid {
+    /// Rows of the matrix (`M`).
+    pub m: usize,
+    /// Columns of the matrix (`N`).
+    pub n: usize,
+    /// Tile height: the spec's, cut to `M` (at least 1).
+    pub rows: usize,
+    /// Tile width: the spec's, cut to `N` (at least 1).
+    pub cols: usize,
+    /// Tiles down a matrix: `⌈M / rows⌉`.
+    pub grid_rows: usize,
+    /// Tiles across a matrix: `⌈N / cols⌉`.
+    pub grid_cols: usize,
+}
+
+impl TileGrid {
+    /// Elements of a full tile (`rows · cols`).
+    pub fn tile_len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// The group of element `(i, j)` of matrix `b`.
+    pub fn group_of(&self, b: usize, i: usize, j: usize) -> usize {
+        (b * self.grid_rows + i / self.rows) * self.grid_cols + j / self.cols
+    }
+
+    /// The position of element `(i, j)` of matrix `b` in the tile-major order.
+    pub fn position_of(&self, b: usize, i: usize, j: usize) -> usize {
+        self.group_of(b, i, j) * self.tile_len() + (i % self.rows) * self.cols + j % self.cols
+    }
 }
 
 /// The groups of a spec on a tensor: the tensor seen as `(outer, len, inner)` around the
@@ -43,6 +88,10 @@ pub struct GroupLayout {
     pub n_groups: usize,
     /// The shape of the scale tensor.
     pub scale_shape: Vec<usize>,
+    /// The tiles ([`GroupKind::Tiles`]; `None` otherwise). For tiles, `outer` is the number of
+    /// matrices, `len` = `M`, `inner` = `N`, `axis` the second-to-last axis (0 for rank ≤ 1),
+    /// `block` a full tile's element count and `blocks_per_axis` the tiles per matrix.
+    pub tiles: Option<TileGrid>,
 }
 
 /// `axis` of a tensor of `shape`, negative counting from the end.
@@ -103,6 +152,7 @@ impl QuantSpec {
                 blocks_per_axis: 1,
                 n_groups: 1,
                 scale_shape: vec![1],
+                tiles: None,
             },
             Granularity::PerChannel { axis } => {
                 let (a, outer, len, inner) = split(axis)?;
@@ -117,6 +167,7 @@ impl QuantSpec {
                     blocks_per_axis: 1,
                     n_groups: len,
                     scale_shape: vec![len],
+                    tiles: None,
                 }
             }
             Granularity::PerBlock { axis, .. } | Granularity::WholeAxis { axis } => {
@@ -139,6 +190,44 @@ impl QuantSpec {
                     blocks_per_axis: nb,
                     n_groups: outer * inner * nb,
                     scale_shape,
+                    tiles: None,
+                }
+            }
+            Granularity::PerTile { rows, cols } => {
+                let rank = shape.len();
+                let (outer, m, axis) = match rank {
+                    0 | 1 => (1, 1, 0),
+                    _ => (shape[..rank - 2].iter().product(), shape[rank - 2], rank - 2),
+                };
+                let n_cols = shape.last().copied().unwrap_or(1);
+                let grid = TileGrid {
+                    m,
+                    n: n_cols,
+                    rows: rows.min(m.max(1)),
+                    cols: cols.min(n_cols.max(1)),
+                    grid_rows: m.div_ceil(rows),
+                    grid_cols: n_cols.div_ceil(cols),
+                };
+                let scale_shape = match rank {
+                    0 | 1 => vec![grid.grid_cols],
+                    _ => {
+                        let mut s = shape[..rank - 2].to_vec();
+                        s.extend([grid.grid_rows, grid.grid_cols]);
+                        s
+                    }
+                };
+                GroupLayout {
+                    n,
+                    outer,
+                    len: m,
+                    inner: n_cols,
+                    axis,
+                    kind: GroupKind::Tiles,
+                    block: grid.tile_len(),
+                    blocks_per_axis: grid.grid_rows * grid.grid_cols,
+                    n_groups: outer * grid.grid_rows * grid.grid_cols,
+                    scale_shape,
+                    tiles: Some(grid),
                 }
             }
         })

@@ -64,7 +64,7 @@ pub use calib::{Calibrator, Frozen, Method};
 pub use compliance::{ComplianceReport, check_compliance, scale_is_valid};
 pub use engine::Scales;
 pub use error::{QuantError, Result};
-pub use layout::{GroupKind, GroupLayout};
+pub use layout::{GroupKind, GroupLayout, TileGrid};
 pub use report::{ShiftReport, shift_report};
 
 pub use scale::{E4M3_MAX, E4M3_MIN_NORMAL};

@@ -38,6 +38,18 @@ pub enum Granularity {
         /// The axis reduced over.
         axis: isize,
     },
+    /// One scale per `rows × cols` tile of the matrices formed by the last two axes (2-D
+    /// block scaling: DeepSeek-V3's 128 × 128 FP8 weight blocks, NVIDIA's 16 × 16 NVFP4
+    /// weight blocks, square MX blocks), with the leading axes as a batch of matrices. A
+    /// rank-1 tensor is one row. Tiles at the bottom and right edges may be smaller (they get
+    /// their own scale from their own elements); a tile taller or wider than the matrix is cut
+    /// to it. See [`crate::GroupLayout`] for the scale shape and element order.
+    PerTile {
+        /// Tile height (along the second-to-last axis, ≥ 1).
+        rows: usize,
+        /// Tile width (along the last axis, ≥ 1).
+        cols: usize,
+    },
 }
 
 /// Rounding of `log2` for power-of-two scales.
@@ -211,9 +223,16 @@ fn validate(f: &SpecFields) -> Result<()> {
         Granularity::PerBlock { size: 0, .. } => {
             return Err(invalid("block size", "must be at least 1"));
         }
+        Granularity::PerTile { rows, cols } if rows == 0 || cols == 0 => {
+            return Err(invalid(
+                "tile",
+                format!("{rows} x {cols}: both sides must be at least 1"),
+            ));
+        }
         Granularity::PerTensor
         | Granularity::PerChannel { .. }
         | Granularity::PerBlock { .. }
+        | Granularity::PerTile { .. }
         | Granularity::WholeAxis { .. } => {}
     }
     if f.asymmetric {
@@ -234,11 +253,14 @@ fn validate(f: &SpecFields) -> Result<()> {
         }
     }
     if let ScaleKind::Nvfp4 { .. } = f.scale
-        && !matches!(f.granularity, Granularity::PerBlock { .. })
+        && !matches!(
+            f.granularity,
+            Granularity::PerBlock { .. } | Granularity::PerTile { .. }
+        )
     {
         return Err(invalid(
             "scale",
-            "nvfp4 two-level scales need a per-block granularity",
+            "nvfp4 two-level scales need a per-block or per-tile granularity",
         ));
     }
     Ok(())
@@ -258,6 +280,7 @@ pub const PRESETS: &[&str] = &[
     "mxint8",
     "nvfp4",
     "fp8_e4m3_chunk128_po2",
+    "fp8_e4m3_tile128x128",
 ];
 
 /// OCP MX v1.0 block size.
@@ -297,6 +320,7 @@ impl QuantSpec {
     /// | `mxint8` | int8 × 2⁻⁶ (implied) | blocks of 32 | E8M0 FLOOR |
     /// | `nvfp4` | E2M1 | blocks of 16, last axis | f32 tensor × E4M3 block (nearest) |
     /// | `fp8_e4m3_chunk128_po2` | E4M3FN | blocks of 128 | power of two (ceil) |
+    /// | `fp8_e4m3_tile128x128` | E4M3FN | 128 × 128 tiles, last two axes (DeepSeek-V3 weights) | f32 |
     pub fn preset(name: &str) -> Result<QuantSpec> {
         match preset_builder(name) {
             Some(b) => b.build(),
@@ -441,6 +465,10 @@ impl QuantSpecBuilder {
     pub fn per_block(self, axis: isize, size: usize) -> Self {
         self.granularity(Granularity::PerBlock { axis, size })
     }
+    /// One scale per `rows × cols` tile of the last two axes.
+    pub fn per_tile(self, rows: usize, cols: usize) -> Self {
+        self.granularity(Granularity::PerTile { rows, cols })
+    }
     /// One scale per channel along `axis`.
     pub fn per_channel(self, axis: isize) -> Self {
         self.granularity(Granularity::PerChannel { axis })
@@ -541,6 +569,14 @@ fn preset_builder(name: &str) -> Option<QuantSpecBuilder> {
                 rounding: Po2Rounding::Ceil,
             },
         ),
+        "fp8_e4m3_tile128x128" => (
+            Format::E4M3FN,
+            Granularity::PerTile {
+                rows: 128,
+                cols: 128,
+            },
+            ScaleKind::F32,
+        ),
         _ => return None,
     };
     Some(
@@ -573,6 +609,9 @@ impl fmt::Display for Granularity {
             }
             Granularity::WholeAxis { axis } => {
                 write!(out, "one scale per slice over {}", axis_str(axis))
+            }
+            Granularity::PerTile { rows, cols } => {
+                write!(out, "tiles of {rows} x {cols} (last two axes)")
             }
         }
     }

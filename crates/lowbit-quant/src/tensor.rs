@@ -194,7 +194,7 @@ impl QuantizedTensor {
             // Work order is the tensor's order: decode straight into the output.
             for_each_block(&work_codes, &mut out, &mut params, row_len, block, &f)?;
         } else {
-            let mut work = vec![0.0f32; plan.n];
+            let mut work = vec![0.0f32; plan.work_len()];
             for_each_block(&work_codes, &mut work, &mut params, row_len, block, &f)?;
             plan.scatter_work(&work, &mut out);
         }

@@ -30,6 +30,9 @@ fn group(spec: &QuantSpec, i: usize, cols: usize) -> usize {
         lowbit_quant::Granularity::PerChannel { .. } => r,
         lowbit_quant::Granularity::PerBlock { size, .. } => r * cols.div_ceil(size) + c / size,
         lowbit_quant::Granularity::WholeAxis { .. } => r,
+        lowbit_quant::Granularity::PerTile { rows, cols: tc } => {
+            r / rows * cols.div_ceil(tc) + c / tc
+        }
     }
 }
 
@@ -61,9 +64,24 @@ fn check(spec: &QuantSpec, rows: usize, cols: usize, x: &[f32]) {
     }
 }
 
+fn tile_specs() -> Vec<QuantSpec> {
+    let mx = |name: &str, rows, cols| {
+        let s: QuantSpec = name.parse().unwrap();
+        s.to_builder().per_tile(rows, cols).build().unwrap()
+    };
+    vec![
+        "fp8_e4m3_tile128x128".parse().unwrap(),
+        mx("mxfp4", 32, 32),
+        mx("mxfp8_e4m3", 8, 4),
+        mx("nvfp4", 16, 16),
+        mx("int8", 3, 50),
+    ]
+}
+
 #[test]
 fn chunked_kernels_equal_the_per_element_reference() {
-    for name in [
+    let tiles = tile_specs();
+    for spec in [
         "mxfp8_e4m3",
         "mxfp8_e5m2",
         "mxfp6_e2m3",
@@ -74,8 +92,11 @@ fn chunked_kernels_equal_the_per_element_reference() {
         "int8",
         "fp8_e4m3_chunk128_po2",
         "fp8_e4m3",
-    ] {
-        let spec: QuantSpec = name.parse().unwrap();
+    ]
+    .map(|name| name.parse::<QuantSpec>().unwrap())
+    .iter()
+    .chain(&tiles)
+    {
         for (rows, cols) in [
             (3usize, 100usize),
             (64, 128),
@@ -94,7 +115,7 @@ fn chunked_kernels_equal_the_per_element_reference() {
                     *v *= 1e-30;
                 }
             }
-            check(&spec, rows, cols, &x);
+            check(spec, rows, cols, &x);
         }
     }
 }
@@ -127,10 +148,15 @@ fn stochastic_rounding_is_thread_count_independent() {
 #[test]
 fn large_tensors_stream_their_output_bit_exactly() {
     // ≥ 4 Mi elements: the block kernels write with non-temporal stores.
-    for name in ["mxfp4", "nvfp4"] {
-        let spec: QuantSpec = name.parse().unwrap();
-        let (rows, cols) = (2048usize, 2056usize); // 2056 = 64·32 + 8: a partial block per row
+    let tiles = tile_specs();
+    for spec in ["mxfp4", "nvfp4"]
+        .map(|name| name.parse::<QuantSpec>().unwrap())
+        .iter()
+        .chain(&tiles[..2])
+    {
+        // 2056 = 64·32 + 8: a partial block per row; 2047 rows: a partial tile per column.
+        let (rows, cols) = (2047usize, 2056usize);
         let x = data(rows * cols, 77);
-        check(&spec, rows, cols, &x);
+        check(spec, rows, cols, &x);
     }
 }

@@ -209,6 +209,12 @@ impl DevGroups {
             GroupKind::PerTensor => return Ok((DevGroups::per_tensor(l.n), l.scale_shape)),
             GroupKind::PerChannel => 1,
             GroupKind::Blocks => 2,
+            GroupKind::Tiles => {
+                return Err(crate::error::NnError::Kernel(format!(
+                    "{} on the GPU: per-tile scales are not implemented on the device yet",
+                    spec.granularity()
+                )));
+            }
         };
         let g = DevGroups {
             n: l.n as i64,
