@@ -10,9 +10,13 @@
 //                      the scale frozen, or computed from the group's statistics (dynamic)
 //   lb_fused_block_*   dynamic blocks of 4..128 contiguous elements (MX, NVFP4, int4 groups):
 //                      one pass computes the block's amax, its scale and its outputs
+//   lb_tiles_gather_*, lb_tiles_scatter_*
+//                      2-D tiles: the tensor to and from the tile-major work matrix, on
+//                      which the kernels above run with one block per tile
 //
 // Element order: groups and stochastic-rounding indices follow the CPU engine's work layout
-// (per channel: (len, outer, inner); per block along an axis: (outer, inner, len)).
+// (per channel: (len, outer, inner); per block along an axis: (outer, inner, len); tiles:
+// tile-major, every tile at full size).
 //
 // Memory-level parallelism: the element kernels step through the tensor in warp tiles of
 // LB_UNROLL · 32 quads (4 consecutive elements); lane l takes quads tile + u·32 + l, so each
@@ -522,7 +526,46 @@ LB_D void fused_block_impl(const T* x, T* y, i64 n, int lanes, const LbFormat& F
     }
 }
 
+// 2-D tiles (lowbit-quant `Granularity::PerTile`): the tensor, a batch of M × N matrices, to
+// and from the tile-major work matrix the CPU engine uses (`Work::Tiles`): tile t of a matrix
+// is row t of a [tiles, rows · cols] f32 matrix, element (i mod rows, j mod cols) of the tile
+// at column (i mod rows) · cols + j mod cols; the positions of an edge tile's missing
+// elements stay as the buffer was (zeros). The block kernels then run on that matrix with
+// blocks of rows · cols, so stochastic-rounding indices are its positions, as on the CPU.
+struct LbTiles {
+    i64 n, m, ncols, rows, cols, grid_rows, grid_cols;
+};
+
+LB_D i64 tile_position(const LbTiles& t, i64 k) {
+    i64 j = k % t.ncols, r = k / t.ncols;
+    i64 i = r % t.m, b = r / t.m;
+    i64 group = (b * t.grid_rows + i / t.rows) * t.grid_cols + j / t.cols;
+    return group * t.rows * t.cols + (i % t.rows) * t.cols + j % t.cols;
+}
+
+template <typename T>
+LB_D void tiles_gather_impl(const T* x, float* w, LbTiles t) {
+    for (i64 k = (i64)blockIdx.x * blockDim.x + threadIdx.x; k < t.n; k += (i64)gridDim.x * blockDim.x)
+        w[tile_position(t, k)] = Io<T>::load(x, k);
+}
+
+template <typename T>
+LB_D void tiles_scatter_impl(const float* w, T* y, LbTiles t) {
+    for (i64 k = (i64)blockIdx.x * blockDim.x + threadIdx.x; k < t.n; k += (i64)gridDim.x * blockDim.x)
+        Io<T>::store(y, k, w[tile_position(t, k)]);
+}
+
 #define LB_INSTANTIATE(T, SUF)                                                                  \
+    extern "C" __global__ void lb_tiles_gather_##SUF(const T* x, float* w, i64 n, i64 m,        \
+                                                     i64 ncols, i64 rows, i64 cols,             \
+                                                     i64 grid_rows, i64 grid_cols) {            \
+        tiles_gather_impl<T>(x, w, LbTiles{n, m, ncols, rows, cols, grid_rows, grid_cols});     \
+    }                                                                                           \
+    extern "C" __global__ void lb_tiles_scatter_##SUF(const float* w, T* y, i64 n, i64 m,       \
+                                                      i64 ncols, i64 rows, i64 cols,            \
+                                                      i64 grid_rows, i64 grid_cols) {           \
+        tiles_scatter_impl<T>(w, y, LbTiles{n, m, ncols, rows, cols, grid_rows, grid_cols});    \
+    }                                                                                           \
     extern "C" __global__ void LB_BOUNDS lb_reduce_##SUF##_u32(const T* x, LbGroups G, u32* st, int asym,   \
                                                      i64 per_warp, int quad) {                  \
         reduce_impl<T, u32>(x, G, st, asym, per_warp, quad);                                    \

@@ -247,7 +247,7 @@ fn tiles_gather<T: Copy + Send + Sync>(g: TileGrid, src: &[T], work: &mut [T]) {
 /// Each tile's own elements, tile after tile (row by row inside a tile, no padding), and the
 /// range of every tile in that buffer.
 pub(crate) fn tiles_compact(g: TileGrid, src: &[f32]) -> (Vec<f32>, Vec<(usize, usize)>) {
-    let matrices = if g.m * g.n == 0 { 0 } else { src.len() / (g.m * g.n) };
+    let matrices = src.len().checked_div(g.m * g.n).unwrap_or(0);
     let mut out = Vec::with_capacity(src.len());
     let mut ranges = Vec::with_capacity(matrices * g.grid_rows * g.grid_cols);
     for b in 0..matrices {

@@ -197,7 +197,11 @@ impl QuantSpec {
                 let rank = shape.len();
                 let (outer, m, axis) = match rank {
                     0 | 1 => (1, 1, 0),
-                    _ => (shape[..rank - 2].iter().product(), shape[rank - 2], rank - 2),
+                    _ => (
+                        shape[..rank - 2].iter().product(),
+                        shape[rank - 2],
+                        rank - 2,
+                    ),
                 };
                 let n_cols = shape.last().copied().unwrap_or(1);
                 let grid = TileGrid {

@@ -23,6 +23,11 @@
 //! let t = "mxfp4".parse::<QuantSpec>()?.quantize(&x, &[1, 32])?;
 //! assert_eq!(t.bits_per_element(), 4.25);
 //! assert_eq!(t.scales().values, [128.0]); // 2^(9 − 2)
+//!
+//! // 2-D tiles (DeepSeek-V3's FP8 weights): one scale per 128 × 128 tile of a [256, 384] weight.
+//! let w = vec![0.5f32; 256 * 384];
+//! let s = "fp8_e4m3_tile128x128".parse::<QuantSpec>()?.compute_scales(&w, &[256, 384])?;
+//! assert_eq!(s.shape, [2, 3]);
 //! # Ok::<(), lowbit_quant::QuantError>(())
 //! ```
 //!
@@ -32,7 +37,9 @@
 //!   spec, its builder, validation, presets, `Display`, serde.
 //! - `engine.rs`: [`QuantSpec::fake_quantize`], [`QuantSpec::fake_quantize_with_scales`],
 //!   [`QuantSpec::compute_scales`], [`Scales`]; fused per-block kernels over rayon.
-//! - [`GroupLayout`] (`layout.rs`): the groups of a spec on a shape ([`QuantSpec::layout`]).
+//! - [`GroupLayout`], [`TileGrid`] (`layout.rs`): the groups of a spec on a shape
+//!   ([`QuantSpec::layout`]): per tensor, per channel, blocks along an axis, whole axes, 2-D
+//!   tiles of the last two axes.
 //! - `scale.rs`: the scale rules (f32, power of two, E8M0 FLOOR/CEIL/EVEN/RCEIL, NVFP4).
 //! - [`QuantizedTensor`] (`tensor.rs`): packed codes + scales, dequantize, bits per element,
 //!   safetensors.

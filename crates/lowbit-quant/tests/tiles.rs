@@ -62,7 +62,9 @@ fn reference(spec: &QuantSpec, x: &[f32], shape: &[usize]) -> (Vec<f32>, Vec<f32
     let (gr, gc) = (m.div_ceil(r), n.div_ceil(c));
     let tiles = b * gr * gc;
     let mut work = vec![0.0f32; tiles * r * c];
-    let pos = |bi: usize, i: usize, j: usize| ((bi * gr + i / r) * gc + j / c) * r * c + (i % r) * c + j % c;
+    let pos = |bi: usize, i: usize, j: usize| {
+        ((bi * gr + i / r) * gc + j / c) * r * c + (i % r) * c + j % c
+    };
     for bi in 0..b {
         for i in 0..m {
             for j in 0..n {
@@ -73,7 +75,9 @@ fn reference(spec: &QuantSpec, x: &[f32], shape: &[usize]) -> (Vec<f32>, Vec<f32
     let blocks = spec.to_builder().per_block(-1, r * c).build().unwrap();
     let wshape = [tiles, r * c];
     let mut wq = vec![0.0f32; work.len()];
-    let sc = blocks.fake_quantize_returning_scales(&work, &wshape, &mut wq).unwrap();
+    let sc = blocks
+        .fake_quantize_returning_scales(&work, &wshape, &mut wq)
+        .unwrap();
     let mut out = vec![0.0f32; x.len()];
     for bi in 0..b {
         for i in 0..m {
@@ -90,15 +94,20 @@ fn tile_specs() -> Vec<(String, QuantSpec)> {
         rounding: E8m0Rounding::Floor,
     };
     let sr = Rounding::Stochastic { seed: 0x5eed };
-    let mut v = vec![
-        ("fp8_e4m3_tile128x128 preset".to_string(), "fp8_e4m3_tile128x128".parse().unwrap()),
-    ];
+    let mut v = vec![(
+        "fp8_e4m3_tile128x128 preset".to_string(),
+        "fp8_e4m3_tile128x128".parse().unwrap(),
+    )];
     for (rows, cols) in [(3, 4), (2, 8), (1, 5), (4, 1), (16, 16), (8, 3)] {
         let b = |f: Format| QuantSpec::builder(f).per_tile(rows, cols);
         let specs = [
             b(Format::E4M3FN).build().unwrap(),
             b(Format::INT8).build().unwrap(),
-            b(Format::INT4).asymmetric(true).narrow_range(false).build().unwrap(),
+            b(Format::INT4)
+                .asymmetric(true)
+                .narrow_range(false)
+                .build()
+                .unwrap(),
             b(Format::E2M1).scale(e8m0).build().unwrap(),
             b(Format::E3M2)
                 .scale(ScaleKind::E8M0 {
@@ -145,7 +154,9 @@ fn tiles_equal_blocks_of_the_tile_major_matrix() {
             let x = data(n, 17 + k as u64);
             let (want, want_scales) = reference(&spec, &x, shape);
             let mut got = vec![0.0f32; n];
-            let sc = spec.fake_quantize_returning_scales(&x, shape, &mut got).unwrap();
+            let sc = spec
+                .fake_quantize_returning_scales(&x, shape, &mut got)
+                .unwrap();
             let ctx = format!("{name} on {shape:?}");
             assert_eq!(bits(&got), bits(&want), "{ctx}");
             assert_eq!(bits(&sc.values), bits(&want_scales), "{ctx}: scales");
@@ -155,10 +166,16 @@ fn tiles_equal_blocks_of_the_tile_major_matrix() {
             // Static: the same scales frozen give the same values; codes decode to them.
             let mut again = vec![0.0f32; n];
             let frozen = spec.to_builder().mode(ScaleMode::Static).build().unwrap();
-            frozen.fake_quantize_with_scales(&x, shape, &sc, &mut again).unwrap();
+            frozen
+                .fake_quantize_with_scales(&x, shape, &sc, &mut again)
+                .unwrap();
             assert_eq!(bits(&again), bits(&want), "{ctx}: static");
             let t = spec.quantize(&x, shape).unwrap();
-            assert_eq!(bits(&t.dequantize().unwrap()), bits(&want), "{ctx}: dequantize");
+            assert_eq!(
+                bits(&t.dequantize().unwrap()),
+                bits(&want),
+                "{ctx}: dequantize"
+            );
             let rep = check_compliance(&spec, &got, shape, &sc).unwrap();
             assert!(rep.is_compliant(), "{ctx}: {rep:?}");
         }
@@ -169,14 +186,19 @@ fn tiles_equal_blocks_of_the_tile_major_matrix() {
 fn every_tile_gets_the_scale_of_its_own_elements() {
     // Edge tiles included: the zeros that pad them in the work layout change nothing.
     for (name, spec) in tile_specs() {
-        if matches!(spec.scale(), ScaleKind::Nvfp4 { .. }) || spec.conversion().rounding != Rounding::NearestEven
+        if matches!(spec.scale(), ScaleKind::Nvfp4 { .. })
+            || spec.conversion().rounding != Rounding::NearestEven
         {
             continue; // a tensor-level scale / positions that differ per tile
         }
         let Granularity::PerTile { rows, cols } = spec.granularity() else {
             unreachable!()
         };
-        let per_tensor = spec.to_builder().granularity(Granularity::PerTensor).build().unwrap();
+        let per_tensor = spec
+            .to_builder()
+            .granularity(Granularity::PerTensor)
+            .build()
+            .unwrap();
         let shape = [2usize, 7, 10];
         let x = data(140, 99);
         let got = fq(&spec, &x, &shape);
@@ -187,12 +209,18 @@ fn every_tile_gets_the_scale_of_its_own_elements() {
             for tr in 0..gr {
                 for tc in 0..gc {
                     let idx: Vec<usize> = (tr * r..(tr * r + r).min(7))
-                        .flat_map(|i| (tc * c..(tc * c + c).min(10)).map(move |j| (b * 7 + i) * 10 + j))
+                        .flat_map(|i| {
+                            (tc * c..(tc * c + c).min(10)).map(move |j| (b * 7 + i) * 10 + j)
+                        })
                         .collect();
                     let xs: Vec<f32> = idx.iter().map(|&i| x[i]).collect();
                     let ps = per_tensor.compute_scales(&xs, &[xs.len()]).unwrap();
                     let g = (b * gr + tr) * gc + tc;
-                    assert_eq!(sc.values[g].to_bits(), ps.values[0].to_bits(), "{name} tile {g}");
+                    assert_eq!(
+                        sc.values[g].to_bits(),
+                        ps.values[0].to_bits(),
+                        "{name} tile {g}"
+                    );
                     let want = fq(&per_tensor, &xs, &[xs.len()]);
                     let got_t: Vec<f32> = idx.iter().map(|&i| got[i]).collect();
                     assert_eq!(bits(&got_t), bits(&want), "{name} tile {g}");
@@ -206,23 +234,35 @@ fn every_tile_gets_the_scale_of_its_own_elements() {
 fn hand_derived_int8_tiles() {
     // [[1, -2, 3], [4, 5, -6], [7, 8, 9]] in 2 × 2 tiles: {1, -2, 4, 5}, {3, -6}, {7, 8}, {9};
     // int8 narrow, f32 scale amax / 127, the amax element coded ±127.
-    let spec = QuantSpec::builder(Format::INT8).per_tile(2, 2).build().unwrap();
+    let spec = QuantSpec::builder(Format::INT8)
+        .per_tile(2, 2)
+        .build()
+        .unwrap();
     let x = [1.0f32, -2.0, 3.0, 4.0, 5.0, -6.0, 7.0, 8.0, 9.0];
     let t = spec.quantize(&x, &[3, 3]).unwrap();
     assert_eq!(t.scales().shape, vec![2, 2]);
-    assert_eq!(t.scales().values, vec![5.0 / 127.0, 6.0 / 127.0, 8.0 / 127.0, 9.0 / 127.0]);
+    assert_eq!(
+        t.scales().values,
+        vec![5.0 / 127.0, 6.0 / 127.0, 8.0 / 127.0, 9.0 / 127.0]
+    );
     let codes: Vec<i8> = t.codes().unwrap().iter().map(|&c| c as i8).collect();
     // 1 / (5/127) = 25.4 → 25; -2 → -50.8 → -51; 4 → 101.6 → 102; 3 / (6/127) = 63.5 → 64
     // (ties to even: 63.5 → 64); 7 / (8/127) = 111.125 → 111.
     assert_eq!(codes, vec![25, -51, 64, 102, 127, -127, 111, 127, 127]);
     // A taller-than-the-matrix tile is cut to it: one tile per 2 columns of all 3 rows.
-    let tall = QuantSpec::builder(Format::INT8).per_tile(128, 2).build().unwrap();
+    let tall = QuantSpec::builder(Format::INT8)
+        .per_tile(128, 2)
+        .build()
+        .unwrap();
     let l = tall.layout(&[3, 3]).unwrap();
     assert_eq!((l.kind, l.n_groups, l.block), (GroupKind::Tiles, 2, 6));
     let g = l.tiles.unwrap();
     assert_eq!((g.rows, g.cols, g.grid_rows, g.grid_cols), (3, 2, 1, 2));
     assert_eq!(l.scale_shape, vec![1, 2]);
-    assert_eq!(tall.compute_scales(&x, &[3, 3]).unwrap().values, vec![8.0 / 127.0, 9.0 / 127.0]);
+    assert_eq!(
+        tall.compute_scales(&x, &[3, 3]).unwrap().values,
+        vec![8.0 / 127.0, 9.0 / 127.0]
+    );
     // Leading axes are a batch of matrices: [2, 3, 3] has 2 × (2 × 2) tiles.
     assert_eq!(spec.layout(&[2, 3, 3]).unwrap().scale_shape, vec![2, 2, 2]);
     assert_eq!(spec.layout(&[5]).unwrap().scale_shape, vec![3]);
@@ -254,7 +294,10 @@ fn calibration_sees_each_tiles_own_elements() {
     // Max and percentile calibration of a [2, 7, 10] tensor in 4 × 4 tiles: each tile's frozen
     // scale equals a per-tensor calibrator's on that tile's elements alone (the edge tiles'
     // padding is not counted by the histogram).
-    let tiles = QuantSpec::builder(Format::E4M3FN).per_tile(4, 4).build().unwrap();
+    let tiles = QuantSpec::builder(Format::E4M3FN)
+        .per_tile(4, 4)
+        .build()
+        .unwrap();
     let per_tensor = QuantSpec::builder(Format::E4M3FN).build().unwrap();
     let batches: Vec<Vec<f32>> = (0..3).map(|k| data(140, 50 + k)).collect();
     for method in [Method::Max, Method::percentile(90.0), Method::mse()] {
@@ -269,7 +312,9 @@ fn calibration_sees_each_tiles_own_elements() {
             let mut one = Calibrator::new(per_tensor, method);
             for x in &batches {
                 let xs: Vec<f32> = (tr * 4..(tr * 4 + 4).min(7))
-                    .flat_map(|i| (tc * 4..(tc * 4 + 4).min(10)).map(move |j| x[(b * 7 + i) * 10 + j]))
+                    .flat_map(|i| {
+                        (tc * 4..(tc * 4 + 4).min(10)).map(move |j| x[(b * 7 + i) * 10 + j])
+                    })
                     .collect();
                 one.observe(&xs, &[xs.len()]).unwrap();
             }
@@ -300,10 +345,19 @@ fn compliance_points_at_the_element_in_an_edge_tile() {
 
 #[test]
 fn bad_tiles_are_rejected_and_specs_roundtrip() {
-    let err = QuantSpec::builder(Format::INT8).per_tile(0, 4).build().unwrap_err();
+    let err = QuantSpec::builder(Format::INT8)
+        .per_tile(0, 4)
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains("tile"), "{err}");
-    let err = QuantSpec::builder(Format::INT8).per_tile(4, 0).build().unwrap_err();
-    assert!(err.to_string().contains("0 x 4") || err.to_string().contains("4 x 0"), "{err}");
+    let err = QuantSpec::builder(Format::INT8)
+        .per_tile(4, 0)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("0 x 4") || err.to_string().contains("4 x 0"),
+        "{err}"
+    );
     let spec = QuantSpec::builder(Format::E2M1)
         .per_tile(16, 16)
         .scale(ScaleKind::Nvfp4 {
@@ -312,7 +366,10 @@ fn bad_tiles_are_rejected_and_specs_roundtrip() {
         .build()
         .unwrap();
     let json = serde_json::to_string(&spec).unwrap();
-    assert!(json.contains(r#""granularity":{"kind":"per_tile","rows":16,"cols":16}"#), "{json}");
+    assert!(
+        json.contains(r#""granularity":{"kind":"per_tile","rows":16,"cols":16}"#),
+        "{json}"
+    );
     assert_eq!(serde_json::from_str::<QuantSpec>(&json).unwrap(), spec);
     assert!(spec.to_string().contains("tiles of 16 x 16"), "{spec}");
     // Scales of the wrong shape are refused.
@@ -320,6 +377,8 @@ fn bad_tiles_are_rejected_and_specs_roundtrip() {
     assert_eq!(sc.shape, vec![1, 2]);
     let mut out = vec![0.0; 128];
     let frozen = spec.to_builder().mode(ScaleMode::Static).build().unwrap();
-    let err = frozen.fake_quantize_with_scales(&data(128, 1), &[32, 4], &sc, &mut out).unwrap_err();
+    let err = frozen
+        .fake_quantize_with_scales(&data(128, 1), &[32, 4], &sc, &mut out)
+        .unwrap_err();
     assert!(err.to_string().contains("[2, 1]"), "{err}");
 }

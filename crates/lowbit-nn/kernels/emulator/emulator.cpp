@@ -635,6 +635,8 @@ void register_kernels() {
     LB_EMU_KERNEL(lb_apply_f32_u64);
     LB_EMU_KERNEL(lb_amax_f32);
     LB_EMU_KERNEL(lb_fused_block_f32);
+    LB_EMU_KERNEL(lb_tiles_gather_f32);
+    LB_EMU_KERNEL(lb_tiles_scatter_f32);
 
     LB_EMU_KERNEL(lb_reduce_f16_u32);
     LB_EMU_KERNEL(lb_reduce_f16_u64);
@@ -642,6 +644,8 @@ void register_kernels() {
     LB_EMU_KERNEL(lb_apply_f16_u64);
     LB_EMU_KERNEL(lb_amax_f16);
     LB_EMU_KERNEL(lb_fused_block_f16);
+    LB_EMU_KERNEL(lb_tiles_gather_f16);
+    LB_EMU_KERNEL(lb_tiles_scatter_f16);
 
     LB_EMU_KERNEL(lb_reduce_bf16_u32);
     LB_EMU_KERNEL(lb_reduce_bf16_u64);
@@ -649,6 +653,8 @@ void register_kernels() {
     LB_EMU_KERNEL(lb_apply_bf16_u64);
     LB_EMU_KERNEL(lb_amax_bf16);
     LB_EMU_KERNEL(lb_fused_block_bf16);
+    LB_EMU_KERNEL(lb_tiles_gather_bf16);
+    LB_EMU_KERNEL(lb_tiles_scatter_bf16);
 
 #ifdef LB_EMU_SELFTEST
     LB_EMU_SELFTEST_KERNELS

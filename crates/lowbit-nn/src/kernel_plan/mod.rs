@@ -285,6 +285,17 @@ pub fn plan_with(
     dtype: KernelDType,
     options: PlanOptions,
 ) -> Result<Plan> {
+    if let Job::Spec {
+        spec,
+        frozen,
+        output,
+    } = *job
+    {
+        let layout = spec.layout(dims)?;
+        if let Some(grid) = layout.tiles {
+            return plan_tiles(spec, frozen, output, dims, grid, start, dtype, options);
+        }
+    }
     let n: usize = dims.iter().product();
     let mut p = Plan {
         n,
@@ -488,6 +499,102 @@ pub fn plan_with(
     Ok(p)
 }
 
+/// 2-D tiles: the tensor gathered into the tile-major work matrix `[tiles, rows · cols]` (f32,
+/// zeros where edge tiles have no element), the plan of blocks of a whole tile on that
+/// matrix, the results scattered back (as lowbit-quant's engine does on the CPU).
+#[allow(clippy::too_many_arguments)]
+fn plan_tiles(
+    spec: &QuantSpec,
+    frozen: Option<&Scales>,
+    output: Output,
+    dims: &[usize],
+    grid: lowbit_quant::TileGrid,
+    start: usize,
+    dtype: KernelDType,
+    options: PlanOptions,
+) -> Result<Plan> {
+    let layout = spec.layout(dims)?;
+    let (n, tiles, tile_len) = (layout.n, layout.n_groups, grid.tile_len());
+    let mut p = Plan {
+        n,
+        start,
+        dtype,
+        buffers: vec![Buffer::Input, Buffer::Output],
+        launches: Vec::new(),
+        max_blocks: options.max_blocks.clamp(1, MAX_BLOCKS),
+    };
+    if n == 0 {
+        return Ok(p);
+    }
+    let frozen_rows = match frozen {
+        Some(sc) if sc.shape != layout.scale_shape => plan_bail!(
+            "fake-quant {spec}: frozen scales of shape {:?} do not fit a tensor of shape {:?} (expected {:?})",
+            sc.shape,
+            dims,
+            layout.scale_shape
+        ),
+        Some(sc) => Some(Scales {
+            shape: vec![tiles, 1],
+            ..sc.clone()
+        }),
+        None => None,
+    };
+    let blocks = spec.to_builder().per_block(-1, tile_len).build()?;
+    let inner = plan_with(
+        &Job::Spec {
+            spec: &blocks,
+            frozen: frozen_rows.as_ref(),
+            output,
+        },
+        &[tiles, tile_len],
+        0,
+        KernelDType::F32,
+        options,
+    )?;
+    let work = p.buffer(Buffer::F32Zeros(tiles * tile_len));
+    let result = p.buffer(Buffer::F32Zeros(tiles * tile_len));
+    let base = p.buffers.len();
+    p.buffers.extend(inner.buffers.into_iter().skip(2));
+    let remap = |index: usize| match index {
+        0 => work,
+        1 => result,
+        k => base + k - 2,
+    };
+    let args = [
+        n,
+        grid.m,
+        grid.n,
+        grid.rows,
+        grid.cols,
+        grid.grid_rows,
+        grid.grid_cols,
+    ]
+    .map(|v| Arg::I64(v as i64));
+    let blocks_of = (n as u64).div_ceil(THREADS as u64).min(1 << 20);
+    let sfx = dtype.suffix();
+    let mut gather = vec![read(0), write(work)];
+    gather.extend(args.iter().cloned());
+    p.launch(format!("lb_tiles_gather_{sfx}"), blocks_of, gather);
+    for l in inner.launches {
+        let args = l
+            .args
+            .into_iter()
+            .map(|a| match a {
+                Arg::Buffer { index, written } => Arg::Buffer {
+                    index: remap(index),
+                    written,
+                },
+                other => other,
+            })
+            .collect();
+        p.launches.push(Launch { args, ..l });
+    }
+    let mut scatter = vec![read(result), write(1)];
+    scatter.extend(args.iter().cloned());
+    p.launch(format!("lb_tiles_scatter_{sfx}"), blocks_of, scatter);
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +630,44 @@ mod tests {
         assert_eq!(
             kernels("int8", &[8, 64], 0),
             ["lb_reduce_f32_u32", "lb_apply_f32_u32"]
+        );
+        // 2-D tiles: gathered into the tile-major matrix, the block plan there, scattered back.
+        assert_eq!(
+            kernels("fp8_e4m3_tile128x128", &[256, 384], 0),
+            [
+                "lb_tiles_gather_f32",
+                "lb_reduce_f32_u32",
+                "lb_apply_f32_u32",
+                "lb_tiles_scatter_f32"
+            ]
+        );
+        let mx_tiles = "mxfp4"
+            .parse::<QuantSpec>()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mx_tiles = mx_tiles
+            .to_builder()
+            .per_tile(4, 8)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let job = Job::Spec {
+            spec: &mx_tiles,
+            frozen: None,
+            output: Output::Fake,
+        };
+        let p = plan(&job, &[10, 20], 1, KernelDType::Bf16).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = p.launches.iter().map(|l| l.kernel.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "lb_tiles_gather_bf16",
+                "lb_fused_block_f32",
+                "lb_tiles_scatter_bf16"
+            ]
+        );
+        // 3 × 3 tiles of 32 (the edge ones padded): two work buffers of 288 f32.
+        assert_eq!(
+            p.buffers[2..],
+            [Buffer::F32Zeros(288), Buffer::F32Zeros(288)]
         );
         // A per-channel dynamic spec allocates one statistics word per channel, nothing else.
         let spec: QuantSpec = "int8".parse().unwrap_or_else(|e| panic!("{e}"));

@@ -210,8 +210,9 @@ impl DevGroups {
             GroupKind::PerChannel => 1,
             GroupKind::Blocks => 2,
             GroupKind::Tiles => {
+                // `plan` lowers tiles to blocks of the tile-major matrix before it gets here.
                 return Err(crate::error::NnError::Kernel(format!(
-                    "{} on the GPU: per-tile scales are not implemented on the device yet",
+                    "internal: {} reached the group descriptor",
                     spec.granularity()
                 )));
             }

@@ -343,6 +343,31 @@ pub fn variants() -> Vec<QuantSpec> {
         v.push(b("mxfp8_e4m3").granularity(g).build().unwrap());
         v.push(b("fp8_e4m3").granularity(g).build().unwrap());
     }
+    // 2-D tiles: gathered into the tile-major matrix on the device, blocks of a whole tile
+    // there (32 elements: the fused kernel; others: reduction and element kernel).
+    for (base, rows, cols) in [
+        ("mxfp4", 4, 8),
+        ("nvfp4", 16, 16),
+        ("fp8_e4m3", 7, 30),
+        ("mxfp8_e5m2", 1, 32),
+    ] {
+        v.push(b(base).per_tile(rows, cols).build().unwrap());
+    }
+    v.push(b("int8").per_tile(3, 5).asymmetric(true).build().unwrap());
+    v.push(
+        b("int4_g128")
+            .per_tile(2, 16)
+            .conversion(stochastic)
+            .build()
+            .unwrap(),
+    );
+    v.push(
+        b("fp8_e5m2")
+            .per_tile(5, 3)
+            .conversion(stochastic)
+            .build()
+            .unwrap(),
+    );
     for c in [
         Conversion::REFERENCE,
         Conversion::new(Rounding::NearestAway, Overflow::Saturate),
@@ -366,7 +391,7 @@ pub fn fq(spec: QuantSpec, scales: Option<Arc<lowbit_quant::Scales>>) -> FakeQua
 /// Whether a spec can run on a shape (its axis must exist).
 pub fn fits(s: &QuantSpec, shape: &[usize]) -> bool {
     let axis = match s.granularity() {
-        Granularity::PerTensor => return true,
+        Granularity::PerTensor | Granularity::PerTile { .. } => return true,
         Granularity::PerChannel { axis }
         | Granularity::PerBlock { axis, .. }
         | Granularity::WholeAxis { axis } => axis,
@@ -463,6 +488,7 @@ pub fn offset_inputs(r: &dyn Runner) {
         "fp8_e4m3",
         "int4_g128",
         "mxfp4",
+        "fp8_e4m3_tile128x128",
     ] {
         for start in 0..8 {
             for shape in [&[40, 96][..], &[3, 37]] {
@@ -526,6 +552,7 @@ pub fn ste_masks(r: &dyn Runner) {
         "int4_g128",
         "mxfp6_e2m3",
         "fp8_e5m2",
+        "fp8_e4m3_tile128x128",
     ]
     .iter()
     .flat_map(|n| [(*n, &x), (*n, &y)])
