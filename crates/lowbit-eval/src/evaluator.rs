@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor};
 use lowbit_nn::{LayerEntry, Mode, QuantModel, Quantizer, TapRecord};
-use lowbit_quant::{QuantSpec, ScaleKind, Scales, check_compliance};
+use lowbit_quant::{QuantSpec, Scales, check_compliance};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -261,10 +261,7 @@ fn enabled(q: &Option<Quantizer>) -> Option<&Quantizer> {
 /// group, zero points, NVFP4's tensor scale), as [`lowbit_quant::QuantizedTensor::bits_per_element`].
 pub fn bits_per_element(spec: &QuantSpec, n: usize, scales: &Scales) -> f64 {
     let eb = f64::from(spec.format().bits());
-    let sb = match spec.scale() {
-        ScaleKind::F32 => 32.0,
-        ScaleKind::PowerOfTwo { .. } | ScaleKind::E8M0 { .. } | ScaleKind::Nvfp4 { .. } => 8.0,
-    };
+    let sb = f64::from(spec.scale().storage_bits());
     let zb = if spec.is_asymmetric() { eb } else { 0.0 };
     let ts = if scales.tensor_scale.is_some() {
         32.0

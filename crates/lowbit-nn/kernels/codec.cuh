@@ -313,7 +313,7 @@ LB_D float quantize_elem(const LbFormat& f, float x, u64 index) {
 
 // ---- scales (lowbit_quant::scale) ----
 
-enum { SK_F32 = 0, SK_PO2 = 1, SK_E8M0 = 2, SK_NVFP4 = 3, SK_UNIT = 4 };
+enum { SK_F32 = 0, SK_PO2 = 1, SK_E8M0 = 2, SK_NVFP4 = 3, SK_UNIT = 4, SK_E4M3 = 5 };
 enum { PO2_FLOOR = 0, PO2_CEIL = 1, PO2_NEAREST = 2 };
 enum { E8_FLOOR = 0, E8_CEIL = 1, E8_EVEN = 2, E8_RCEIL = 3 };
 enum { E4_NEAREST = 0, E4_UP = 1 };
@@ -321,7 +321,7 @@ enum { E4_NEAREST = 0, E4_UP = 1 };
 // Mirrors the Rust `#[repr(C)] struct DevScale` in src/kernel_plan/params.rs.
 struct LbScale {
     int kind;        // SK_*
-    int rounding;    // PO2_* / E8_* / E4_* by kind
+    int rounding;    // PO2_* / E8_* / E4_* by kind (E4_* for SK_NVFP4 and SK_E4M3)
     int emax;        // QuantSpec::element_emax
     int man_bits;    // QuantSpec::element_man_bits
     float max;       // QuantSpec::element_max
@@ -429,6 +429,7 @@ LB_D float scale_from_amax(const LbScale& s, float amax, float tensor_scale) {
         return clamp_po2(po2_exponent(__ddiv_rn((double)amax, (double)s.max), s.rounding));
     case SK_E8M0: return scale_e8m0(s, amax);
     case SK_NVFP4: return nvfp4_block_scale(amax, s.max, tensor_scale, s.rounding);
+    case SK_E4M3: return nvfp4_block_scale(amax, s.max, 1.0f, s.rounding);
     default: return 1.0f;
     }
 }

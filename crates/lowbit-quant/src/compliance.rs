@@ -47,7 +47,8 @@ fn is_pow2(s: f32) -> bool {
 }
 
 /// Whether a stored scale obeys its kind's constraint: f32 finite and positive; power of two;
-/// E8M0 a power of two in `[2^−127, 2^127]` or NaN; NVFP4 block scales positive E4M3 values.
+/// E8M0 a power of two in `[2^−127, 2^127]` or NaN; NVFP4 block scales and E4M3 scales positive
+/// E4M3 values.
 pub fn scale_is_valid(kind: ScaleKind, s: f32) -> bool {
     match kind {
         ScaleKind::F32 => s.is_finite() && s > 0.0,
@@ -55,7 +56,7 @@ pub fn scale_is_valid(kind: ScaleKind, s: f32) -> bool {
         ScaleKind::E8M0 { .. } => {
             s.is_nan() || (is_pow2(s) && (-127..=127).contains(&crate::spec::exponent_of(s)))
         }
-        ScaleKind::Nvfp4 { .. } => s > 0.0 && e4m3_table().contains(s),
+        ScaleKind::Nvfp4 { .. } | ScaleKind::E4M3 { .. } => s > 0.0 && e4m3_table().contains(s),
     }
 }
 

@@ -99,6 +99,7 @@ impl ScaleRule {
             ScaleKind::Nvfp4 { block_rounding } => {
                 nvfp4_block_scale(amax, max, tensor_scale, block_rounding)
             }
+            ScaleKind::E4M3 { rounding } => nvfp4_block_scale(amax, max, 1.0, rounding),
         }
     }
 
@@ -131,6 +132,13 @@ impl ScaleRule {
                     f32::NAN
                 } else {
                     nvfp4_block_scale(a, max, tensor_scale, block_rounding)
+                }
+            }),
+            ScaleKind::E4M3 { rounding } => each(amax, out, |a| {
+                if !a.is_finite() {
+                    f32::NAN
+                } else {
+                    nvfp4_block_scale(a, max, 1.0, rounding)
                 }
             }),
             ScaleKind::F32 => each(amax, out, |a| {

@@ -80,6 +80,7 @@ pub enum E8m0Rounding {
     /// Round amax to the element's mantissa width (half up) first, then FLOOR (torchao `EVEN`).
     Even,
     /// `ceil(log2(amax / max))` (NVIDIA `cvt.rp.satfinite.ue8m0`, torchao `RCEIL`): never clips.
+    #[serde(rename = "rceil", alias = "r_ceil")]
     RCeil,
 }
 
@@ -101,12 +102,15 @@ pub enum ScaleKind {
     /// (the default).
     #[default]
     F32,
-    /// A power of two, rounded from the f32 scale.
+    /// A power of two, rounded from the f32 scale (`power_of_two`, or `po2`, in configs).
+    #[serde(alias = "po2")]
     PowerOfTwo {
         /// Rounding of `log2`.
         rounding: Po2Rounding,
     },
-    /// An E8M0 shared exponent, `2^e` with `−127 ≤ e ≤ 127`, NaN for groups holding inf/NaN.
+    /// An E8M0 shared exponent, `2^e` with `−127 ≤ e ≤ 127`, NaN for groups holding inf/NaN
+    /// (`e8m0` in configs; `e8_m0`, the name before 2026-11-30, is still read).
+    #[serde(rename = "e8m0", alias = "e8_m0")]
     E8M0 {
         /// How `e` follows from amax.
         rounding: E8m0Rounding,
@@ -115,6 +119,16 @@ pub enum ScaleKind {
     Nvfp4 {
         /// Rounding of the E4M3 block scale.
         block_rounding: E4m3Rounding,
+    },
+    /// One level of E4M3 scales, `E4M3(clamp(amax / max, 2⁻⁶, 448))`, no tensor scale:
+    /// torchao's NVFP4 without a per-tensor scale (`nvfp4_quantize(x, per_tensor_scale=None)`),
+    /// and FP8-scaled variants of the MX formats. Groups whose `amax / max` lies outside
+    /// E4M3's normal range clip (above 448) or lose precision (below 2⁻⁶): the tensor scale
+    /// of [`ScaleKind::Nvfp4`] is what avoids that (`e4m3` in configs).
+    #[serde(rename = "e4m3", alias = "e4_m3")]
+    E4M3 {
+        /// Rounding of the E4M3 scale.
+        rounding: E4m3Rounding,
     },
 }
 
@@ -264,6 +278,20 @@ fn validate(f: &SpecFields) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+impl ScaleKind {
+    /// Bits a stored scale of this kind takes: 32 for f32, 8 for E8M0, E4M3 and power-of-two
+    /// exponents (NVFP4's tensor scale is counted apart).
+    pub fn storage_bits(&self) -> u32 {
+        match self {
+            ScaleKind::F32 => 32,
+            ScaleKind::PowerOfTwo { .. }
+            | ScaleKind::E8M0 { .. }
+            | ScaleKind::Nvfp4 { .. }
+            | ScaleKind::E4M3 { .. } => 8,
+        }
+    }
 }
 
 /// The preset names, in the order [`QuantSpec::presets`] lists them.
@@ -627,6 +655,7 @@ impl fmt::Display for ScaleKind {
             ScaleKind::Nvfp4 { block_rounding } => {
                 write!(out, "f32 tensor x e4m3({}) block", lower(block_rounding))
             }
+            ScaleKind::E4M3 { rounding } => write!(out, "e4m3({})", lower(rounding)),
         }
     }
 }

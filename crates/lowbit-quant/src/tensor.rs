@@ -134,10 +134,7 @@ impl QuantizedTensor {
         let n = self.len().max(1) as f64;
         let eb = self.spec.format().bits() as f64;
         let groups = self.scales.values.len() as f64;
-        let sb = match self.spec.scale() {
-            ScaleKind::F32 => 32.0,
-            ScaleKind::PowerOfTwo { .. } | ScaleKind::E8M0 { .. } | ScaleKind::Nvfp4 { .. } => 8.0,
-        };
+        let sb = f64::from(self.spec.scale().storage_bits());
         let zb = if self.spec.is_asymmetric() { eb } else { 0.0 };
         let ts = if self.scales.tensor_scale.is_some() {
             32.0
@@ -217,7 +214,7 @@ impl QuantizedTensor {
                     .map(|&v| Format::E8M0.encode(v) as u8)
                     .collect(),
             ),
-            ScaleKind::Nvfp4 { .. } => (
+            ScaleKind::Nvfp4 { .. } | ScaleKind::E4M3 { .. } => (
                 Dtype::F8_E4M3,
                 self.scales
                     .values

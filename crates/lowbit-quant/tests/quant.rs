@@ -232,6 +232,111 @@ fn nvfp4_tensor_scale_is_amax_over_2688() {
     assert_eq!(t.dequantize().unwrap(), q);
 }
 
+#[test]
+fn e4m3_single_level_scales_as_torchao_without_a_tensor_scale() {
+    // torchao `nvfp4_quantize(x, per_tensor_scale=None)`: block_scale = amax / 6 (f32),
+    // clamped to [2^-6, 448], cast to E4M3 (nearest even); no tensor scale.
+    let spec = QuantSpec::builder(Format::E2M1)
+        .per_block(-1, 16)
+        .scale(ScaleKind::E4M3 {
+            rounding: E4m3Rounding::Nearest,
+        })
+        .build()
+        .unwrap();
+    let mut x = vec![0.0f32; 80];
+    x[0] = 7.0; //  block 0: 7/6 = 1.1667 → E4M3 1.125 (neighbours 1.125, 1.25); 7/1.125 = 6.2 → 6
+    x[1] = 1.0; //  1/1.125 = 0.889 → 1 → 1.125
+    x[16] = 6000.0; // block 1: 1000 → clamps to 448: 6000/448 = 13.4 saturates to 6 → 2688
+    x[32] = 0.03; //  block 2: 0.005 → clamps up to 2^-6; 0.03 · 64 = 1.92 → 2 → 0.03125
+    x[48] = 13.0; //  block 3: 13/6 = 2.1667 → E4M3 2.25 (2.0, 2.25: 2.1667 is nearer 2.25)
+    x[49] = -2.0; //  -2/2.25 = -0.889 → -1 → -2.25
+    // block 4: all zero → 2^-6 (torchao clamps 0 up to E4M3_EPS), zeros out.
+    let sc = spec.compute_scales(&x, &[80]).unwrap();
+    assert_eq!(sc.tensor_scale, None);
+    assert_eq!(sc.values, [1.125, 448.0, 0.015625, 2.25, 0.015625]);
+    let q = fq(&spec, &x, &[80]);
+    assert_eq!(
+        [q[0], q[1], q[16], q[32], q[48], q[49], q[64]],
+        [6.75, 1.125, 2688.0, 0.03125, 13.5, -2.25, 0.0]
+    );
+    // Stored as E4M3 codes: 8 bits per scale, no tensor scale.
+    let t = spec.quantize(&x, &[80]).unwrap();
+    assert_eq!(t.bits_per_element(), 4.0 + 5.0 * 8.0 / 80.0);
+    let back = QuantizedTensor::from_safetensors(&t.to_safetensors().unwrap()).unwrap();
+    assert_eq!(back.dequantize().unwrap(), q);
+    // The same numbers as two-level NVFP4 with a tensor scale of exactly 1 (amax 2688).
+    let mut y = x.clone();
+    y[16] = 2688.0;
+    let two: QuantSpec = "nvfp4".parse().unwrap();
+    assert_eq!(
+        two.compute_scales(&y, &[80]).unwrap().tensor_scale,
+        Some(1.0)
+    );
+    assert_eq!(fq(&spec, &y, &[80]), fq(&two, &y, &[80]));
+    // Rounded up: 7/6 → 1.25, nothing clips (7/1.25 = 5.6 → 6 → 7.5).
+    let up = spec
+        .to_builder()
+        .scale(ScaleKind::E4M3 {
+            rounding: E4m3Rounding::Up,
+        })
+        .build()
+        .unwrap();
+    assert_eq!(fq(&up, &x, &[80])[0], 7.5);
+    // Configs name it `e4m3`; compliance checks scales against the E4M3 table.
+    let json = serde_json::to_string(&spec.scale()).unwrap();
+    assert_eq!(json, r#"{"kind":"e4m3","rounding":"nearest"}"#);
+    let rep = check_compliance(&spec, &q, &[80], &sc).unwrap();
+    assert!(rep.is_compliant(), "{rep:?}");
+    let mut bad = sc.clone();
+    bad.values[3] = 2.3;
+    let rep = check_compliance(&spec, &q, &[80], &bad).unwrap();
+    assert_eq!(rep.bad_scale_indices, [3]);
+}
+
+#[test]
+fn scale_kind_names_in_configs() {
+    // `po2` and the old `e8_m0` are read; `e8m0` is written.
+    for (text, want) in [
+        (
+            r#"{"kind":"po2","rounding":"ceil"}"#,
+            ScaleKind::PowerOfTwo {
+                rounding: Po2Rounding::Ceil,
+            },
+        ),
+        (
+            r#"{"kind":"power_of_two","rounding":"ceil"}"#,
+            ScaleKind::PowerOfTwo {
+                rounding: Po2Rounding::Ceil,
+            },
+        ),
+        (
+            r#"{"kind":"e8m0","rounding":"rceil"}"#,
+            ScaleKind::E8M0 {
+                rounding: E8m0Rounding::RCeil,
+            },
+        ),
+        (
+            r#"{"kind":"e8_m0","rounding":"rceil"}"#,
+            ScaleKind::E8M0 {
+                rounding: E8m0Rounding::RCeil,
+            },
+        ),
+    ] {
+        assert_eq!(
+            serde_json::from_str::<ScaleKind>(text).unwrap(),
+            want,
+            "{text}"
+        );
+    }
+    let e8 = ScaleKind::E8M0 {
+        rounding: E8m0Rounding::Floor,
+    };
+    assert_eq!(
+        serde_json::to_string(&e8).unwrap(),
+        r#"{"kind":"e8m0","rounding":"floor"}"#
+    );
+}
+
 // ---------- Spec validation ----------
 
 #[test]

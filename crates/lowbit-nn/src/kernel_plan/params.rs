@@ -150,6 +150,14 @@ impl DevFormat {
     }
 }
 
+/// `E4_*` of `codec.cuh`.
+fn e4m3_rounding(r: E4m3Rounding) -> i32 {
+    match r {
+        E4m3Rounding::Nearest => 0,
+        E4m3Rounding::Up => 1,
+    }
+}
+
 impl DevScale {
     pub(super) fn new(spec: &QuantSpec) -> DevScale {
         let (kind, rounding) = match spec.scale() {
@@ -171,13 +179,8 @@ impl DevScale {
                     E8m0Rounding::RCeil => 3,
                 },
             ),
-            ScaleKind::Nvfp4 { block_rounding } => (
-                3,
-                match block_rounding {
-                    E4m3Rounding::Nearest => 0,
-                    E4m3Rounding::Up => 1,
-                },
-            ),
+            ScaleKind::Nvfp4 { block_rounding } => (3, e4m3_rounding(block_rounding)),
+            ScaleKind::E4M3 { rounding } => (5, e4m3_rounding(rounding)),
         };
         DevScale {
             kind,

@@ -299,6 +299,15 @@ pub fn variants() -> Vec<QuantSpec> {
             .build()
             .unwrap(),
     );
+    // One level of E4M3 scales (torchao NVFP4 without a tensor scale), both roundings.
+    for (base, rounding) in [
+        ("nvfp4", E4m3Rounding::Nearest),
+        ("nvfp4", E4m3Rounding::Up),
+        ("mxfp4", E4m3Rounding::Nearest),
+        ("int8", E4m3Rounding::Nearest),
+    ] {
+        v.push(b(base).scale(ScaleKind::E4M3 { rounding }).build().unwrap());
+    }
     for r in [Po2Rounding::Floor, Po2Rounding::Ceil, Po2Rounding::Nearest] {
         v.push(
             b("fp8_e4m3")
