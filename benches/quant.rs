@@ -1,6 +1,7 @@
 //! lowbit-quant throughput on 16M f32 beside a memcpy of the same bytes: per-tensor FP8
 //! (dynamic, and static with frozen scales), per-channel INT8, MX blocks of 32 (MXFP8 E4M3,
-//! MXFP4), NVFP4; percentile calibration of 16M values beside a full sort.
+//! MXFP4), NVFP4, 2-D tiles (DeepSeek-V3's 128 × 128 FP8, NVFP4 in 16 × 16); percentile
+//! calibration of 16M values beside a full sort.
 //!
 //! `memcpy` is `copy_from_slice` on one thread (the reference of the ratios in
 //! docs/quantization.md); `memcpy_2t` is the same copy split over rayon's threads in 64K
@@ -53,8 +54,25 @@ fn fake_quant(c: &mut Criterion) {
         })
     });
     let shape = [4096usize, 4096];
-    for name in ["fp8_e4m3", "int8", "mxfp8_e4m3", "mxfp4", "nvfp4"] {
-        let spec: QuantSpec = name.parse().expect("preset");
+    let nvfp4_16x16 = "nvfp4"
+        .parse::<QuantSpec>()
+        .expect("preset")
+        .to_builder()
+        .per_tile(16, 16)
+        .build()
+        .expect("spec");
+    let specs = [
+        "fp8_e4m3",
+        "int8",
+        "mxfp8_e4m3",
+        "mxfp4",
+        "nvfp4",
+        "fp8_e4m3_tile128x128",
+    ]
+    .map(|name| (name.to_string(), name.parse::<QuantSpec>().expect("preset")))
+    .into_iter()
+    .chain([("nvfp4_tile16x16".to_string(), nvfp4_16x16)]);
+    for (name, spec) in specs {
         g.bench_with_input(BenchmarkId::new("fake_quantize", name), &spec, |b, spec| {
             b.iter(|| {
                 spec.fake_quantize(&x, &shape, &mut y)
