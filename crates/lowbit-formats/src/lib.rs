@@ -47,10 +47,14 @@
 //! - [`FormatFacts`], [`ValueTable`] (`facts.rs`): bits, bias, max, min normal, min subnormal,
 //!   inf/NaN codes, value counts, the sorted value table.
 //! - [`pack`](mod@pack) (`pack.rs`): FP4/INT4 two per byte, FP6 four in three bytes, INT2 four per byte.
+//! - [`Accumulator`], [`AccumulatorFormat`], [`AccumulatorRounding`] (`accumulate.rs`): the
+//!   running sum of a dot product in fewer bits than f32 (FP16/BF16/FP22 adders, chunked FP32
+//!   promotion), for simulated matmuls.
 //! - [`FormatError`] (`error.rs`).
 
 #![warn(missing_docs)]
 
+mod accumulate;
 mod codec;
 mod error;
 mod facts;
@@ -61,6 +65,7 @@ mod minifloat;
 pub mod pack;
 mod rounding;
 
+pub use accumulate::{Accumulator, AccumulatorFormat, AccumulatorRounding};
 pub use codec::{Codec, abs_max_blocks, abs_max_blocks_on};
 pub use error::{FormatError, Result};
 pub use facts::{FormatFacts, ValueTable};

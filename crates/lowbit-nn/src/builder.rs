@@ -327,6 +327,8 @@ pub struct ExplainRow {
     pub input: String,
     /// Output spec.
     pub output: String,
+    /// Accumulator of the dot products, or `-` (f32).
+    pub accumulator: String,
 }
 
 impl LayerTable {
@@ -365,6 +367,10 @@ impl LayerTable {
                 bias: s(l.resolved.bias),
                 input: s(l.resolved.input),
                 output: s(l.resolved.output),
+                accumulator: l
+                    .resolved
+                    .accumulator
+                    .map_or_else(|| "-".to_string(), |a| a.to_string()),
             })
             .collect()
     }
@@ -386,18 +392,41 @@ impl LayerTable {
             w(|r| &r.bias, "bias"),
             w(|r| &r.input, "input"),
         );
+        // The accumulator column only when some layer has one.
+        let accumulates = rows.iter().any(|r| r.accumulator != "-");
+        let wo = w(|r| &r.output, "output");
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:wl$}  {:wk$}  {:ww$}  {:wb$}  {:wi$}  output",
-            "layer", "kind", "weight", "bias", "input"
-        );
-        for r in &rows {
-            let _ = writeln!(
-                out,
-                "{:wl$}  {:wk$}  {:ww$}  {:wb$}  {:wi$}  {}",
-                r.layer, r.kind, r.weight, r.bias, r.input, r.output
+        let mut line = |cells: [&str; 7]| {
+            let mut l = format!(
+                "{:wl$}  {:wk$}  {:ww$}  {:wb$}  {:wi$}  ",
+                cells[0], cells[1], cells[2], cells[3], cells[4]
             );
+            if accumulates {
+                let _ = write!(l, "{:wo$}  {}", cells[5], cells[6]);
+            } else {
+                l.push_str(cells[5]);
+            }
+            let _ = writeln!(out, "{}", l.trim_end());
+        };
+        line([
+            "layer",
+            "kind",
+            "weight",
+            "bias",
+            "input",
+            "output",
+            "accumulator",
+        ]);
+        for r in &rows {
+            line([
+                &r.layer,
+                &r.kind,
+                &r.weight,
+                &r.bias,
+                &r.input,
+                &r.output,
+                &r.accumulator,
+            ]);
         }
         out
     }

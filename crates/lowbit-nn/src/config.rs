@@ -16,6 +16,10 @@
 //! backward: e5m2                             # gradient format in QAT (absent: gradients stay f32)
 //! ```
 //!
+//! `accumulator` (in `defaults`, `ops.<kind>` and `layers`) sets the number format of the dot
+//! products of `linear` and `matmul` layers: `fp22`, `bf16`, `{format: e8m13, rounding:
+//! toward_zero, chunk: 128}` (see [`crate::matmul_accumulated`]); `null` is the f32 matmul.
+//!
 //! Resolution of one role of one layer: the default of its op class (`input`/`output` for
 //! compute ops, `activation` for both sides of activation ops), then `ops.<kind>`, then every
 //! matching `layers` entry in file order. A key that is absent inherits; `null` turns the
@@ -27,6 +31,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use globset::{Glob, GlobMatcher};
+use lowbit_formats::{Accumulator, AccumulatorFormat, AccumulatorRounding};
 use lowbit_quant::QuantSpec;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -103,6 +108,93 @@ impl Serialize for Setting {
     }
 }
 
+/// The `accumulator` setting: absent (inherit), `null` (f32 matmul, the default) or an
+/// [`Accumulator`]: a format name (`fp22`, `bf16`, `e8m13`, …; nearest-even, no promotion) or
+/// a mapping `{format, rounding: nearest_even | toward_zero, chunk}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum AccumulatorSetting {
+    /// Not written: inherit.
+    #[default]
+    Inherit,
+    /// `null`: the op's own f32 matmul.
+    Off,
+    /// Dot products in this accumulator.
+    On(Accumulator),
+}
+
+impl AccumulatorSetting {
+    fn is_inherit(&self) -> bool {
+        matches!(self, AccumulatorSetting::Inherit)
+    }
+    fn apply(&self, to: &mut Option<Accumulator>) {
+        match self {
+            AccumulatorSetting::Inherit => {}
+            AccumulatorSetting::Off => *to = None,
+            AccumulatorSetting::On(a) => *to = Some(*a),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AccumulatorSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AccumulatorSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an accumulator format (fp32, tf32, fp22, bf16, fp16, eXmY), a mapping \
+                     {format, rounding, chunk}, or null",
+                )
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(AccumulatorSetting::Off)
+            }
+            fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(AccumulatorSetting::Off)
+            }
+            fn visit_some<D2: Deserializer<'de>>(
+                self,
+                d: D2,
+            ) -> std::result::Result<Self::Value, D2::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                s: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                let format = AccumulatorFormat::from_str(s).map_err(E::custom)?;
+                Ok(AccumulatorSetting::On(Accumulator {
+                    format,
+                    rounding: AccumulatorRounding::NearestEven,
+                    chunk: None,
+                }))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let a =
+                    Accumulator::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                a.validate().map_err(serde::de::Error::custom)?;
+                Ok(AccumulatorSetting::On(a))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for AccumulatorSetting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            AccumulatorSetting::On(a) => a.serialize(s),
+            _ => s.serialize_none(),
+        }
+    }
+}
+
+/// The op kinds whose products an `accumulator` setting reaches (others ignore it).
+pub const ACCUMULATING_OPS: &[&str] = &["linear", "matmul"];
+
 /// Settings per tensor role.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +215,9 @@ pub struct RoleSettings {
     /// `layers`, `input`/`output` address them directly.
     #[serde(default, skip_serializing_if = "Setting::is_inherit")]
     pub activation: Setting,
+    /// The accumulator of the dot products of `linear` and `matmul` ops.
+    #[serde(default, skip_serializing_if = "AccumulatorSetting::is_inherit")]
+    pub accumulator: AccumulatorSetting,
 }
 
 /// One per-layer override.
@@ -146,6 +241,9 @@ pub struct LayerRule {
     /// Gradient format for this layer's quantizers in QAT.
     #[serde(default, skip_serializing_if = "Setting::is_inherit")]
     pub backward: Setting,
+    /// The accumulator of this layer's dot products (`linear` and `matmul` layers).
+    #[serde(default, skip_serializing_if = "AccumulatorSetting::is_inherit")]
+    pub accumulator: AccumulatorSetting,
 }
 
 fn yes() -> bool {
@@ -232,6 +330,8 @@ pub struct ResolvedLayer {
     pub output: Option<QuantSpec>,
     /// Gradient spec (QAT).
     pub backward: Option<QuantSpec>,
+    /// The accumulator of the layer's dot products (`linear` and `matmul` only).
+    pub accumulator: Option<Accumulator>,
 }
 
 impl ResolvedLayer {
@@ -241,6 +341,7 @@ impl ResolvedLayer {
             || self.bias.is_some()
             || self.input.is_some()
             || self.output.is_some()
+            || self.accumulator.is_some()
     }
 }
 
@@ -400,11 +501,13 @@ impl CompiledConfig {
             c.defaults.bias.apply(&mut r.bias);
         }
         c.backward.apply(&mut r.backward);
+        c.defaults.accumulator.apply(&mut r.accumulator);
         if let Some(op) = c.ops.get(kind) {
             op.weight.apply(&mut r.weight);
             op.bias.apply(&mut r.bias);
             op.input.apply(&mut r.input);
             op.output.apply(&mut r.output);
+            op.accumulator.apply(&mut r.accumulator);
         }
         for (rule, g) in c.layers.iter().zip(&self.layer_globs) {
             if g.is_match(name) {
@@ -413,7 +516,11 @@ impl CompiledConfig {
                 rule.input.apply(&mut r.input);
                 rule.output.apply(&mut r.output);
                 rule.backward.apply(&mut r.backward);
+                rule.accumulator.apply(&mut r.accumulator);
             }
+        }
+        if !ACCUMULATING_OPS.contains(&kind) {
+            r.accumulator = None;
         }
         if class != OpClass::Weighted {
             r.weight = None;

@@ -93,7 +93,7 @@ pub(crate) fn cuda_fwd(
     Ok((out, layout.shape().clone()))
 }
 
-fn to_storage(v: Vec<f32>, dtype: DType) -> CpuStorage {
+pub(crate) fn to_storage(v: Vec<f32>, dtype: DType) -> CpuStorage {
     match dtype {
         DType::F16 => CpuStorage::F16(v.into_iter().map(half::f16::from_f32).collect()),
         DType::BF16 => CpuStorage::BF16(v.into_iter().map(half::bf16::from_f32).collect()),

@@ -2,6 +2,7 @@
 //! of one layer.
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
@@ -61,6 +62,10 @@ pub struct LayerQuant {
     pub input: Option<Quantizer>,
     /// Output quantizer.
     pub output: Option<Quantizer>,
+    /// The accumulator of the op's dot products (`linear` and `matmul`; `None`: f32 matmul);
+    /// [`LayerQuant::accumulator`] says whether it applies now.
+    accumulator: Option<lowbit_formats::Accumulator>,
+    accumulator_on: AtomicBool,
     ctx: Arc<ModelContext>,
     cache: Mutex<Vec<(u64, usize, Tensor)>>,
     last_weight: Mutex<Option<Tensor>>,
@@ -79,6 +84,8 @@ impl LayerQuant {
             bias: mk(Role::Bias, r.bias),
             input: mk(Role::Input, r.input),
             output: mk(Role::Output, r.output),
+            accumulator: r.accumulator,
+            accumulator_on: AtomicBool::new(true),
             ctx,
             cache: Mutex::new(Vec::new()),
             last_weight: Mutex::new(None),
@@ -103,7 +110,22 @@ impl LayerQuant {
         for q in self.quantizers() {
             q.set_enabled(on);
         }
+        self.accumulator_on.store(on, Ordering::SeqCst);
         self.ctx.invalidate();
+    }
+
+    /// The accumulator the op's dot products use now: the configured one while the layer is
+    /// enabled and the model quantizes ([`crate::Mode::Quantize`]); `None` (f32) otherwise, so
+    /// the FP32 and calibration passes see the plain matmul.
+    pub fn accumulator(&self) -> Option<lowbit_formats::Accumulator> {
+        let on = self.accumulator_on.load(Ordering::SeqCst)
+            && self.ctx.mode() == crate::context::Mode::Quantize;
+        self.accumulator.filter(|_| on)
+    }
+
+    /// The configured accumulator, whether or not it applies now.
+    pub fn configured_accumulator(&self) -> Option<lowbit_formats::Accumulator> {
+        self.accumulator
     }
 
     /// Applies the input quantizer.

@@ -9,7 +9,8 @@ use crate::op::{LayerQuant, QuantOp};
 use crate::registry::OpParams;
 
 /// `y = x Wᵀ + b` with quantized weight, bias, input and output; computed by candle's
-/// `Linear`, so it is candle's layer bit for bit when the quantizers are off.
+/// `Linear`, so it is candle's layer bit for bit when the quantizers are off, or with the dot
+/// products in the layer's accumulator ([`crate::linear_accumulated`]) when it has one.
 #[derive(Debug)]
 pub struct QLinear {
     /// Weight `[out, in]`, FP32.
@@ -55,6 +56,16 @@ impl QuantOp for QLinear {
     fn compute(&self, inputs: &[Tensor]) -> Result<Tensor> {
         let w = self.quant.weight(&self.weight)?;
         let b = self.bias.as_ref().map(|b| self.quant.bias(b)).transpose()?;
-        Ok(candle_nn::Linear::new(w, b).forward(&inputs[0])?)
+        match self.quant.accumulator() {
+            // The dot products in the accumulator, then the bias added in f32.
+            Some(acc) => {
+                let y = crate::accumulate::linear_accumulated(&inputs[0], &w, acc)?;
+                Ok(match b {
+                    Some(b) => y.broadcast_add(&b)?,
+                    None => y,
+                })
+            }
+            None => Ok(candle_nn::Linear::new(w, b).forward(&inputs[0])?),
+        }
     }
 }

@@ -48,7 +48,10 @@ impl QuantOp for QStructural {
             }
             OpParams::Concat { dim } => Ok(Tensor::cat(inputs, dim)?),
             OpParams::Matmul => match inputs {
-                [a, b] => Ok(a.broadcast_matmul(b)?),
+                [a, b] => match self.quant.accumulator() {
+                    Some(acc) => crate::accumulate::matmul_accumulated(a, b, acc),
+                    None => Ok(a.broadcast_matmul(b)?),
+                },
                 _ => Err(NnError::layer(
                     name,
                     format!("matmul takes 2 inputs, got {}", inputs.len()),
