@@ -140,3 +140,77 @@ fn layer_statistics_limited_to_the_first_batches() {
     let rep = RunReport::new(&meta(), limited.fp32, &limited.variants[0], &[]);
     assert_eq!(rep.layer_samples, 8);
 }
+
+struct Bn {
+    bn: Arc<dyn QuantOp>,
+    table: LayerTable,
+}
+impl QuantModel for Bn {
+    fn forward(&self, x: &Tensor) -> lowbit_nn::Result<Tensor> {
+        Ok(self.bn.forward1(x)?.flatten_from(1)?)
+    }
+    fn layers(&self) -> &LayerTable {
+        &self.table
+    }
+}
+
+fn bn_net(vm: &VarMap, yaml: &str) -> Box<dyn QuantModel> {
+    let cfg = QuantConfig::from_yaml(yaml, "test.yaml").unwrap();
+    let vb = VarBuilder::from_varmap(vm, DType::F32, &Device::Cpu);
+    let b = QBuilder::new(vb, &cfg, Registry::default()).unwrap();
+    let bn = b
+        .op(
+            "batch_norm2d",
+            "bn",
+            lowbit_nn::OpParams::BatchNorm2d {
+                channels: 6,
+                eps: 1e-5,
+            },
+        )
+        .unwrap();
+    Box::new(Bn {
+        bn,
+        table: b.finish().unwrap(),
+    })
+}
+
+#[test]
+fn batch_norm_weight_compliance_checks_the_folded_scale() {
+    // A quantized eval-mode batch norm quantizes its folded scale γ/√(σ²+ε); the FP32 model
+    // records that scale too, so the weight check compares like with like (it used to compare
+    // Q(s) with scales computed from γ and report every channel off the grid).
+    let mut vm = VarMap::new();
+    let fp32 = bn_net(&vm, "{}");
+    let dev = Device::Cpu;
+    vm.set_one(
+        "bn.weight",
+        Tensor::new(&[0.7f32, 1.3, -0.4, 2.2, 0.05, 1.0], &dev).unwrap(),
+    )
+    .unwrap();
+    vm.set_one(
+        "bn.running_var",
+        Tensor::new(&[0.5f32, 2.0, 1.5, 0.1, 3.0, 1.0], &dev).unwrap(),
+    )
+    .unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 6, 3, 3), &dev).unwrap();
+    let mut ev = Evaluator::new(
+        fp32,
+        vec![Variant {
+            name: "fp8".into(),
+            model: bn_net(&vm, "defaults: { weight: fp8_e4m3, bias: fp8_e4m3 }"),
+            detail: true,
+        }],
+    );
+    ev.add_batch(&x, &[0, 1]).unwrap();
+    let res = ev.finish();
+    let rep = RunReport::new(&meta(), res.fp32, &res.variants[0], &[]);
+    assert!(rep.compliance.passed, "{:?}", rep.compliance);
+    let bn = &rep.layers[0];
+    assert_eq!(bn.compliance.weight.unwrap().elements, 6);
+    // E4M3 keeps ~4 significant bits: the folded scale's SQNR is far above 20 dB.
+    assert!(
+        bn.propagated.weight.unwrap().sqnr_db.0 > 25.0,
+        "{:?}",
+        bn.propagated.weight
+    );
+}

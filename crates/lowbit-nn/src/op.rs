@@ -198,7 +198,10 @@ impl LayerQuant {
         Ok(t)
     }
 
-    fn remember_weight(&self, w: &Tensor) {
+    /// Records `w` as the weight this layer used in the pass (for the weight comparison and
+    /// compliance of the taps), when taps are on; ops whose quantized weight is not one of
+    /// their parameters (batch norm quantizes its folded scale) call it in every pass.
+    pub fn remember_weight(&self, w: &Tensor) {
         if self.ctx.taps_on()
             && let Ok(mut l) = self.last_weight.lock()
         {

@@ -14,7 +14,9 @@ use crate::registry::OpParams;
 /// running statistics; training mode: batch statistics). With them on, in eval mode it runs as
 /// inference hardware does after folding: `y = x·s + t` with the per-channel scale
 /// `s = γ/√(σ² + ε)` quantized by the weight quantizer and the shift `t = β − μ·s` by the bias
-/// quantizer — the running statistics are quantized through what they become.
+/// quantizer — the running statistics are quantized through what they become. In eval mode the
+/// weight it records for the taps is that folded scale `s` (quantized or not), so layer-wise
+/// weight errors compare like with like.
 #[derive(Debug)]
 pub struct QBatchNorm2d {
     /// γ `[C]`.
@@ -81,7 +83,14 @@ impl QuantOp for QBatchNorm2d {
         if !quantized || training {
             let w = self.quant.weight(&self.weight)?;
             let b = self.quant.bias(&self.bias)?;
-            return Ok(self.candle_bn(w, b)?.forward_t(x, training)?);
+            let y = self.candle_bn(w, b)?.forward_t(x, training)?;
+            if !training {
+                // A quantized eval pass quantizes the folded scale, and the FP32 reference
+                // (a model built without quantizers) records it too, so weight error and
+                // compliance compare the same tensor.
+                self.quant.remember_weight(&self.folded()?.0);
+            }
+            return Ok(y);
         }
         let (s, t) = self.folded()?;
         let s = self.quant.weight(&s)?;
