@@ -1,6 +1,6 @@
 //! Matmuls whose running sums are kept in an [`Accumulator`] format (FP16, BF16, FP22, … with
 //! optional FP32 promotion every `chunk` products): the `accumulator` setting of a config,
-//! taken by `linear` and `matmul` layers.
+//! taken by `linear`, `matmul` and `conv2d` layers.
 //!
 //! The forward value is lowbit-formats' [`Accumulator::dot`] for every output element (each
 //! product rounded once to the accumulator, each addition rounded once, in order along the
@@ -154,4 +154,96 @@ fn broadcast_batch(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
             }
         })
         .collect()
+}
+
+/// A 2-D convolution (NCHW input, `[c_out, c_in / groups, kh, kw]` weight, candle's padding,
+/// stride, dilation and groups) with every output's dot product in `acc`, the reduction in the
+/// weight's own order (input channel, kernel row, kernel column; padding as `+0` terms). The
+/// bias is not included. The result tracks no gradient: [`straight_through`] gives it the
+/// plain convolution's.
+pub fn conv2d_accumulated(
+    x: &Tensor,
+    w: &Tensor,
+    cfg: &candle_nn::Conv2dConfig,
+    acc: Accumulator,
+) -> Result<Tensor> {
+    let err = |m: String| crate::error::NnError::Kernel(format!("accumulated conv2d: {m}"));
+    let (n, c, h, wd) = x.dims4()?;
+    let (co, cg, kh, kw) = w.dims4()?;
+    let groups = cfg.groups.max(1);
+    if c != cg * groups || co % groups != 0 {
+        return Err(err(format!(
+            "input {:?} and weight {:?} do not fit {groups} groups",
+            x.dims(),
+            w.dims()
+        )));
+    }
+    let (p, s, d) = (cfg.padding, cfg.stride.max(1), cfg.dilation.max(1));
+    let span = |len: usize, k: usize| {
+        (len + 2 * p)
+            .checked_sub(d * (k - 1) + 1)
+            .map(|v| v / s + 1)
+    };
+    let (Some(oh), Some(ow)) = (span(h, kh), span(wd, kw)) else {
+        return Err(err(format!(
+            "kernel {kh}x{kw} (dilation {d}) does not fit input {h}x{wd} with padding {p}"
+        )));
+    };
+    let xv = x
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let wv = w
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let k = cg * kh * kw;
+    let co_g = co / groups;
+    let pixels = oh * ow;
+    let mut out = vec![0f32; n * co * pixels];
+    // One task per (image, output channel): its patches are gathered per (image, group) once.
+    out.par_chunks_mut((co_g * pixels).max(1))
+        .enumerate()
+        .for_each(|(task, o)| {
+            let (img, g) = (task / groups, task % groups);
+            let mut cols = vec![0f32; pixels * k];
+            for (pix, col) in cols.chunks_mut(k).enumerate() {
+                let (oy, ox) = (pix / ow, pix % ow);
+                for ci in 0..cg {
+                    let plane = &xv[((img * c) + g * cg + ci) * h * wd..][..h * wd];
+                    for ky in 0..kh {
+                        let iy = (oy * s + ky * d) as isize - p as isize;
+                        for kx in 0..kw {
+                            let ix = (ox * s + kx * d) as isize - p as isize;
+                            let inside =
+                                (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix);
+                            col[(ci * kh + ky) * kw + kx] = if inside {
+                                plane[iy as usize * wd + ix as usize]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
+            }
+            for (j, orow) in o.chunks_mut(pixels).enumerate() {
+                let wrow = &wv[(g * co_g + j) * k..][..k];
+                for (v, col) in orow.iter_mut().zip(cols.chunks(k)) {
+                    *v = acc.dot(col, wrow);
+                }
+            }
+        });
+    Ok(
+        Tensor::from_vec(out, (n, co, oh, ow), &candle_core::Device::Cpu)?
+            .to_dtype(x.dtype())?
+            .to_device(x.device())?,
+    )
+}
+
+/// `sim` as the value, `plain`'s gradient: `sim + (plain − plain)` with the second `plain`
+/// detached, the straight-through estimator of a simulated op (`plain` is the op in f32). The
+/// value is `sim` itself wherever `plain` is finite (`x − x = +0`; a `−0` of `sim` becomes
+/// `+0`).
+pub fn straight_through(sim: &Tensor, plain: &Tensor) -> Result<Tensor> {
+    Ok((sim.detach() + (plain - plain.detach())?)?)
 }

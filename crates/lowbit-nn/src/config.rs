@@ -17,7 +17,7 @@
 //! ```
 //!
 //! `accumulator` (in `defaults`, `ops.<kind>` and `layers`) sets the number format of the dot
-//! products of `linear` and `matmul` layers: `fp22`, `bf16`, `{format: e8m13, rounding:
+//! products of `linear`, `matmul` and `conv2d` layers: `fp22`, `bf16`, `{format: e8m13, rounding:
 //! toward_zero, chunk: 128}` (see [`crate::matmul_accumulated`]); `null` is the f32 matmul.
 //!
 //! Resolution of one role of one layer: the default of its op class (`input`/`output` for
@@ -192,8 +192,8 @@ impl Serialize for AccumulatorSetting {
     }
 }
 
-/// The op kinds whose products an `accumulator` setting reaches (others ignore it).
-pub const ACCUMULATING_OPS: &[&str] = &["linear", "matmul"];
+/// The op kinds whose dot products an `accumulator` setting reaches (others ignore it).
+pub const ACCUMULATING_OPS: &[&str] = &["linear", "matmul", "conv2d"];
 
 /// Settings per tensor role.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -215,7 +215,7 @@ pub struct RoleSettings {
     /// `layers`, `input`/`output` address them directly.
     #[serde(default, skip_serializing_if = "Setting::is_inherit")]
     pub activation: Setting,
-    /// The accumulator of the dot products of `linear` and `matmul` ops.
+    /// The accumulator of the dot products of `linear`, `matmul` and `conv2d` ops.
     #[serde(default, skip_serializing_if = "AccumulatorSetting::is_inherit")]
     pub accumulator: AccumulatorSetting,
 }
@@ -241,7 +241,7 @@ pub struct LayerRule {
     /// Gradient format for this layer's quantizers in QAT.
     #[serde(default, skip_serializing_if = "Setting::is_inherit")]
     pub backward: Setting,
-    /// The accumulator of this layer's dot products (`linear` and `matmul` layers).
+    /// The accumulator of this layer's dot products (`linear`, `matmul` and `conv2d` layers).
     #[serde(default, skip_serializing_if = "AccumulatorSetting::is_inherit")]
     pub accumulator: AccumulatorSetting,
 }
@@ -330,7 +330,7 @@ pub struct ResolvedLayer {
     pub output: Option<QuantSpec>,
     /// Gradient spec (QAT).
     pub backward: Option<QuantSpec>,
-    /// The accumulator of the layer's dot products (`linear` and `matmul` only).
+    /// The accumulator of the layer's dot products (`linear`, `matmul` and `conv2d` only).
     pub accumulator: Option<Accumulator>,
 }
 

@@ -29,8 +29,9 @@
 //! - [`FakeQuant`], [`Ste`], [`ElementQuant`] (`fake_quant.rs`): the Candle ops and the
 //!   straight-through backward.
 //! - [`LsqFakeQuant`] (`lsq.rs`): fake-quant with a learned (trainable) scale (LSQ).
-//! - [`matmul_accumulated`], [`linear_accumulated`], [`AccumulatedMatmul`] (`accumulate.rs`):
-//!   matmuls whose sums run in a narrow accumulator (a config's `accumulator`).
+//! - [`matmul_accumulated`], [`linear_accumulated`], [`conv2d_accumulated`],
+//!   [`AccumulatedMatmul`] (`accumulate.rs`): matmuls and convolutions whose sums run in a
+//!   narrow accumulator (a config's `accumulator`).
 //! - [`kernel_plan`]: what the GPU does for one op (kernels, buffers, arguments), as data;
 //!   `cuda.rs` + `kernels/*.cu` (feature `cuda`) run it: the same ops on the GPU, bit for bit;
 //!   the tests also run it through the host emulator `kernels/emulator/` (docs/cuda.md).
@@ -68,7 +69,9 @@ pub mod process;
 mod quantizer;
 mod registry;
 
-pub use accumulate::{AccumulatedMatmul, linear_accumulated, matmul_accumulated};
+pub use accumulate::{
+    AccumulatedMatmul, conv2d_accumulated, linear_accumulated, matmul_accumulated, straight_through,
+};
 pub use builder::{ExplainRow, LayerEntry, LayerTable, QBuilder, QuantModel};
 pub use calibration::StaticScales;
 pub use config::{

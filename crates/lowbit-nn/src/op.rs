@@ -62,7 +62,7 @@ pub struct LayerQuant {
     pub input: Option<Quantizer>,
     /// Output quantizer.
     pub output: Option<Quantizer>,
-    /// The accumulator of the op's dot products (`linear` and `matmul`; `None`: f32 matmul);
+    /// The accumulator of the op's dot products (`linear`, `matmul`, `conv2d`; `None`: f32);
     /// [`LayerQuant::accumulator`] says whether it applies now.
     accumulator: Option<lowbit_formats::Accumulator>,
     accumulator_on: AtomicBool,

@@ -190,3 +190,106 @@ fn config_forms_and_errors() {
         table.explain()
     );
 }
+
+#[test]
+fn conv2d_with_a_bf16_accumulator_equals_the_bf16_loop() {
+    // Groups, stride, padding and dilation; the reduction over (input channel, kernel row,
+    // kernel column), padding as +0 terms.
+    let mut r = Rng(15);
+    let (n, c, h, w, co, k, groups, pad, stride, dil) = (2, 4, 7, 7, 6, 3, 2, 1, 2, 1);
+    let x = fq("fp8_e4m3", &r.tensor(&[n, c, h, w], 1.0));
+    let wt = fq("fp8_e4m3", &r.tensor(&[co, c / groups, k, k], 0.5));
+    let cfg = candle_nn::Conv2dConfig {
+        padding: pad,
+        stride,
+        dilation: dil,
+        groups,
+        cudnn_fwd_algo: None,
+    };
+    let acc = lowbit_formats::Accumulator::new(
+        "bf16".parse().unwrap(),
+        lowbit_formats::AccumulatorRounding::NearestEven,
+        None,
+    )
+    .unwrap();
+    let got = lowbit_nn::conv2d_accumulated(&x, &wt, &cfg, acc).unwrap();
+    let (oh, ow) = (
+        (h + 2 * pad - dil * (k - 1) - 1) / stride + 1,
+        (w + 2 * pad - dil * (k - 1) - 1) / stride + 1,
+    );
+    assert_eq!(got.dims(), [n, co, oh, ow]);
+    let (xv, wv) = (f32s(&x), f32s(&wt));
+    let cg = c / groups;
+    let mut want = Vec::new();
+    for img in 0..n {
+        for o in 0..co {
+            let g = o / (co / groups);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut xs, mut ws) = (Vec::new(), Vec::new());
+                    for ci in 0..cg {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * stride + ky * dil) as isize - pad as isize;
+                                let ix = (ox * stride + kx * dil) as isize - pad as isize;
+                                let v =
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
+                                        xv[((img * c + g * cg + ci) * h + iy as usize) * w
+                                            + ix as usize]
+                                    } else {
+                                        0.0
+                                    };
+                                xs.push(v);
+                                ws.push(wv[((o * cg + ci) * k + ky) * k + kx]);
+                            }
+                        }
+                    }
+                    want.push(bf16_dot(&xs, &ws));
+                }
+            }
+        }
+    }
+    assert_eq!(common::bits(&f32s(&got)), common::bits(&want));
+    // Through a config: the layer adds its bias in f32; gradients are candle's conv2d's.
+    let bias = r.tensor(&[co], 0.1);
+    let weights: HashMap<String, Tensor> = [
+        ("c.weight".to_string(), wt.clone()),
+        ("c.bias".to_string(), bias.clone()),
+    ]
+    .into();
+    let (op, _) = build_op(
+        VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu),
+        "defaults: { accumulator: bf16 }",
+        "conv2d",
+        "c",
+        OpParams::Conv2d {
+            in_channels: c,
+            out_channels: co,
+            kernel: k,
+            cfg,
+            bias: true,
+        },
+    );
+    let y = op.forward1(&x).unwrap();
+    let want_y = got
+        .broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap())
+        .unwrap();
+    assert_eq!(tensor_bits(&y), tensor_bits(&want_y));
+    // Training: the simulated value, the plain convolution's gradient.
+    let ctx = op.quant().context().clone();
+    ctx.set_training(true);
+    let vx = Var::from_tensor(&x).unwrap();
+    let y = op.forward1(vx.as_tensor()).unwrap();
+    assert_eq!(tensor_bits(&y), tensor_bits(&want_y));
+    let g = y.sum_all().unwrap().backward().unwrap();
+    ctx.set_mode(Mode::Fp32);
+    let vx2 = Var::from_tensor(&x).unwrap();
+    let plain = op.forward1(vx2.as_tensor()).unwrap();
+    let want_g = plain.sum_all().unwrap().backward().unwrap();
+    assert_eq!(
+        tensor_bits(g.get(&vx).unwrap()),
+        tensor_bits(want_g.get(&vx2).unwrap())
+    );
+    assert_ne!(tensor_bits(&plain), tensor_bits(&want_y));
+}

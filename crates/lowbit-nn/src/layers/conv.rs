@@ -129,6 +129,19 @@ impl QConv2d {
     pub fn config(&self) -> &candle_nn::Conv2dConfig {
         &self.cfg
     }
+
+    /// The convolution without bias in f32: the depthwise or tiled CPU kernel where it
+    /// applies, candle's `conv2d` otherwise.
+    fn plain(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let c = &self.cfg;
+        Ok(if DepthwiseConv2d::supports(x, w, c) {
+            DepthwiseConv2d::from_config(c).forward(x, w)?
+        } else if TiledConv2d::supports(x, w, c) {
+            TiledConv2d::from_config(c).forward(x, w)?
+        } else {
+            x.conv2d(w, c.padding, c.stride, c.dilation, c.groups)?
+        })
+    }
 }
 
 impl QuantOp for QConv2d {
@@ -139,10 +152,17 @@ impl QuantOp for QConv2d {
         let w = self.quant.weight(&self.weight)?;
         let b = self.bias.as_ref().map(|b| self.quant.bias(b)).transpose()?;
         let x = &inputs[0];
-        let y = if DepthwiseConv2d::supports(x, &w, &self.cfg) {
-            DepthwiseConv2d::from_config(&self.cfg).forward(x, &w)?
-        } else if TiledConv2d::supports(x, &w, &self.cfg) {
-            TiledConv2d::from_config(&self.cfg).forward(x, &w)?
+        let y = if let Some(acc) = self.quant.accumulator() {
+            let sim = crate::accumulate::conv2d_accumulated(x, &w, &self.cfg, acc)?;
+            if self.quant.context().is_training() {
+                crate::accumulate::straight_through(&sim, &self.plain(x, &w)?)?
+            } else {
+                sim
+            }
+        } else if DepthwiseConv2d::supports(x, &w, &self.cfg)
+            || TiledConv2d::supports(x, &w, &self.cfg)
+        {
+            self.plain(x, &w)?
         } else {
             return Ok(candle_nn::Conv2d::new(w, b, self.cfg).forward(x)?);
         };
