@@ -198,9 +198,10 @@ impl<'de> Deserialize<'de> for AccumulatorFormat {
 /// let mut b = vec![1.0f32; 257];
 /// b[0] = 256.0;
 /// assert_eq!(bf16.dot(&a, &b), 256.0);
-/// // Promoted to FP32 every 16 products: 256 + 16 · 16 = 512, exact.
+/// // Promoted to FP32 every 16 products: only the first chunk (256 + 15 ones) still loses its
+/// // ones; the other 16 chunks add 241 exactly (the f32 answer is 512).
 /// let chunked = Accumulator::new("bf16".parse()?, AccumulatorRounding::NearestEven, Some(16))?;
-/// assert_eq!(chunked.dot(&a, &b), 512.0);
+/// assert_eq!(chunked.dot(&a, &b), 497.0);
 /// # Ok::<(), lowbit_formats::FormatError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
