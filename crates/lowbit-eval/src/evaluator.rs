@@ -110,6 +110,10 @@ pub struct LayerResult {
     pub weight_bits_per_element: Option<f64>,
     /// Stored bits per input element, scales included (absent when inputs stay FP32).
     pub input_bits_per_element: Option<f64>,
+    /// The accumulator of the layer's dot products (`Display` of it), absent when they run in
+    /// f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accumulator: Option<String>,
 }
 
 /// The result of one variant.
@@ -582,7 +586,7 @@ fn layer_result(e: &LayerEntry, a: &LayerAcc) -> LayerResult {
     LayerResult {
         name: e.name.clone(),
         kind: e.kind.clone(),
-        quantized: lq.quantizers().any(|q| q.is_enabled()),
+        quantized: lq.quantizers().any(|q| q.is_enabled()) || lq.enabled_accumulator().is_some(),
         specs: PerRole {
             weight: spec(&lq.weight),
             input: spec(&lq.input),
@@ -602,5 +606,6 @@ fn layer_result(e: &LayerEntry, a: &LayerAcc) -> LayerResult {
         weight_elements: a.weight_elements,
         weight_bits_per_element: a.weight_bits,
         input_bits_per_element: (a.input_bits.1 > 0.0).then(|| a.input_bits.0 / a.input_bits.1),
+        accumulator: lq.enabled_accumulator().map(|a| a.to_string()),
     }
 }

@@ -123,9 +123,11 @@ impl LayerQuant {
         self.accumulator.filter(|_| on)
     }
 
-    /// The configured accumulator, whether or not it applies now.
-    pub fn configured_accumulator(&self) -> Option<lowbit_formats::Accumulator> {
+    /// The configured accumulator while the layer is enabled, whatever the mode (what a
+    /// quantized pass uses).
+    pub fn enabled_accumulator(&self) -> Option<lowbit_formats::Accumulator> {
         self.accumulator
+            .filter(|_| self.accumulator_on.load(Ordering::SeqCst))
     }
 
     /// Applies the input quantizer.
