@@ -12,7 +12,8 @@
 //!   most 24 significant bits is held exactly in `f64` or is so far from a rounding boundary
 //!   that its `f64` rounding cannot move the result, so every step is one correct rounding);
 //! - with a `chunk` of `c`, the running sum restarts from 0 every `c` products and each
-//!   finished chunk is added into an `f32` total (rounded to nearest even): FP32 promotion.
+//!   finished chunk is added into an `f32` total (rounded to nearest even): FP32 promotion;
+//! - a NaN anywhere (a NaN input, `inf − inf`, `0 · inf`) gives the canonical quiet NaN.
 //!
 //! The formats are IEEE-style binary floats: `e` exponent bits (bias `2^(e−1) − 1`), `m`
 //! fraction bits, subnormals, ±inf, within `f32` (`2 ≤ e ≤ 8`, `1 ≤ m ≤ 23`), so every
@@ -100,9 +101,14 @@ impl AccumulatorFormat {
         (2.0 - pow2(-(self.man_bits as i32))) * pow2(emax)
     }
 
-    /// `x` rounded to this format by `rounding` (NaN stays NaN, the sign of zero is kept).
+    /// `x` rounded to this format by `rounding` (the sign of zero is kept; every NaN becomes
+    /// the canonical quiet NaN, so a sum's NaN does not depend on which operand the hardware
+    /// or the compiler put first).
     pub fn round(&self, x: f64, rounding: AccumulatorRounding) -> f64 {
-        if x.is_nan() || x == 0.0 {
+        if x.is_nan() {
+            return f64::NAN;
+        }
+        if x == 0.0 {
             return x;
         }
         let bias = (1i32 << (self.exp_bits - 1)) - 1;
@@ -119,10 +125,12 @@ impl AccumulatorFormat {
         let e = (((a.to_bits() >> 52) & 0x7FF) as i32 - 1023).max(emin);
         // The quantum at that exponent; |x| / quantum is exact (a power-of-two rescale).
         let q = (e - m).min(emax - m);
+        // t < 2^(m+1) ≤ 2^24: adding and removing 2^52 rounds it to an integer, nearest even
+        // (one IEEE addition, no libm call); truncation is the integer conversion.
         let t = a * pow2(-q);
         let r = match rounding {
-            AccumulatorRounding::NearestEven => t.round_ties_even(),
-            AccumulatorRounding::TowardZero => t.trunc(),
+            AccumulatorRounding::NearestEven => (t + MAGIC) - MAGIC,
+            AccumulatorRounding::TowardZero => (t as u64) as f64,
         } * pow2(q);
         let r = if r > max {
             match rounding {
@@ -135,6 +143,14 @@ impl AccumulatorFormat {
         r.copysign(x)
     }
 }
+
+/// `x`, or the canonical quiet NaN if `x` is a NaN.
+fn canonical(x: f32) -> f32 {
+    if x.is_nan() { f32::NAN } else { x }
+}
+
+/// 2^52: below it, `(t + 2^52) − 2^52` is `t` rounded to an integer, ties to even.
+const MAGIC: f64 = 4_503_599_627_370_496.0;
 
 /// `2^k` for `−1022 ≤ k ≤ 1023`, from its bit pattern.
 fn pow2(k: i32) -> f64 {
@@ -261,12 +277,65 @@ impl Accumulator {
                 acc = f.round(acc + p, r);
             }
             total = if self.chunk.is_some() {
-                (f64::from(total) + acc) as f32
+                canonical((f64::from(total) + acc) as f32)
             } else {
                 acc as f32
             };
         }
         total
+    }
+}
+
+impl Accumulator {
+    /// [`dot`](Self::dot) of `a` with each of `L` vectors at once (the same bits, lane by
+    /// lane): the `L` running sums are independent, so their rounding chains overlap in the
+    /// CPU instead of waiting on each other (one sum's step is ~30 cycles of latency).
+    pub fn dot_lanes<const L: usize>(&self, a: &[f32], bs: [&[f32]; L]) -> [f32; L] {
+        let (f, r) = (self.format, self.rounding);
+        let n = bs.iter().fold(a.len(), |n, b| n.min(b.len()));
+        let chunk = self.chunk.unwrap_or(n).max(1);
+        let mut total = [0.0f32; L];
+        let mut start = 0;
+        while start < n {
+            let end = (start + chunk).min(n);
+            let mut acc = [0.0f64; L];
+            for k in start..end {
+                let x = f64::from(a[k]);
+                for (acc, b) in acc.iter_mut().zip(&bs) {
+                    let p = f.round(x * f64::from(b[k]), r);
+                    *acc = f.round(*acc + p, r);
+                }
+            }
+            for (t, &acc) in total.iter_mut().zip(&acc) {
+                *t = if self.chunk.is_some() {
+                    canonical((f64::from(*t) + acc) as f32)
+                } else {
+                    acc as f32
+                };
+            }
+            start = end;
+        }
+        total
+    }
+
+    /// `out[j] = dot(a, rows[j])` for the rows of `b` (`out.len()` rows of `k` elements),
+    /// eight at a time ([`dot_lanes`](Self::dot_lanes)).
+    pub fn dot_rows(&self, a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+        let mut rows = b.chunks(k.max(1));
+        let mut outs = out.chunks_mut(8);
+        for o in &mut outs {
+            match <&mut [f32; 8]>::try_from(&mut *o) {
+                Ok(o8) => {
+                    let r: [&[f32]; 8] = std::array::from_fn(|_| rows.next().unwrap_or(&[]));
+                    *o8 = self.dot_lanes(a, r);
+                }
+                Err(_) => {
+                    for v in o.iter_mut() {
+                        *v = self.dot(a, rows.next().unwrap_or(&[]));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -468,6 +537,35 @@ mod tests {
             total += s;
         }
         assert_eq!(chunked.dot(&a, &b).to_bits(), total.to_bits());
+    }
+
+    #[test]
+    fn lanes_equal_the_one_at_a_time_dot() {
+        let xs = values(3 * 1000 + 11 * 1000, 6, true);
+        let a: Vec<f32> = xs[..1000].iter().map(|&v| v as f32).collect();
+        let mut b: Vec<f32> = xs[1000..].iter().map(|&v| v as f32).collect();
+        b[5] = 0.0;
+        b[1007] = f32::INFINITY;
+        b[2010] = f32::NAN;
+        b[3020] = -0.0;
+        for (name, r, chunk) in [
+            ("bf16", AccumulatorRounding::NearestEven, None),
+            ("e5m4", AccumulatorRounding::TowardZero, Some(16)),
+            ("fp22", AccumulatorRounding::TowardZero, Some(128)),
+            ("e3m2", AccumulatorRounding::NearestEven, Some(7)),
+        ] {
+            let acc = Accumulator::new(fmt(name), r, chunk).unwrap();
+            for k in [1000, 999, 17, 1] {
+                let rows = b.len() / k;
+                let rows = rows.min(11);
+                let mut out = vec![0.0f32; rows];
+                acc.dot_rows(&a[..k], &b[..rows * k], k, &mut out);
+                for (j, o) in out.iter().enumerate() {
+                    let want = acc.dot(&a[..k], &b[j * k..(j + 1) * k]);
+                    assert_eq!(o.to_bits(), want.to_bits(), "{name} k {k} row {j}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -68,9 +68,7 @@ impl CustomOp2 for AccumulatedMatmul {
                     let (batch, i) = (row / m, row % m);
                     let x = &a[(batch * m + i) * k..][..k];
                     let cols = &bt[batch * n * k..][..n * k];
-                    for (o, w) in o.iter_mut().zip(cols.chunks(k)) {
-                        *o = self.acc.dot(x, w);
-                    }
+                    self.acc.dot_rows(x, cols, k, o);
                 });
         }
         Ok((to_storage(out, s1.dtype()), Shape::from((ba, m, n))))
@@ -228,9 +226,7 @@ pub fn conv2d_accumulated(
             }
             for (j, orow) in o.chunks_mut(pixels).enumerate() {
                 let wrow = &wv[(g * co_g + j) * k..][..k];
-                for (v, col) in orow.iter_mut().zip(cols.chunks(k)) {
-                    *v = acc.dot(col, wrow);
-                }
+                acc.dot_rows(wrow, &cols, k, orow);
             }
         });
     Ok(
