@@ -305,6 +305,76 @@ fn bench_quantize_in_cache(c: &mut Criterion) -> Result<()> {
     Ok(())
 }
 
+/// Simulated accumulation: a `[64, 1024] · [1024, 64]` product (4 Mi multiply-adds) with
+/// the sums in FP32, BF16 and FP22 (truncated, FP32 every 128), one dot product at a time
+/// (`dot`) and eight interleaved (`dot_rows`), beside the plain f32 loop (the peer: what the
+/// simulation costs over the arithmetic it replaces).
+fn bench_accumulate(c: &mut Criterion) -> Result<()> {
+    use lowbit::formats::{Accumulator, AccumulatorRounding};
+    const K: usize = 1024;
+    const ROWS: usize = 64;
+    let mut g = c.benchmark_group("accumulate_4M_macs");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((ROWS * ROWS * K) as u64));
+    let a = inputs(Format::E4M3FN, ROWS * K, 7);
+    let b = inputs(Format::E4M3FN, ROWS * K, 8);
+    let (a, b): (Vec<f32>, Vec<f32>) = (
+        a.iter()
+            .map(|x| Format::E4M3FN.quantize(x.clamp(-448.0, 448.0)))
+            .collect(),
+        b.iter()
+            .map(|x| Format::E4M3FN.quantize(x.clamp(-448.0, 448.0)))
+            .collect(),
+    );
+    let mut out = vec![0f32; ROWS * ROWS];
+    g.bench_function("f32_loop", |bch| {
+        bch.iter(|| {
+            for (i, x) in a.chunks(K).enumerate() {
+                for (j, w) in b.chunks(K).enumerate() {
+                    let mut s = 0f32;
+                    for (p, q) in x.iter().zip(w) {
+                        s += p * q;
+                    }
+                    out[i * ROWS + j] = s;
+                }
+            }
+            black_box(&out);
+        })
+    });
+    for (name, spec, r, chunk) in [
+        ("fp32", "fp32", AccumulatorRounding::NearestEven, None),
+        ("bf16", "bf16", AccumulatorRounding::NearestEven, None),
+        (
+            "fp22_tz_c128",
+            "fp22",
+            AccumulatorRounding::TowardZero,
+            Some(128),
+        ),
+    ] {
+        let acc = Accumulator::new(spec.parse()?, r, chunk)?;
+        g.bench_function(format!("{name}/dot"), |bch| {
+            bch.iter(|| {
+                for (i, x) in a.chunks(K).enumerate() {
+                    for (j, w) in b.chunks(K).enumerate() {
+                        out[i * ROWS + j] = acc.dot(x, w);
+                    }
+                }
+                black_box(&out);
+            })
+        });
+        g.bench_function(format!("{name}/dot_rows"), |bch| {
+            bch.iter(|| {
+                for (x, o) in a.chunks(K).zip(out.chunks_mut(ROWS)) {
+                    acc.dot_rows(x, &b, K, o);
+                }
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+    Ok(())
+}
+
 fn main() -> Result<()> {
     // Short defaults so the whole file runs in minutes; command-line flags override them.
     let mut c = Criterion::default()
@@ -318,6 +388,7 @@ fn main() -> Result<()> {
     bench_quantize_isa(&mut c)?;
     bench_quantize_stochastic(&mut c)?;
     bench_quantize_in_cache(&mut c)?;
+    bench_accumulate(&mut c)?;
     c.final_summary();
     Ok(())
 }

@@ -130,7 +130,7 @@ impl AccumulatorFormat {
         let t = a * pow2(-q);
         let r = match rounding {
             AccumulatorRounding::NearestEven => (t + MAGIC) - MAGIC,
-            AccumulatorRounding::TowardZero => (t as u64) as f64,
+            AccumulatorRounding::TowardZero => (t as i64) as f64,
         } * pow2(q);
         let r = if r > max {
             match rounding {
