@@ -176,6 +176,9 @@ pub fn conv2d_accumulated(
             w.dims()
         )));
     }
+    if kh == 0 || kw == 0 {
+        return Err(err(format!("weight {:?} has an empty kernel", w.dims())));
+    }
     let (p, s, d) = (cfg.padding, cfg.stride.max(1), cfg.dilation.max(1));
     let span = |len: usize, k: usize| {
         (len + 2 * p)

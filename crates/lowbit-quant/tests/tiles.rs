@@ -382,3 +382,37 @@ fn bad_tiles_are_rejected_and_specs_roundtrip() {
         .unwrap_err();
     assert!(err.to_string().contains("[2, 1]"), "{err}");
 }
+
+#[test]
+fn empty_and_scalar_tensors() {
+    let spec = QuantSpec::builder(Format::E4M3FN)
+        .per_tile(4, 4)
+        .build()
+        .unwrap();
+    for shape in [&[0usize, 5][..], &[3, 0], &[2, 0, 3], &[]] {
+        let n: usize = shape.iter().product();
+        let x = data(n, 1);
+        let mut q = vec![0.0f32; n];
+        let sc = spec
+            .fake_quantize_returning_scales(&x, shape, &mut q)
+            .unwrap();
+        assert_eq!(
+            sc.shape,
+            spec.layout(shape).unwrap().scale_shape,
+            "{shape:?}"
+        );
+        assert_eq!(
+            sc.values.len(),
+            spec.layout(shape).unwrap().n_groups,
+            "{shape:?}"
+        );
+        let t = spec.quantize(&x, shape).unwrap();
+        assert_eq!(bits(&t.dequantize().unwrap()), bits(&q), "{shape:?}");
+    }
+    // A scalar is one tile of one element: per tensor, in effect.
+    let per_tensor = QuantSpec::builder(Format::E4M3FN).build().unwrap();
+    assert_eq!(
+        bits(&fq(&spec, &[3.3], &[])),
+        bits(&fq(&per_tensor, &[3.3], &[1]))
+    );
+}
