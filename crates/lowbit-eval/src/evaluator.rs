@@ -114,6 +114,9 @@ pub struct LayerResult {
     /// f32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accumulator: Option<String>,
+    /// The rotation of the layer's input and weight, absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<String>,
 }
 
 /// The result of one variant.
@@ -376,13 +379,15 @@ fn observe_layer(
     let name = &entry.name;
     // Weight (constant over batches: compared and checked once).
     if first && let (Some(fw), Some(qw)) = (&fp.weight, &q.weight) {
+        // A rotating layer quantized `W R`: its error is that of `Q(W R) Rᵀ` against `W`, its
+        // compliance that of `Q(W R)` against the scales of `W R`.
         let (fwv, qwv) = (to_f32(fw)?, to_f32(qw)?);
-        acc.weight.add(&fwv, &qwv);
+        acc.weight.add(&fwv, &to_f32(&lq.unrotate(qw)?)?);
         acc.weight_elements = fwv.len() as u64;
         acc.weight_bits = Some(32.0);
         if let Some(wq) = enabled(&lq.weight) {
             let spec = wq.spec();
-            let scales = spec.compute_scales(&fwv, fw.dims())?;
+            let scales = spec.compute_scales(&to_f32(&lq.rotate_input(fw)?)?, fw.dims())?;
             acc.weight_bits = Some(bits_per_element(&spec, fwv.len(), &scales));
             let r = check_compliance(&spec, &qwv, qw.dims(), &scales)?;
             add_compliance(
@@ -411,12 +416,15 @@ fn observe_layer(
             continue;
         }
         let qin = lq.quantize_input(qx)?;
-        add_pair(&mut acc.input, fx, &qin)?;
+        add_pair(&mut acc.input, fx, &lq.unrotate(&qin)?)?;
         if let Some(iq) = enabled(&lq.input) {
             let spec = iq.spec();
             let scales = match iq.frozen() {
                 Some(s) => (*s).clone(),
-                None => with_f32(qx, |v| spec.compute_scales(v, qx.dims()))??,
+                None => {
+                    let seen = lq.rotate_input(qx)?;
+                    with_f32(&seen, |v| spec.compute_scales(v, seen.dims()))??
+                }
             };
             let c = check_with_scales(&spec, &scales, &qin)?;
             add_compliance(&mut acc.c_input, c);
@@ -586,7 +594,9 @@ fn layer_result(e: &LayerEntry, a: &LayerAcc) -> LayerResult {
     LayerResult {
         name: e.name.clone(),
         kind: e.kind.clone(),
-        quantized: lq.quantizers().any(|q| q.is_enabled()) || lq.enabled_accumulator().is_some(),
+        quantized: lq.quantizers().any(|q| q.is_enabled())
+            || lq.enabled_accumulator().is_some()
+            || lq.enabled_rotation().is_some(),
         specs: PerRole {
             weight: spec(&lq.weight),
             input: spec(&lq.input),
@@ -607,5 +617,9 @@ fn layer_result(e: &LayerEntry, a: &LayerAcc) -> LayerResult {
         weight_bits_per_element: a.weight_bits,
         input_bits_per_element: (a.input_bits.1 > 0.0).then(|| a.input_bits.0 / a.input_bits.1),
         accumulator: lq.enabled_accumulator().map(|a| a.to_string()),
+        rotation: lq.enabled_rotation().map(|r| match r.seed {
+            Some(seed) => format!("hadamard {} (signs seed {seed})", r.size),
+            None => format!("hadamard {}", r.size),
+        }),
     }
 }

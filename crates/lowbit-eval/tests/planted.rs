@@ -214,3 +214,54 @@ fn batch_norm_weight_compliance_checks_the_folded_scale() {
         bn.propagated.weight
     );
 }
+
+#[test]
+fn rotated_layers_are_compared_and_checked_in_the_right_basis() {
+    // Weight and input errors compare Q(x R) Rᵀ with x (not the rotated tensor with the
+    // FP32 one), compliance checks Q(x R) against the scales of x R.
+    let vm = VarMap::new();
+    let fp32 = net(&vm, "{}");
+    let x = Tensor::randn(0f32, 1.0, (8, 64), &Device::Cpu).unwrap();
+    let labels: Vec<u32> = (0..8).collect();
+    let cfg = "defaults: { weight: mxfp4, input: fp8_e4m3, rotation: { size: 32, seed: 3 } }";
+    let mut ev = Evaluator::new(
+        fp32,
+        vec![
+            Variant {
+                name: "rotated".into(),
+                model: net(&vm, cfg),
+                detail: true,
+            },
+            Variant {
+                name: "plain".into(),
+                model: net(&vm, "defaults: { weight: mxfp4, input: fp8_e4m3 }"),
+                detail: true,
+            },
+        ],
+    );
+    ev.add_batch(&x, &labels).unwrap();
+    let res = ev.finish();
+    let rep = RunReport::new(&meta(), res.fp32, &res.variants[0], &[]);
+    let plain = RunReport::new(&meta(), res.fp32, &res.variants[1], &[]);
+    assert!(rep.compliance.passed, "{:?}", rep.compliance);
+    let (fc, pfc) = (&rep.layers[0], &plain.layers[0]);
+    assert_eq!(fc.rotation.as_deref(), Some("hadamard 32 (signs seed 3)"));
+    assert_eq!(fc.compliance.weight.unwrap().elements, 640);
+    // Errors of the same order as without rotation (a wrong basis would be ~0 dB).
+    let (w, pw) = (
+        fc.propagated.weight.unwrap().sqnr_db.0,
+        pfc.propagated.weight.unwrap().sqnr_db.0,
+    );
+    let (i, pi) = (
+        fc.propagated.input.unwrap().sqnr_db.0,
+        pfc.propagated.input.unwrap().sqnr_db.0,
+    );
+    assert!(
+        w > 10.0 && (w - pw).abs() < 6.0,
+        "weight {w} dB, plain {pw} dB"
+    );
+    assert!(
+        i > 20.0 && (i - pi).abs() < 6.0,
+        "input {i} dB, plain {pi} dB"
+    );
+}

@@ -329,6 +329,8 @@ pub struct ExplainRow {
     pub output: String,
     /// Accumulator of the dot products, or `-` (f32).
     pub accumulator: String,
+    /// Rotation of the input and weight, or `-`.
+    pub rotation: String,
 }
 
 impl LayerTable {
@@ -371,6 +373,13 @@ impl LayerTable {
                     .resolved
                     .accumulator
                     .map_or_else(|| "-".to_string(), |a| a.to_string()),
+                rotation: l.resolved.rotation.map_or_else(
+                    || "-".to_string(),
+                    |r| match r.seed {
+                        Some(seed) => format!("hadamard {} (signs seed {seed})", r.size),
+                        None => format!("hadamard {}", r.size),
+                    },
+                ),
             })
             .collect()
     }
@@ -392,19 +401,24 @@ impl LayerTable {
             w(|r| &r.bias, "bias"),
             w(|r| &r.input, "input"),
         );
-        // The accumulator column only when some layer has one.
+        // The accumulator and rotation columns only when some layer has one.
         let accumulates = rows.iter().any(|r| r.accumulator != "-");
-        let wo = w(|r| &r.output, "output");
+        let rotates = rows.iter().any(|r| r.rotation != "-");
+        let (wo, wa) = (
+            w(|r| &r.output, "output"),
+            w(|r| &r.accumulator, "accumulator"),
+        );
         let mut out = String::new();
-        let mut line = |cells: [&str; 7]| {
+        let mut line = |cells: [&str; 8]| {
             let mut l = format!(
-                "{:wl$}  {:wk$}  {:ww$}  {:wb$}  {:wi$}  ",
-                cells[0], cells[1], cells[2], cells[3], cells[4]
+                "{:wl$}  {:wk$}  {:ww$}  {:wb$}  {:wi$}  {:wo$}",
+                cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]
             );
             if accumulates {
-                let _ = write!(l, "{:wo$}  {}", cells[5], cells[6]);
-            } else {
-                l.push_str(cells[5]);
+                let _ = write!(l, "  {:wa$}", cells[6]);
+            }
+            if rotates {
+                let _ = write!(l, "  {}", cells[7]);
             }
             let _ = writeln!(out, "{}", l.trim_end());
         };
@@ -416,6 +430,7 @@ impl LayerTable {
             "input",
             "output",
             "accumulator",
+            "rotation",
         ]);
         for r in &rows {
             line([
@@ -426,6 +441,7 @@ impl LayerTable {
                 &r.input,
                 &r.output,
                 &r.accumulator,
+                &r.rotation,
             ]);
         }
         out

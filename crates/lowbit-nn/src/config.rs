@@ -32,6 +32,8 @@ use std::str::FromStr;
 
 use globset::{Glob, GlobMatcher};
 use lowbit_formats::{Accumulator, AccumulatorFormat, AccumulatorRounding};
+
+use crate::rotation::Rotation;
 use lowbit_quant::QuantSpec;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -108,89 +110,133 @@ impl Serialize for Setting {
     }
 }
 
-/// The `accumulator` setting: absent (inherit), `null` (f32 matmul, the default) or an
-/// [`Accumulator`]: a format name (`fp22`, `bf16`, `e8m13`, …; nearest-even, no promotion) or
-/// a mapping `{format, rounding: nearest_even | toward_zero, chunk}`.
+/// A non-spec setting of a config (`accumulator`, `rotation`): absent (inherit), `null` (off)
+/// or a value.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub enum AccumulatorSetting {
+pub enum Choice<T> {
     /// Not written: inherit.
     #[default]
     Inherit,
-    /// `null`: the op's own f32 matmul.
+    /// `null`: off.
     Off,
-    /// Dot products in this accumulator.
-    On(Accumulator),
+    /// A value.
+    On(T),
 }
 
-impl AccumulatorSetting {
+impl<T: Copy> Choice<T> {
     fn is_inherit(&self) -> bool {
-        matches!(self, AccumulatorSetting::Inherit)
+        matches!(self, Choice::Inherit)
     }
-    fn apply(&self, to: &mut Option<Accumulator>) {
+    fn apply(&self, to: &mut Option<T>) {
         match self {
-            AccumulatorSetting::Inherit => {}
-            AccumulatorSetting::Off => *to = None,
-            AccumulatorSetting::On(a) => *to = Some(*a),
+            Choice::Inherit => {}
+            Choice::Off => *to = None,
+            Choice::On(v) => *to = Some(*v),
         }
     }
 }
 
-impl<'de> Deserialize<'de> for AccumulatorSetting {
+/// What a [`Choice`] holds: read from a mapping (checked), or from a string where the value
+/// has a short form.
+pub trait ChoiceValue: Copy + for<'de> Deserialize<'de> + Serialize {
+    /// What the YAML may hold, for messages.
+    const EXPECTING: &'static str;
+    /// The value of a string (`None`: no string form).
+    fn from_name(s: &str) -> Option<std::result::Result<Self, String>>;
+    /// Checks a value read from a mapping.
+    fn check(&self) -> std::result::Result<(), String>;
+}
+
+impl ChoiceValue for Accumulator {
+    const EXPECTING: &'static str = "an accumulator format (fp32, tf32, fp22, bf16, fp16, eXmY), \
+         a mapping {format, rounding, chunk}, or null";
+    fn from_name(s: &str) -> Option<std::result::Result<Self, String>> {
+        Some(
+            AccumulatorFormat::from_str(s)
+                .map(|format| Accumulator {
+                    format,
+                    rounding: AccumulatorRounding::NearestEven,
+                    chunk: None,
+                })
+                .map_err(|e| e.to_string()),
+        )
+    }
+    fn check(&self) -> std::result::Result<(), String> {
+        self.validate().map_err(|e| e.to_string())
+    }
+}
+
+impl ChoiceValue for Rotation {
+    const EXPECTING: &'static str = "a rotation {size, seed}, or null";
+    fn from_name(_: &str) -> Option<std::result::Result<Self, String>> {
+        None
+    }
+    fn check(&self) -> std::result::Result<(), String> {
+        self.validate()
+    }
+}
+
+impl<'de, T: ChoiceValue> Deserialize<'de> for Choice<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = AccumulatorSetting;
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: ChoiceValue> serde::de::Visitor<'de> for V<T> {
+            type Value = Choice<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(
-                    "an accumulator format (fp32, tf32, fp22, bf16, fp16, eXmY), a mapping \
-                     {format, rounding, chunk}, or null",
-                )
+                f.write_str(T::EXPECTING)
             }
             fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
-                Ok(AccumulatorSetting::Off)
+                Ok(Choice::Off)
             }
             fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
-                Ok(AccumulatorSetting::Off)
+                Ok(Choice::Off)
             }
             fn visit_some<D2: Deserializer<'de>>(
                 self,
                 d: D2,
             ) -> std::result::Result<Self::Value, D2::Error> {
-                d.deserialize_any(V)
+                d.deserialize_any(self)
             }
             fn visit_str<E: serde::de::Error>(
                 self,
                 s: &str,
             ) -> std::result::Result<Self::Value, E> {
-                let format = AccumulatorFormat::from_str(s).map_err(E::custom)?;
-                Ok(AccumulatorSetting::On(Accumulator {
-                    format,
-                    rounding: AccumulatorRounding::NearestEven,
-                    chunk: None,
-                }))
+                match T::from_name(s) {
+                    Some(v) => v.map(Choice::On).map_err(E::custom),
+                    None => Err(E::invalid_type(serde::de::Unexpected::Str(s), &self)),
+                }
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 map: A,
             ) -> std::result::Result<Self::Value, A::Error> {
-                let a =
-                    Accumulator::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                a.validate().map_err(serde::de::Error::custom)?;
-                Ok(AccumulatorSetting::On(a))
+                let v = T::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                v.check().map_err(serde::de::Error::custom)?;
+                Ok(Choice::On(v))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
-impl Serialize for AccumulatorSetting {
+impl<T: ChoiceValue> Serialize for Choice<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
-            AccumulatorSetting::On(a) => a.serialize(s),
+            Choice::On(v) => v.serialize(s),
             _ => s.serialize_none(),
         }
     }
 }
+
+/// The `accumulator` setting: `null` is the f32 matmul; a format name (`fp22`, `bf16`,
+/// `e8m13`, …; nearest-even, no promotion) or a mapping `{format, rounding: nearest_even |
+/// toward_zero, chunk}` an [`Accumulator`].
+pub type AccumulatorSetting = Choice<Accumulator>;
+
+/// The `rotation` setting: `null` is none; a mapping `{size, seed}` a [`Rotation`].
+pub type RotationSetting = Choice<Rotation>;
+
+/// The op kinds a `rotation` setting reaches (others ignore it).
+pub const ROTATING_OPS: &[&str] = &["linear"];
 
 /// The op kinds whose dot products an `accumulator` setting reaches (others ignore it).
 pub const ACCUMULATING_OPS: &[&str] = &["linear", "matmul", "conv2d"];
@@ -216,8 +262,11 @@ pub struct RoleSettings {
     #[serde(default, skip_serializing_if = "Setting::is_inherit")]
     pub activation: Setting,
     /// The accumulator of the dot products of `linear`, `matmul` and `conv2d` ops.
-    #[serde(default, skip_serializing_if = "AccumulatorSetting::is_inherit")]
+    #[serde(default, skip_serializing_if = "Choice::is_inherit")]
     pub accumulator: AccumulatorSetting,
+    /// The Hadamard rotation of `linear` layers' inputs and weights.
+    #[serde(default, skip_serializing_if = "Choice::is_inherit")]
+    pub rotation: RotationSetting,
 }
 
 /// One per-layer override.
@@ -242,8 +291,11 @@ pub struct LayerRule {
     #[serde(default, skip_serializing_if = "Setting::is_inherit")]
     pub backward: Setting,
     /// The accumulator of this layer's dot products (`linear`, `matmul` and `conv2d` layers).
-    #[serde(default, skip_serializing_if = "AccumulatorSetting::is_inherit")]
+    #[serde(default, skip_serializing_if = "Choice::is_inherit")]
     pub accumulator: AccumulatorSetting,
+    /// The Hadamard rotation of this layer's input and weight (`linear` layers).
+    #[serde(default, skip_serializing_if = "Choice::is_inherit")]
+    pub rotation: RotationSetting,
 }
 
 fn yes() -> bool {
@@ -332,6 +384,8 @@ pub struct ResolvedLayer {
     pub backward: Option<QuantSpec>,
     /// The accumulator of the layer's dot products (`linear`, `matmul` and `conv2d` only).
     pub accumulator: Option<Accumulator>,
+    /// The rotation of the layer's input and weight (`linear` only).
+    pub rotation: Option<Rotation>,
 }
 
 impl ResolvedLayer {
@@ -342,6 +396,7 @@ impl ResolvedLayer {
             || self.input.is_some()
             || self.output.is_some()
             || self.accumulator.is_some()
+            || self.rotation.is_some()
     }
 }
 
@@ -502,12 +557,14 @@ impl CompiledConfig {
         }
         c.backward.apply(&mut r.backward);
         c.defaults.accumulator.apply(&mut r.accumulator);
+        c.defaults.rotation.apply(&mut r.rotation);
         if let Some(op) = c.ops.get(kind) {
             op.weight.apply(&mut r.weight);
             op.bias.apply(&mut r.bias);
             op.input.apply(&mut r.input);
             op.output.apply(&mut r.output);
             op.accumulator.apply(&mut r.accumulator);
+            op.rotation.apply(&mut r.rotation);
         }
         for (rule, g) in c.layers.iter().zip(&self.layer_globs) {
             if g.is_match(name) {
@@ -517,10 +574,14 @@ impl CompiledConfig {
                 rule.output.apply(&mut r.output);
                 rule.backward.apply(&mut r.backward);
                 rule.accumulator.apply(&mut r.accumulator);
+                rule.rotation.apply(&mut r.rotation);
             }
         }
         if !ACCUMULATING_OPS.contains(&kind) {
             r.accumulator = None;
+        }
+        if !ROTATING_OPS.contains(&kind) {
+            r.rotation = None;
         }
         if class != OpClass::Weighted {
             r.weight = None;

@@ -41,6 +41,8 @@
 //! - [`QBuilder`], [`LayerTable`], [`QuantModel`] (`builder.rs`): builds models by layer name.
 //! - [`StaticScales`] (`calibration.rs`): calibrate → freeze → save/load scales.
 //! - [`QuantConfig`] (`config.rs`): the YAML config and its resolution rules.
+//! - [`Rotation`] (`rotation.rs`): block-Hadamard rotation of a linear layer's input and
+//!   weight before quantization (a config's `rotation`).
 //! - [`ModelContext`], [`Mode`], [`TapRecord`] (`context.rs`): mode, training flag, taps.
 //! - [`layers`]: the built-in layers, and the CPU convolution kernels `QConv2d` runs
 //!   ([`layers::TiledConv2d`], [`layers::DepthwiseConv2d`]: candle's bits, 3–10× faster, with
@@ -68,6 +70,7 @@ mod op;
 pub mod process;
 mod quantizer;
 mod registry;
+mod rotation;
 
 pub use accumulate::{
     AccumulatedMatmul, conv2d_accumulated, linear_accumulated, matmul_accumulated, straight_through,
@@ -75,7 +78,8 @@ pub use accumulate::{
 pub use builder::{ExplainRow, LayerEntry, LayerTable, QBuilder, QuantModel};
 pub use calibration::StaticScales;
 pub use config::{
-    CompiledConfig, LayerRule, OpClass, QuantConfig, ResolvedLayer, RoleSettings, Setting,
+    AccumulatorSetting, Choice, ChoiceValue, CompiledConfig, LayerRule, OpClass, QuantConfig,
+    ResolvedLayer, RoleSettings, RotationSetting, Setting,
 };
 pub use context::{Mode, ModelContext, TapRecord};
 pub use device::parse_device;
@@ -85,3 +89,4 @@ pub use lsq::LsqFakeQuant;
 pub use op::{LayerQuant, QuantOp};
 pub use quantizer::{Quantizer, Role};
 pub use registry::{Activation, OpFactory, OpParams, Registry};
+pub use rotation::Rotation;

@@ -65,7 +65,10 @@ pub struct LayerQuant {
     /// The accumulator of the op's dot products (`linear`, `matmul`, `conv2d`; `None`: f32);
     /// [`LayerQuant::accumulator`] says whether it applies now.
     accumulator: Option<lowbit_formats::Accumulator>,
-    accumulator_on: AtomicBool,
+    /// The rotation of the input and weight (`linear`); [`LayerQuant::rotation`] says whether
+    /// it applies now.
+    rotation: Option<crate::rotation::Rotation>,
+    layer_on: AtomicBool,
     ctx: Arc<ModelContext>,
     cache: Mutex<Vec<(u64, usize, Tensor)>>,
     last_weight: Mutex<Option<Tensor>>,
@@ -85,7 +88,8 @@ impl LayerQuant {
             input: mk(Role::Input, r.input),
             output: mk(Role::Output, r.output),
             accumulator: r.accumulator,
-            accumulator_on: AtomicBool::new(true),
+            rotation: r.rotation,
+            layer_on: AtomicBool::new(true),
             ctx,
             cache: Mutex::new(Vec::new()),
             last_weight: Mutex::new(None),
@@ -110,7 +114,7 @@ impl LayerQuant {
         for q in self.quantizers() {
             q.set_enabled(on);
         }
-        self.accumulator_on.store(on, Ordering::SeqCst);
+        self.layer_on.store(on, Ordering::SeqCst);
         self.ctx.invalidate();
     }
 
@@ -118,7 +122,7 @@ impl LayerQuant {
     /// enabled and the model quantizes ([`crate::Mode::Quantize`]); `None` (f32) otherwise, so
     /// the FP32 and calibration passes see the plain matmul.
     pub fn accumulator(&self) -> Option<lowbit_formats::Accumulator> {
-        let on = self.accumulator_on.load(Ordering::SeqCst)
+        let on = self.layer_on.load(Ordering::SeqCst)
             && self.ctx.mode() == crate::context::Mode::Quantize;
         self.accumulator.filter(|_| on)
     }
@@ -127,14 +131,49 @@ impl LayerQuant {
     /// quantized pass uses).
     pub fn enabled_accumulator(&self) -> Option<lowbit_formats::Accumulator> {
         self.accumulator
-            .filter(|_| self.accumulator_on.load(Ordering::SeqCst))
+            .filter(|_| self.layer_on.load(Ordering::SeqCst))
     }
 
-    /// Applies the input quantizer.
-    pub fn quantize_input(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.input {
-            Some(q) => q.apply(x),
+    /// The rotation of the input and weight now: the configured one while the layer is
+    /// enabled and the model is not in [`crate::Mode::Fp32`] (calibration observes the
+    /// rotated tensors the quantizers will see).
+    pub fn rotation(&self) -> Option<crate::rotation::Rotation> {
+        let on =
+            self.layer_on.load(Ordering::SeqCst) && self.ctx.mode() != crate::context::Mode::Fp32;
+        self.rotation.filter(|_| on)
+    }
+
+    /// The configured rotation while the layer is enabled, whatever the mode.
+    pub fn enabled_rotation(&self) -> Option<crate::rotation::Rotation> {
+        self.rotation
+            .filter(|_| self.layer_on.load(Ordering::SeqCst))
+    }
+
+    /// `x` as the input quantizer sees it: rotated when the layer rotates ([`rotation`]).
+    ///
+    /// [`rotation`]: LayerQuant::rotation
+    pub fn rotate_input(&self, x: &Tensor) -> Result<Tensor> {
+        match self.rotation() {
+            Some(r) => r.rotate(x).map_err(|e| NnError::layer(&self.name, e)),
             None => Ok(x.clone()),
+        }
+    }
+
+    /// Back from the rotated basis (identity when the layer does not rotate): the effective
+    /// input or weight the layer computes with, comparable with the FP32 one.
+    pub fn unrotate(&self, x: &Tensor) -> Result<Tensor> {
+        match self.rotation() {
+            Some(r) => r.unrotate(x).map_err(|e| NnError::layer(&self.name, e)),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// Applies the input quantizer (to the rotated input when the layer rotates).
+    pub fn quantize_input(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.rotate_input(x)?;
+        match &self.input {
+            Some(q) => q.apply(&x),
+            None => Ok(x),
         }
     }
 
@@ -170,12 +209,15 @@ impl LayerQuant {
     }
 
     fn param(&self, p: &Tensor, q: &Option<Quantizer>, slot: usize) -> Result<Tensor> {
-        let Some(q) = q.as_ref().filter(|q| q.is_active()) else {
+        // The weight turns with the input, quantized or not: (x R)(W R)ᵀ = x Wᵀ.
+        let rotation = if slot == 0 { self.rotation() } else { None };
+        let q = q.as_ref().filter(|q| q.is_active());
+        if q.is_none() && rotation.is_none() {
             if slot == 0 {
                 self.remember_weight(p);
             }
             return Ok(p.clone());
-        };
+        }
         let generation = self.ctx.generation();
         let cacheable = !self.ctx.is_training();
         if cacheable
@@ -189,7 +231,14 @@ impl LayerQuant {
             }
             return Ok(t);
         }
-        let t = q.apply(p)?;
+        let p = match rotation {
+            Some(r) => r.rotate(p).map_err(|e| NnError::layer(&self.name, e))?,
+            None => p.clone(),
+        };
+        let t = match q {
+            Some(q) => q.apply(&p)?,
+            None => p,
+        };
         if cacheable && let Ok(mut c) = self.cache.lock() {
             c.retain(|(g, s, _)| *g == generation && *s != slot);
             c.push((generation, slot, t.clone()));
