@@ -25,6 +25,9 @@ pub(crate) const FP32_REST: &str = "fp32.safetensors";
 /// The file that marks a folded checkpoint.
 const FOLDING: &str = "folding.json";
 
+/// The names of the weights stored in their layer's rotated basis.
+const ROTATED: &str = "rotated.json";
+
 /// Parameters by checkpoint name.
 pub(crate) type Params = BTreeMap<String, Tensor>;
 
@@ -56,7 +59,8 @@ pub(crate) struct QuantizedParam<'a> {
     pub role: &'static str,
     /// The quantizer.
     pub quantizer: &'a Quantizer,
-    /// The values, flattened, and the tensor's dims.
+    /// The values, flattened, and the tensor's dims (a rotating layer's weight: `W R`, the
+    /// tensor its quantizer sees).
     pub values: Vec<f32>,
     pub dims: Vec<usize>,
 }
@@ -106,6 +110,15 @@ pub(crate) fn quantized_params<'a>(
             let Some(t) = params.get(&format!("{}.{role}", l.name)) else {
                 continue;
             };
+            // A rotating layer's weight quantizer sees W R (docs/config.md, rotations).
+            let rotated;
+            let t = match q.enabled_rotation() {
+                Some(r) if role == "weight" => {
+                    rotated = r.rotate(t)?;
+                    &rotated
+                }
+                _ => t,
+            };
             out.push(QuantizedParam {
                 layer: &l.name,
                 role,
@@ -133,9 +146,17 @@ pub fn save_quantized(
     std::fs::create_dir_all(qdir)
         .map_err(|e| CliError::Other(format!("cannot create {}: {e}", qdir.display())))?;
     let mut done = std::collections::BTreeSet::new();
+    let mut rotated = Vec::new();
     let (mut bits, mut elems) = (0.0f64, 0usize);
     for p in quantized_params(model, params, false)? {
         let name = p.name();
+        if model
+            .layers()
+            .get(p.layer)
+            .is_some_and(|l| l.op.quant().enabled_rotation().is_some())
+        {
+            rotated.push(name.clone());
+        }
         let qt = p
             .quantizer
             .spec()
@@ -153,6 +174,20 @@ pub fn save_quantized(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     candle_core::safetensors::save(&rest, qdir.join(FP32_REST))?;
+    // Weights stored in their layer's rotated basis (`Q(W R)`, as deployed): loading must not
+    // turn them again.
+    let rotated_file = qdir.join(ROTATED);
+    if rotated.is_empty() {
+        if rotated_file.exists() {
+            std::fs::remove_file(&rotated_file).map_err(|e| {
+                CliError::Other(format!("cannot remove {}: {e}", rotated_file.display()))
+            })?;
+        }
+    } else {
+        let text =
+            serde_json::to_string_pretty(&rotated).map_err(|e| CliError::Other(e.to_string()))?;
+        lowbit_eval::write_atomic(&rotated_file, text.as_bytes())?;
+    }
     let folding = qdir.join(FOLDING);
     if folded.is_empty() {
         if folding.exists() {
@@ -222,11 +257,24 @@ pub fn load_quantized(qdir: &Path, config: &QuantConfig, dev: &Device) -> Result
     };
     let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, dev);
     let model = FashionCnn::build(QBuilder::new(vb, config, registry)?).map_err(model_err)?;
+    let rotated_file = qdir.join(ROTATED);
+    let rotated: Vec<String> = if rotated_file.exists() {
+        let text = std::fs::read_to_string(&rotated_file)
+            .map_err(|e| CliError::Other(format!("cannot read {}: {e}", rotated_file.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| CliError::Other(format!("{}: {e}", rotated_file.display())))?
+    } else {
+        Vec::new()
+    };
     for l in model.layers().layers() {
-        if quantized.contains(&format!("{}.weight", l.name))
+        let name = format!("{}.weight", l.name);
+        if quantized.contains(&name)
             && let Some(wq) = &l.op.quant().weight
         {
             wq.set_enabled(false);
+        }
+        if rotated.contains(&name) {
+            l.op.quant().set_weight_rotated(true);
         }
     }
     Ok(model)
@@ -240,18 +288,29 @@ mod tests {
 
     #[test]
     fn low_bit_checkpoint_save_load_evaluates_identically() {
-        let dev = Device::Cpu;
         let cfg = QuantConfig::from_file(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../configs/qat/w4a8_int4.yaml"
         ))
         .unwrap();
-        let (model, mut vm) = FashionCnn::new_trainable(&cfg, 0, &dev).unwrap();
+        save_load_identical(&cfg, false);
+        // A rotating layer's weight is stored as Q(W R) and not turned again when loaded.
+        let mut rotating = cfg.clone();
+        rotating.layers.push(
+            serde_yaml_ng::from_str("{ pattern: fc, rotation: { size: 32, seed: 4 } }").unwrap(),
+        );
+        save_load_identical(&rotating, true);
+    }
+
+    fn save_load_identical(cfg: &QuantConfig, rotated: bool) {
+        let dev = Device::Cpu;
+        let (model, mut vm) = FashionCnn::new_trainable(cfg, 0, &dev).unwrap();
         vm.load(lowbit_models::fashion::weights_path()).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let bits = save_quantized(&model, &vm_params(&vm).unwrap(), tmp.path(), &[]).unwrap();
         assert!(bits > 4.0 && bits < 5.0, "{bits} bits per weight");
-        let reloaded = load_quantized(tmp.path(), &cfg, &dev).unwrap();
+        assert_eq!(tmp.path().join(ROTATED).exists(), rotated);
+        let reloaded = load_quantized(tmp.path(), cfg, &dev).unwrap();
         let test = FashionMnist::committed_test(Some(200)).unwrap();
         let (x, _) = test
             .batches(200, &dev)

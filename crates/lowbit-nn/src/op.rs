@@ -68,6 +68,8 @@ pub struct LayerQuant {
     /// The rotation of the input and weight (`linear`); [`LayerQuant::rotation`] says whether
     /// it applies now.
     rotation: Option<crate::rotation::Rotation>,
+    /// The weight parameter is already in the rotated basis (a loaded low-bit checkpoint).
+    weight_rotated: AtomicBool,
     layer_on: AtomicBool,
     ctx: Arc<ModelContext>,
     cache: Mutex<Vec<(u64, usize, Tensor)>>,
@@ -89,6 +91,7 @@ impl LayerQuant {
             output: mk(Role::Output, r.output),
             accumulator: r.accumulator,
             rotation: r.rotation,
+            weight_rotated: AtomicBool::new(false),
             layer_on: AtomicBool::new(true),
             ctx,
             cache: Mutex::new(Vec::new()),
@@ -141,6 +144,13 @@ impl LayerQuant {
         let on =
             self.layer_on.load(Ordering::SeqCst) && self.ctx.mode() != crate::context::Mode::Fp32;
         self.rotation.filter(|_| on)
+    }
+
+    /// Marks the weight parameter as already rotated (`W R`, as a low-bit checkpoint of a
+    /// rotating layer stores it), so that it is not turned again; the input still is.
+    pub fn set_weight_rotated(&self, rotated: bool) {
+        self.weight_rotated.store(rotated, Ordering::SeqCst);
+        self.ctx.invalidate();
     }
 
     /// The configured rotation while the layer is enabled, whatever the mode.
@@ -209,8 +219,13 @@ impl LayerQuant {
     }
 
     fn param(&self, p: &Tensor, q: &Option<Quantizer>, slot: usize) -> Result<Tensor> {
-        // The weight turns with the input, quantized or not: (x R)(W R)ᵀ = x Wᵀ.
-        let rotation = if slot == 0 { self.rotation() } else { None };
+        // The weight turns with the input, quantized or not: (x R)(W R)ᵀ = x Wᵀ (unless it
+        // was stored turned).
+        let rotation = if slot == 0 && !self.weight_rotated.load(Ordering::SeqCst) {
+            self.rotation()
+        } else {
+            None
+        };
         let q = q.as_ref().filter(|q| q.is_active());
         if q.is_none() && rotation.is_none() {
             if slot == 0 {
