@@ -92,6 +92,7 @@ pub fn evaluate(
     let mut scores = Vec::new();
     for (i, c) in configs.iter().enumerate() {
         let encoder = load(&c.config)?;
+        c.load_scales(lowbit_nn::QuantModel::layers(&encoder))?;
         let e = embedding_eval(&encoder, &tasks, Some(&fp32.embeddings))?;
         let agreement = e.agreement.ok_or_else(|| {
             CliError::Other(format!("{}: no comparison with FP32 embeddings", c.name))

@@ -22,6 +22,32 @@ pub struct NamedConfig {
     pub name: String,
     /// The config.
     pub config: QuantConfig,
+    /// Static scales calibrated for it (`lowbit calibrate` writes them next to the config file
+    /// as `<config>.scales.json`), loaded into every model built from it.
+    pub scales: Option<StaticScales>,
+}
+
+impl NamedConfig {
+    /// A model of `source` under this config, with its calibrated scales.
+    fn build(
+        &self,
+        source: &dyn models::ModelSource,
+        dev: &candle_core::Device,
+    ) -> Result<Box<dyn lowbit_nn::QuantModel>> {
+        let m = source.build(&self.config, dev)?;
+        self.load_scales(m.layers())?;
+        Ok(m)
+    }
+
+    /// Loads the calibrated scales (if any) into a model's layers.
+    pub(crate) fn load_scales(&self, layers: &lowbit_nn::LayerTable) -> Result<()> {
+        if let Some(s) = &self.scales {
+            layers
+                .load_scales(s)
+                .map_err(|e| CliError::Other(format!("config `{}`: {e}", self.name)))?;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn timestamp() -> String {
@@ -68,7 +94,17 @@ fn load_configs(paths: &[PathBuf]) -> Result<Vec<NamedConfig>> {
             let name = p
                 .file_stem()
                 .map_or("config".to_string(), |s| s.to_string_lossy().to_string());
-            Ok(NamedConfig { name, config })
+            let scales_file = StaticScales::path_for_config(p);
+            let scales = if scales_file.is_file() {
+                Some(StaticScales::load(&scales_file)?)
+            } else {
+                None
+            };
+            Ok(NamedConfig {
+                name,
+                config,
+                scales,
+            })
         })
         .collect()
 }
@@ -82,6 +118,7 @@ fn preset_configs(names: &[String]) -> Result<Vec<NamedConfig>> {
             Ok(NamedConfig {
                 name: n.clone(),
                 config,
+                scales: None,
             })
         })
         .collect()
@@ -169,14 +206,14 @@ fn evaluate(
     for c in configs {
         variants.push(Variant {
             name: c.name.clone(),
-            model: source.build(&c.config, &dev)?,
+            model: c.build(source, &dev)?,
             detail: true,
         });
     }
     for c in configs {
         let mut rows = Vec::new();
         if opts.sensitivity {
-            let probe = source.build(&c.config, &dev)?;
+            let probe = c.build(source, &dev)?;
             let quantized: Vec<String> = probe
                 .layers()
                 .layers()
@@ -185,7 +222,7 @@ fn evaluate(
                 .map(|l| l.name.clone())
                 .collect();
             for layer in quantized {
-                let m = source.build(&c.config, &dev)?;
+                let m = c.build(source, &dev)?;
                 for l in m.layers().layers() {
                     if l.name != layer {
                         l.op.quant().set_enabled(false);
@@ -439,6 +476,7 @@ pub fn sweep(
                     todo.push(NamedConfig {
                         name: c.name.clone(),
                         config: c.config.clone(),
+                        scales: c.scales.clone(),
                     });
                 }
                 None => complete = false,

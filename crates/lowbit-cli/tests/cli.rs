@@ -342,6 +342,25 @@ fn formats_explain_inspect_calibrate() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(tmp.path().join("static.scales.json").is_file());
+    // `run` evaluates the static config with the scales `calibrate` wrote next to it.
+    let runs = tmp.path().join("runs");
+    let o = lowbit(&[
+        "run",
+        "--model",
+        "tiny_mlp",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--limit",
+        "200",
+        "--out",
+        runs.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     // A checkpoint.
     let ck = tmp.path().join("w.safetensors");
     let data: Vec<u8> = (0..24u8).collect();
@@ -590,5 +609,33 @@ fn report_html_renders_in_headless_chromium() {
         );
         let size = std::fs::metadata(&shot).unwrap().len();
         assert!(size > 20_000, "{name}: screenshot of {size} bytes");
+    }
+}
+
+#[test]
+fn hardware_templates_in_the_docs_build() {
+    // Every YAML template of docs/hardware.md parses and resolves on the Fashion-MNIST ResNet
+    // (`explain` builds the model with it), so the page cannot drift from the config format.
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/hardware.md"
+    ))
+    .unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert_eq!(blocks.len(), 4, "templates in docs/hardware.md");
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, yaml) in blocks.iter().enumerate() {
+        let cfg = tmp.path().join(format!("t{i}.yaml"));
+        std::fs::write(&cfg, yaml).unwrap();
+        let o = lowbit(&["explain", "-c", cfg.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "template {i}:\n{yaml}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
