@@ -176,38 +176,35 @@ pub fn save_quantized(
     candle_core::safetensors::save(&rest, qdir.join(FP32_REST))?;
     // Weights stored in their layer's rotated basis (`Q(W R)`, as deployed): loading must not
     // turn them again.
-    let rotated_file = qdir.join(ROTATED);
-    if rotated.is_empty() {
-        if rotated_file.exists() {
-            std::fs::remove_file(&rotated_file).map_err(|e| {
-                CliError::Other(format!("cannot remove {}: {e}", rotated_file.display()))
-            })?;
-        }
-    } else {
-        let text =
-            serde_json::to_string_pretty(&rotated).map_err(|e| CliError::Other(e.to_string()))?;
-        lowbit_eval::write_atomic(&rotated_file, text.as_bytes())?;
-    }
-    let folding = qdir.join(FOLDING);
-    if folded.is_empty() {
-        if folding.exists() {
-            std::fs::remove_file(&folding).map_err(|e| {
-                CliError::Other(format!("cannot remove {}: {e}", folding.display()))
-            })?;
-        }
-    } else {
-        let text = serde_json::to_string_pretty(&FoldingFile {
-            bn: "fold".into(),
-            pairs: folded.to_vec(),
-        })
-        .map_err(|e| CliError::Other(e.to_string()))?;
-        lowbit_eval::write_atomic(&folding, text.as_bytes())?;
-    }
+    write_marker(
+        &qdir.join(ROTATED),
+        (!rotated.is_empty()).then_some(&rotated),
+    )?;
+    let folding = (!folded.is_empty()).then(|| FoldingFile {
+        bn: "fold".into(),
+        pairs: folded.to_vec(),
+    });
+    write_marker(&qdir.join(FOLDING), folding.as_ref())?;
     Ok(if elems == 0 {
         32.0
     } else {
         bits / elems as f64
     })
+}
+
+/// Writes `value` as JSON to `path`, or removes `path` when there is nothing to mark (a
+/// checkpoint directory written again must not keep a stale marker).
+fn write_marker<T: serde::Serialize>(path: &Path, value: Option<&T>) -> Result<()> {
+    match value {
+        Some(v) => {
+            let text =
+                serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))?;
+            Ok(lowbit_eval::write_atomic(path, text.as_bytes())?)
+        }
+        None if path.exists() => std::fs::remove_file(path)
+            .map_err(|e| CliError::Other(format!("cannot remove {}: {e}", path.display()))),
+        None => Ok(()),
+    }
 }
 
 /// Loads a checkpoint written by [`save_quantized`] for evaluation: the low-bit weights are

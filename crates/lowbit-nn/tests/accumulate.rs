@@ -10,28 +10,7 @@ use half::{bf16, f16};
 use lowbit_nn::{Mode, OpParams, QuantConfig};
 
 mod common;
-use common::{Built, Rng, build_op, f32s, fq, tensor_bits};
-
-fn linear(yaml: &str, wt: &Tensor, bt: &Tensor) -> Built {
-    let weights: HashMap<String, Tensor> = [
-        ("l.weight".to_string(), wt.clone()),
-        ("l.bias".to_string(), bt.clone()),
-    ]
-    .into();
-    let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
-    let (out_dim, in_dim) = wt.dims2().unwrap();
-    build_op(
-        vb,
-        yaml,
-        "linear",
-        "l",
-        OpParams::Linear {
-            in_dim,
-            out_dim,
-            bias: true,
-        },
-    )
-}
+use common::{Rng, build_linear, build_op, f32s, fq, tensor_bits};
 
 /// `Σ x·w` in BF16: each product (exact in f32 for FP8 operands) rounded to BF16, each sum
 /// rounded to BF16 (an f32 sum of two BF16 values is exact or far from a BF16 tie).
@@ -67,7 +46,7 @@ fn linear_with_a_bf16_accumulator_equals_the_bf16_loop() {
         r.tensor(&[2, 3, 300], 2.0),
     );
     let yaml = "defaults: { weight: fp8_e4m3, input: fp8_e4m3, accumulator: bf16 }";
-    let (op, table) = linear(yaml, &wt, &bt);
+    let (op, table) = build_linear(yaml, &wt, &bt);
     let got = f32s(&op.forward1(&x).unwrap());
     let (xq, wq) = (f32s(&fq("fp8_e4m3", &x)), f32s(&fq("fp8_e4m3", &wt)));
     let b = f32s(&bt);

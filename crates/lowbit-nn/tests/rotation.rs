@@ -2,34 +2,11 @@
 //! they are quantized.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::VarBuilder;
-use lowbit_nn::{Mode, OpParams, QuantConfig, Rotation};
+use candle_core::{Device, Module, Tensor};
+use lowbit_nn::{Mode, QuantConfig, Rotation};
 
 mod common;
-use common::{Built, Rng, build_op, f32s, fq, tensor_bits};
-
-fn linear(yaml: &str, wt: &Tensor, bt: &Tensor) -> Built {
-    let weights: HashMap<String, Tensor> = [
-        ("l.weight".to_string(), wt.clone()),
-        ("l.bias".to_string(), bt.clone()),
-    ]
-    .into();
-    let (out_dim, in_dim) = wt.dims2().unwrap();
-    build_op(
-        VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu),
-        yaml,
-        "linear",
-        "l",
-        OpParams::Linear {
-            in_dim,
-            out_dim,
-            bias: true,
-        },
-    )
-}
+use common::{Rng, build_linear, f32s, fq, tensor_bits};
 
 #[test]
 fn the_block_is_orthogonal_with_and_without_signs() {
@@ -86,7 +63,7 @@ fn a_rotated_linear_layer_quantizes_x_r_and_w_r() {
         r.tensor(&[3, 64], 2.0),
     );
     let yaml = "defaults: { weight: int4, input: int8, rotation: { size: 32, seed: 5 } }";
-    let (op, table) = linear(yaml, &wt, &bt);
+    let (op, table) = build_linear(yaml, &wt, &bt);
     let rot = Rotation {
         size: 32,
         seed: Some(5),
@@ -111,7 +88,7 @@ fn a_rotated_linear_layer_quantizes_x_r_and_w_r() {
         )
     );
     // Rotation alone leaves the layer's function unchanged, up to f32 rounding.
-    let (op, _) = linear("defaults: { rotation: { size: 64 } }", &wt, &bt);
+    let (op, _) = build_linear("defaults: { rotation: { size: 64 } }", &wt, &bt);
     let y = f32s(&op.forward1(&x).unwrap());
     let plain = f32s(&candle_nn::Linear::new(wt, Some(bt)).forward(&x).unwrap());
     for (a, b) in y.iter().zip(&plain) {
@@ -136,7 +113,7 @@ fn rotation_spreads_an_outlier_channel() {
             .unwrap(),
     );
     let err = |yaml: &str| {
-        let (op, _) = linear(yaml, &wt, &bt);
+        let (op, _) = build_linear(yaml, &wt, &bt);
         let y = f32s(&op.forward1(&x).unwrap());
         y.iter()
             .zip(&exact)
@@ -167,7 +144,7 @@ fn config_errors() {
     assert!(e.contains("rot.yaml:2") && e.contains("rotation"), "{e}");
     // A width the block does not divide: the layer says so.
     let mut r = Rng(23);
-    let (op, _) = linear(
+    let (op, _) = build_linear(
         "defaults: { rotation: { size: 32 } }",
         &r.tensor(&[4, 48], 1.0),
         &r.tensor(&[4], 1.0),

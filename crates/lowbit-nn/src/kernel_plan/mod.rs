@@ -185,6 +185,18 @@ pub struct Plan {
 pub const MAX_BLOCKS: u32 = u32::MAX / 2;
 
 impl Plan {
+    /// A plan with the input and output buffers and no launch yet.
+    fn empty(n: usize, start: usize, dtype: KernelDType, options: PlanOptions) -> Plan {
+        Plan {
+            n,
+            start,
+            dtype,
+            buffers: vec![Buffer::Input, Buffer::Output],
+            launches: Vec::new(),
+            max_blocks: options.max_blocks.clamp(1, MAX_BLOCKS),
+        }
+    }
+
     fn buffer(&mut self, b: Buffer) -> usize {
         self.buffers.push(b);
         self.buffers.len() - 1
@@ -297,14 +309,7 @@ pub fn plan_with(
         }
     }
     let n: usize = dims.iter().product();
-    let mut p = Plan {
-        n,
-        start,
-        dtype,
-        buffers: vec![Buffer::Input, Buffer::Output],
-        launches: Vec::new(),
-        max_blocks: options.max_blocks.clamp(1, MAX_BLOCKS),
-    };
+    let mut p = Plan::empty(n, start, dtype, options);
     let max_warps = p.max_blocks as u64 * (THREADS as u64 / 32);
     if n == 0 {
         return Ok(p);
@@ -515,14 +520,7 @@ fn plan_tiles(
 ) -> Result<Plan> {
     let layout = spec.layout(dims)?;
     let (n, tiles, tile_len) = (layout.n, layout.n_groups, grid.tile_len());
-    let mut p = Plan {
-        n,
-        start,
-        dtype,
-        buffers: vec![Buffer::Input, Buffer::Output],
-        launches: Vec::new(),
-        max_blocks: options.max_blocks.clamp(1, MAX_BLOCKS),
-    };
+    let mut p = Plan::empty(n, start, dtype, options);
     if n == 0 {
         return Ok(p);
     }

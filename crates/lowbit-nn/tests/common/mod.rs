@@ -79,6 +79,27 @@ pub fn build_op(vb: VarBuilder, yaml: &str, kind: &str, name: &str, params: OpPa
     (op, b.finish().unwrap())
 }
 
+/// A linear layer `l` with weight `wt` `[out, in]` and bias `bt`, built with the config `yaml`.
+pub fn build_linear(yaml: &str, wt: &Tensor, bt: &Tensor) -> Built {
+    let weights: std::collections::HashMap<String, Tensor> = [
+        ("l.weight".to_string(), wt.clone()),
+        ("l.bias".to_string(), bt.clone()),
+    ]
+    .into();
+    let (out_dim, in_dim) = wt.dims2().unwrap();
+    build_op(
+        VarBuilder::from_tensors(weights, candle_core::DType::F32, &Device::Cpu),
+        yaml,
+        "linear",
+        "l",
+        OpParams::Linear {
+            in_dim,
+            out_dim,
+            bias: true,
+        },
+    )
+}
+
 /// The sizes of a (grouped) 2-D convolution: input `[n, ci, h, w]`, weight
 /// `[co, ci / groups, kh, kw]`.
 #[derive(Clone, Copy, Debug)]
