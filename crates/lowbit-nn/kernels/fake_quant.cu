@@ -536,35 +536,63 @@ struct LbTiles {
     i64 n, m, ncols, rows, cols, grid_rows, grid_cols;
 };
 
-LB_D i64 tile_position(const LbTiles& t, i64 k) {
-    i64 j = k % t.ncols, r = k / t.ncols;
-    i64 i = r % t.m, b = r / t.m;
-    i64 group = (b * t.grid_rows + i / t.rows) * t.grid_cols + j / t.cols;
-    return group * t.rows * t.cols + (i % t.rows) * t.cols + j % t.cols;
+// The work-matrix position of element k, in index type I (u32 when every index of the tensor
+// and of the work matrix fits: 32-bit divisions cost a fraction of 64-bit ones on a GPU).
+template <typename I>
+LB_D I tile_position(const LbTiles& t, I k) {
+    I ncols = (I)t.ncols, m = (I)t.m, rows = (I)t.rows, cols = (I)t.cols;
+    I j = k % ncols, r = k / ncols;
+    I i = r % m, b = r / m;
+    I group = (b * (I)t.grid_rows + i / rows) * (I)t.grid_cols + j / cols;
+    return group * rows * cols + (i % rows) * cols + j % cols;
+}
+
+// Whether every index of the tensor and of its work matrix fits 32 bits.
+LB_D bool tiles_fit_u32(const LbTiles& t) {
+    i64 per_matrix = t.m * t.ncols;
+    i64 matrices = per_matrix > 0 ? t.n / per_matrix : 0;
+    i64 work = matrices * t.grid_rows * t.grid_cols * t.rows * t.cols;
+    return t.n < ((i64)1 << 31) && work < ((i64)1 << 31);
+}
+
+template <typename T, typename I>
+LB_D void tiles_gather_loop(const T* x, float* w, const LbTiles& t) {
+    I n = (I)t.n, step = (I)gridDim.x * blockDim.x;
+    for (I k = (I)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += step)
+        w[tile_position<I>(t, k)] = Io<T>::load(x, (i64)k);
+}
+
+template <typename T, typename I>
+LB_D void tiles_scatter_loop(const float* w, T* y, const LbTiles& t) {
+    I n = (I)t.n, step = (I)gridDim.x * blockDim.x;
+    for (I k = (I)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += step)
+        Io<T>::store(y, (i64)k, w[tile_position<I>(t, k)]);
+}
+
+// The index type is chosen per launch (the branch is uniform across the grid); `wide` forces
+// 64-bit indices (the tests' PlanOptions::wide_indices).
+template <typename T>
+LB_D void tiles_gather_impl(const T* x, float* w, LbTiles t, int wide) {
+    if (!wide && tiles_fit_u32(t)) tiles_gather_loop<T, u32>(x, w, t);
+    else tiles_gather_loop<T, u64>(x, w, t);
 }
 
 template <typename T>
-LB_D void tiles_gather_impl(const T* x, float* w, LbTiles t) {
-    for (i64 k = (i64)blockIdx.x * blockDim.x + threadIdx.x; k < t.n; k += (i64)gridDim.x * blockDim.x)
-        w[tile_position(t, k)] = Io<T>::load(x, k);
-}
-
-template <typename T>
-LB_D void tiles_scatter_impl(const float* w, T* y, LbTiles t) {
-    for (i64 k = (i64)blockIdx.x * blockDim.x + threadIdx.x; k < t.n; k += (i64)gridDim.x * blockDim.x)
-        Io<T>::store(y, k, w[tile_position(t, k)]);
+LB_D void tiles_scatter_impl(const float* w, T* y, LbTiles t, int wide) {
+    if (!wide && tiles_fit_u32(t)) tiles_scatter_loop<T, u32>(w, y, t);
+    else tiles_scatter_loop<T, u64>(w, y, t);
 }
 
 #define LB_INSTANTIATE(T, SUF)                                                                  \
     extern "C" __global__ void lb_tiles_gather_##SUF(const T* x, float* w, i64 n, i64 m,        \
                                                      i64 ncols, i64 rows, i64 cols,             \
-                                                     i64 grid_rows, i64 grid_cols) {            \
-        tiles_gather_impl<T>(x, w, LbTiles{n, m, ncols, rows, cols, grid_rows, grid_cols});     \
+                                                     i64 grid_rows, i64 grid_cols, int wide) {  \
+        tiles_gather_impl<T>(x, w, LbTiles{n, m, ncols, rows, cols, grid_rows, grid_cols}, wide); \
     }                                                                                           \
     extern "C" __global__ void lb_tiles_scatter_##SUF(const float* w, T* y, i64 n, i64 m,       \
                                                       i64 ncols, i64 rows, i64 cols,            \
-                                                      i64 grid_rows, i64 grid_cols) {           \
-        tiles_scatter_impl<T>(w, y, LbTiles{n, m, ncols, rows, cols, grid_rows, grid_cols});    \
+                                                      i64 grid_rows, i64 grid_cols, int wide) { \
+        tiles_scatter_impl<T>(w, y, LbTiles{n, m, ncols, rows, cols, grid_rows, grid_cols}, wide); \
     }                                                                                           \
     extern "C" __global__ void LB_BOUNDS lb_reduce_##SUF##_u32(const T* x, LbGroups G, u32* st, int asym,   \
                                                      i64 per_warp, int quad) {                  \

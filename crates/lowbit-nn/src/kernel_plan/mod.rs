@@ -570,8 +570,10 @@ fn plan_tiles(
     .map(|v| Arg::I64(v as i64));
     let blocks_of = (n as u64).div_ceil(THREADS as u64).min(1 << 20);
     let sfx = dtype.suffix();
+    let wide = Arg::I32(i32::from(options.wide_indices));
     let mut gather = vec![read(0), write(work)];
     gather.extend(args.iter().cloned());
+    gather.push(wide.clone());
     p.launch(format!("lb_tiles_gather_{sfx}"), blocks_of, gather);
     for l in inner.launches {
         let args = l
@@ -589,6 +591,7 @@ fn plan_tiles(
     }
     let mut scatter = vec![read(result), write(1)];
     scatter.extend(args.iter().cloned());
+    scatter.push(wide);
     p.launch(format!("lb_tiles_scatter_{sfx}"), blocks_of, scatter);
     Ok(p)
 }
