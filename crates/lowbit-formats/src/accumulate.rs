@@ -146,8 +146,8 @@ impl AccumulatorFormat {
 
 /// [`AccumulatorFormat::round`] without branches, its constants worked out once: the same
 /// results (tested lane by lane against `dot`), in a form the compiler turns into vector code.
-/// Infinities need no case of their own: `inf` scales to `inf` (nearest even: above max, so
-/// inf) or to the largest `i64` (truncation: above max, so max); zero scales to zero.
+/// Infinities need no case of their own: `inf` scales and rounds to `inf`, above max, so inf
+/// (nearest even) or max (truncation); zero scales to zero.
 #[derive(Clone, Copy, Debug)]
 struct LaneRound {
     emin: i64,
@@ -187,10 +187,15 @@ impl LaneRound {
         let down = f64::from_bits(((1023 - q) as u64) << 52);
         let up = f64::from_bits(((1023 + q) as u64) << 52);
         let t = a * down;
+        // Truncation from the nearest integer: one less where that rounded up (exact: both are
+        // integers below 2^53); no float-to-integer conversion, which vectorizes poorly.
+        let near = (t + MAGIC) - MAGIC;
         let r = if NEAREST {
-            (t + MAGIC) - MAGIC
+            near
+        } else if near > t {
+            near - 1.0
         } else {
-            (t as i64) as f64
+            near
         } * up;
         let r = if r > self.max { self.over } else { r }.copysign(x);
         if x.is_nan() { f64::NAN } else { r }
