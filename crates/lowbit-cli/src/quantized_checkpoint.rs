@@ -59,6 +59,8 @@ pub(crate) struct QuantizedParam<'a> {
     pub role: &'static str,
     /// The quantizer.
     pub quantizer: &'a Quantizer,
+    /// Whether the values are in the layer's rotated basis (`W R`).
+    pub rotated: bool,
     /// The values, flattened, and the tensor's dims (a rotating layer's weight: `W R`, the
     /// tensor its quantizer sees).
     pub values: Vec<f32>,
@@ -111,15 +113,14 @@ pub(crate) fn quantized_params<'a>(
                 continue;
             };
             // A rotating layer's weight quantizer sees W R (docs/config.md, rotations).
-            let rotated;
-            let t = match q.enabled_rotation() {
-                Some(r) if role == "weight" => {
-                    rotated = r.rotate(t)?;
-                    &rotated
-                }
-                _ => t,
+            let turned = match q.enabled_rotation() {
+                Some(r) if role == "weight" => Some(r.rotate(t)?),
+                _ => None,
             };
+            let rotated = turned.is_some();
+            let t = turned.as_ref().unwrap_or(t);
             out.push(QuantizedParam {
+                rotated,
                 layer: &l.name,
                 role,
                 quantizer,
@@ -150,11 +151,7 @@ pub fn save_quantized(
     let (mut bits, mut elems) = (0.0f64, 0usize);
     for p in quantized_params(model, params, false)? {
         let name = p.name();
-        if model
-            .layers()
-            .get(p.layer)
-            .is_some_and(|l| l.op.quant().enabled_rotation().is_some())
-        {
+        if p.rotated {
             rotated.push(name.clone());
         }
         let qt = p

@@ -617,9 +617,6 @@ fn layer_result(e: &LayerEntry, a: &LayerAcc) -> LayerResult {
         weight_bits_per_element: a.weight_bits,
         input_bits_per_element: (a.input_bits.1 > 0.0).then(|| a.input_bits.0 / a.input_bits.1),
         accumulator: lq.enabled_accumulator().map(|a| a.to_string()),
-        rotation: lq.enabled_rotation().map(|r| match r.seed {
-            Some(seed) => format!("hadamard {} (signs seed {seed})", r.size),
-            None => format!("hadamard {}", r.size),
-        }),
+        rotation: lq.enabled_rotation().map(|r| r.to_string()),
     }
 }

@@ -373,13 +373,10 @@ impl LayerTable {
                     .resolved
                     .accumulator
                     .map_or_else(|| "-".to_string(), |a| a.to_string()),
-                rotation: l.resolved.rotation.map_or_else(
-                    || "-".to_string(),
-                    |r| match r.seed {
-                        Some(seed) => format!("hadamard {} (signs seed {seed})", r.size),
-                        None => format!("hadamard {}", r.size),
-                    },
-                ),
+                rotation: l
+                    .resolved
+                    .rotation
+                    .map_or_else(|| "-".to_string(), |r| r.to_string()),
             })
             .collect()
     }

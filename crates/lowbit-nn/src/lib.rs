@@ -89,4 +89,4 @@ pub use lsq::LsqFakeQuant;
 pub use op::{LayerQuant, QuantOp};
 pub use quantizer::{Quantizer, Role};
 pub use registry::{Activation, OpFactory, OpParams, Registry};
-pub use rotation::Rotation;
+pub use rotation::{Rotation, Rotator};

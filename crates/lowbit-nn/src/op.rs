@@ -68,6 +68,8 @@ pub struct LayerQuant {
     /// The rotation of the input and weight (`linear`); [`LayerQuant::rotation`] says whether
     /// it applies now.
     rotation: Option<crate::rotation::Rotation>,
+    /// Its matrices, built on first use.
+    rotator: std::sync::OnceLock<crate::rotation::Rotator>,
     /// The weight parameter is already in the rotated basis (a loaded low-bit checkpoint).
     weight_rotated: AtomicBool,
     layer_on: AtomicBool,
@@ -91,6 +93,7 @@ impl LayerQuant {
             output: mk(Role::Output, r.output),
             accumulator: r.accumulator,
             rotation: r.rotation,
+            rotator: std::sync::OnceLock::new(),
             weight_rotated: AtomicBool::new(false),
             layer_on: AtomicBool::new(true),
             ctx,
@@ -159,11 +162,24 @@ impl LayerQuant {
             .filter(|_| self.layer_on.load(Ordering::SeqCst))
     }
 
+    /// The layer's rotator when it rotates now ([`LayerQuant::rotation`]).
+    fn rotator(&self) -> Result<Option<&crate::rotation::Rotator>> {
+        let Some(r) = self.rotation() else {
+            return Ok(None);
+        };
+        if self.rotator.get().is_none() {
+            let built =
+                crate::rotation::Rotator::new(r).map_err(|e| NnError::layer(&self.name, e))?;
+            let _ = self.rotator.set(built);
+        }
+        Ok(self.rotator.get())
+    }
+
     /// `x` as the input quantizer sees it: rotated when the layer rotates ([`rotation`]).
     ///
     /// [`rotation`]: LayerQuant::rotation
     pub fn rotate_input(&self, x: &Tensor) -> Result<Tensor> {
-        match self.rotation() {
+        match self.rotator()? {
             Some(r) => r.rotate(x).map_err(|e| NnError::layer(&self.name, e)),
             None => Ok(x.clone()),
         }
@@ -172,7 +188,7 @@ impl LayerQuant {
     /// Back from the rotated basis (identity when the layer does not rotate): the effective
     /// input or weight the layer computes with, comparable with the FP32 one.
     pub fn unrotate(&self, x: &Tensor) -> Result<Tensor> {
-        match self.rotation() {
+        match self.rotator()? {
             Some(r) => r.unrotate(x).map_err(|e| NnError::layer(&self.name, e)),
             None => Ok(x.clone()),
         }
@@ -222,7 +238,7 @@ impl LayerQuant {
         // The weight turns with the input, quantized or not: (x R)(W R)ᵀ = x Wᵀ (unless it
         // was stored turned).
         let rotation = if slot == 0 && !self.weight_rotated.load(Ordering::SeqCst) {
-            self.rotation()
+            self.rotator()?
         } else {
             None
         };

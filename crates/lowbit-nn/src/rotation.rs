@@ -62,17 +62,63 @@ impl Rotation {
     }
 
     /// `x R` along the last axis of `x` (its width must be a multiple of the block size).
+    /// Builds the matrix for this one call; a layer keeps a [`Rotator`] instead.
     pub fn rotate(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, false)
+        Rotator::new(*self)?.rotate(x)
     }
 
     /// `x Rᵀ`: the inverse of [`rotate`](Self::rotate).
     pub fn unrotate(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, true)
+        Rotator::new(*self)?.unrotate(x)
+    }
+}
+
+impl std::fmt::Display for Rotation {
+    /// `hadamard 32`, or `hadamard 32 (signs seed 7)`.
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(out, "hadamard {}", self.size)?;
+        if let Some(seed) = self.seed {
+            write!(out, " (signs seed {seed})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A [`Rotation`] with its matrix and transpose built once (f32, on the CPU; moved to a
+/// tensor's dtype and device when applied).
+#[derive(Clone, Debug)]
+pub struct Rotator {
+    rotation: Rotation,
+    m: Tensor,
+    mt: Tensor,
+}
+
+impl Rotator {
+    /// Builds the block matrix of `rotation`.
+    pub fn new(rotation: Rotation) -> Result<Rotator> {
+        let b = rotation.size;
+        let m = Tensor::from_vec(rotation.block(), (b, b), &Device::Cpu)?;
+        let mt = m.t()?.contiguous()?;
+        Ok(Rotator { rotation, m, mt })
     }
 
-    fn apply(&self, x: &Tensor, transpose: bool) -> Result<Tensor> {
-        let b = self.size;
+    /// The rotation.
+    pub fn rotation(&self) -> Rotation {
+        self.rotation
+    }
+
+    /// `x R` along the last axis of `x`.
+    pub fn rotate(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, &self.m)
+    }
+
+    /// `x Rᵀ`.
+    pub fn unrotate(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, &self.mt)
+    }
+
+    fn apply(&self, x: &Tensor, m: &Tensor) -> Result<Tensor> {
+        let b = self.rotation.size;
         let width = x.dims().last().copied().unwrap_or(1);
         if width % b != 0 {
             return Err(NnError::Kernel(format!(
@@ -80,10 +126,7 @@ impl Rotation {
                 x.dims()
             )));
         }
-        let m = Tensor::from_vec(self.block(), (b, b), &Device::Cpu)?
-            .to_dtype(x.dtype())?
-            .to_device(x.device())?;
-        let m = if transpose { m.t()?.contiguous()? } else { m };
+        let m = m.to_dtype(x.dtype())?.to_device(x.device())?;
         let dims = x.dims().to_vec();
         let rows = x.elem_count() / b;
         let y = x.contiguous()?.reshape((rows, b))?.matmul(&m)?;

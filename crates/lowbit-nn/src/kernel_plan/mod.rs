@@ -305,7 +305,9 @@ pub fn plan_with(
     {
         let layout = spec.layout(dims)?;
         if let Some(grid) = layout.tiles {
-            return plan_tiles(spec, frozen, output, dims, grid, start, dtype, options);
+            return plan_tiles(
+                spec, frozen, output, dims, &layout, grid, start, dtype, options,
+            );
         }
     }
     let n: usize = dims.iter().product();
@@ -513,12 +515,12 @@ fn plan_tiles(
     frozen: Option<&Scales>,
     output: Output,
     dims: &[usize],
+    layout: &lowbit_quant::GroupLayout,
     grid: lowbit_quant::TileGrid,
     start: usize,
     dtype: KernelDType,
     options: PlanOptions,
 ) -> Result<Plan> {
-    let layout = spec.layout(dims)?;
     let (n, tiles, tile_len) = (layout.n, layout.n_groups, grid.tile_len());
     let mut p = Plan::empty(n, start, dtype, options);
     if n == 0 {
