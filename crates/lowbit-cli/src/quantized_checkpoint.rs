@@ -112,6 +112,13 @@ pub(crate) fn quantized_params<'a>(
             let Some(t) = params.get(&format!("{}.{role}", l.name)) else {
                 continue;
             };
+            if q.enabled_smoothing().is_some() {
+                return Err(CliError::Other(format!(
+                    "layer `{}` smooths (SmoothQuant): low-bit checkpoints of smoothing layers are not supported; \
+                     export without `smoothing` in the config",
+                    l.name
+                )));
+            }
             // A rotating layer's weight quantizer sees W R (docs/config.md, rotations).
             let turned = match q.enabled_rotation() {
                 Some(r) if role == "weight" => Some(r.rotate(t)?),

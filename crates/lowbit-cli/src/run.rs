@@ -523,6 +523,8 @@ pub fn sweep(
 }
 
 /// `lowbit calibrate`: observe `batches` batches, freeze, save the scales next to the config.
+/// Layers that smooth (SmoothQuant) get their factors from a first pass over the same batches
+/// in FP32; the quantizers then calibrate on the smoothed tensors.
 pub fn calibrate(
     config: &Path,
     model: &str,
@@ -537,13 +539,27 @@ pub fn calibrate(
     let m = source.build(&cfg, &candle_core::Device::Cpu)?;
     let n = batches.saturating_mul(batch_size);
     let dataset = source.data(data, Some(n), seed)?;
-    m.layers().begin_calibration(lowbit_quant::Method::Max)?;
-    let mut start = 0;
-    while start < dataset.len() {
-        let (x, _) = dataset.batch(start, batch_size, &candle_core::Device::Cpu)?;
-        m.forward(&x)?;
-        start += batch_size;
+    let pass = || -> Result<()> {
+        let mut start = 0;
+        while start < dataset.len() {
+            let (x, _) = dataset.batch(start, batch_size, &candle_core::Device::Cpu)?;
+            m.forward(&x)?;
+            start += batch_size;
+        }
+        Ok(())
+    };
+    if m.layers().smooths() {
+        m.layers().begin_smoothing()?;
+        pass()?;
+        let factors = m.layers().freeze_smoothing()?;
+        println!(
+            "smoothing factors of {} layers from {} samples",
+            factors.len(),
+            dataset.len()
+        );
     }
+    m.layers().begin_calibration(lowbit_quant::Method::Max)?;
+    pass()?;
     let scales = m.layers().freeze()?;
     let path = StaticScales::path_for_config(config);
     scales.save(&path)?;

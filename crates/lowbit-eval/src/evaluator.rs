@@ -117,6 +117,9 @@ pub struct LayerResult {
     /// The rotation of the layer's input and weight, absent when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<String>,
+    /// SmoothQuant smoothing of the input and weight (`smoothquant α=0.5`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoothing: Option<String>,
 }
 
 /// The result of one variant.
@@ -379,15 +382,16 @@ fn observe_layer(
     let name = &entry.name;
     // Weight (constant over batches: compared and checked once).
     if first && let (Some(fw), Some(qw)) = (&fp.weight, &q.weight) {
-        // A rotating layer quantized `W R`: its error is that of `Q(W R) Rᵀ` against `W`, its
-        // compliance that of `Q(W R)` against the scales of `W R`.
+        // A rotating (smoothing) layer quantized `W R` (`(W · s) R`): its error is that of
+        // `Q(W R) Rᵀ` (`Q(…) Rᵀ / s`) against `W`, its compliance that of `Q(W R)` against the
+        // scales of `W R`.
         let (fwv, qwv) = (to_f32(fw)?, to_f32(qw)?);
-        acc.weight.add(&fwv, &to_f32(&lq.unrotate(qw)?)?);
+        acc.weight.add(&fwv, &to_f32(&lq.weight_back(qw)?)?);
         acc.weight_elements = fwv.len() as u64;
         acc.weight_bits = Some(32.0);
         if let Some(wq) = enabled(&lq.weight) {
             let spec = wq.spec();
-            let scales = spec.compute_scales(&to_f32(&lq.rotate_input(fw)?)?, fw.dims())?;
+            let scales = spec.compute_scales(&to_f32(&lq.transform_weight(fw)?)?, fw.dims())?;
             acc.weight_bits = Some(bits_per_element(&spec, fwv.len(), &scales));
             let r = check_compliance(&spec, &qwv, qw.dims(), &scales)?;
             add_compliance(
@@ -416,13 +420,13 @@ fn observe_layer(
             continue;
         }
         let qin = lq.quantize_input(qx)?;
-        add_pair(&mut acc.input, fx, &lq.unrotate(&qin)?)?;
+        add_pair(&mut acc.input, fx, &lq.input_back(&qin)?)?;
         if let Some(iq) = enabled(&lq.input) {
             let spec = iq.spec();
             let scales = match iq.frozen() {
                 Some(s) => (*s).clone(),
                 None => {
-                    let seen = lq.rotate_input(qx)?;
+                    let seen = lq.transform_input(qx)?;
                     with_f32(&seen, |v| spec.compute_scales(v, seen.dims()))??
                 }
             };
@@ -596,7 +600,8 @@ fn layer_result(e: &LayerEntry, a: &LayerAcc) -> LayerResult {
         kind: e.kind.clone(),
         quantized: lq.quantizers().any(|q| q.is_enabled())
             || lq.enabled_accumulator().is_some()
-            || lq.enabled_rotation().is_some(),
+            || lq.enabled_rotation().is_some()
+            || lq.enabled_smoothing().is_some(),
         specs: PerRole {
             weight: spec(&lq.weight),
             input: spec(&lq.input),
@@ -618,5 +623,6 @@ fn layer_result(e: &LayerEntry, a: &LayerAcc) -> LayerResult {
         input_bits_per_element: (a.input_bits.1 > 0.0).then(|| a.input_bits.0 / a.input_bits.1),
         accumulator: lq.enabled_accumulator().map(|a| a.to_string()),
         rotation: lq.enabled_rotation().map(|r| r.to_string()),
+        smoothing: lq.enabled_smoothing().map(|s| s.to_string()),
     }
 }

@@ -331,6 +331,8 @@ pub struct ExplainRow {
     pub accumulator: String,
     /// Rotation of the input and weight, or `-`.
     pub rotation: String,
+    /// SmoothQuant smoothing of the input and weight, or `-`.
+    pub smoothing: String,
 }
 
 impl LayerTable {
@@ -377,6 +379,10 @@ impl LayerTable {
                     .resolved
                     .rotation
                     .map_or_else(|| "-".to_string(), |r| r.to_string()),
+                smoothing: l
+                    .resolved
+                    .smoothing
+                    .map_or_else(|| "-".to_string(), |r| r.to_string()),
             })
             .collect()
     }
@@ -398,15 +404,17 @@ impl LayerTable {
             w(|r| &r.bias, "bias"),
             w(|r| &r.input, "input"),
         );
-        // The accumulator and rotation columns only when some layer has one.
+        // The accumulator, rotation and smoothing columns only when some layer has one.
         let accumulates = rows.iter().any(|r| r.accumulator != "-");
         let rotates = rows.iter().any(|r| r.rotation != "-");
-        let (wo, wa) = (
+        let smooths = rows.iter().any(|r| r.smoothing != "-");
+        let (wo, wa, wr) = (
             w(|r| &r.output, "output"),
             w(|r| &r.accumulator, "accumulator"),
+            w(|r| &r.rotation, "rotation"),
         );
         let mut out = String::new();
-        let mut line = |cells: [&str; 8]| {
+        let mut line = |cells: [&str; 9]| {
             let mut l = format!(
                 "{:wl$}  {:wk$}  {:ww$}  {:wb$}  {:wi$}  {:wo$}",
                 cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]
@@ -415,7 +423,10 @@ impl LayerTable {
                 let _ = write!(l, "  {:wa$}", cells[6]);
             }
             if rotates {
-                let _ = write!(l, "  {}", cells[7]);
+                let _ = write!(l, "  {:wr$}", cells[7]);
+            }
+            if smooths {
+                let _ = write!(l, "  {}", cells[8]);
             }
             let _ = writeln!(out, "{}", l.trim_end());
         };
@@ -428,6 +439,7 @@ impl LayerTable {
             "output",
             "accumulator",
             "rotation",
+            "smoothing",
         ]);
         for r in &rows {
             line([
@@ -439,6 +451,7 @@ impl LayerTable {
                 &r.output,
                 &r.accumulator,
                 &r.rotation,
+                &r.smoothing,
             ]);
         }
         out

@@ -1,5 +1,7 @@
 //! The static workflow on a whole model: calibrate on N batches → freeze → evaluate, with the
-//! frozen scales saved to and loaded from a JSON file next to the config.
+//! frozen scales saved to and loaded from a JSON file next to the config. Layers that smooth
+//! (SmoothQuant) first observe FP32 passes for their factors ([`LayerTable::begin_smoothing`],
+//! [`LayerTable::freeze_smoothing`]); the quantizers then calibrate on smoothed tensors.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +13,7 @@ use crate::builder::LayerTable;
 use crate::context::Mode;
 use crate::error::{NnError, Result};
 use crate::quantizer::Role;
+use crate::smoothing::SmoothingFactors;
 
 /// Frozen scales of a model: layer name → role → spec and scales.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -19,6 +22,9 @@ pub struct StaticScales {
     pub version: u32,
     /// The scales.
     pub layers: BTreeMap<String, BTreeMap<Role, Frozen>>,
+    /// SmoothQuant factors of the layers that smooth: layer name → factors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub smoothing: BTreeMap<String, SmoothingFactors>,
 }
 
 impl StaticScales {
@@ -56,6 +62,38 @@ impl StaticScales {
 }
 
 impl LayerTable {
+    /// Whether some enabled layer smooths (needs [`begin_smoothing`](Self::begin_smoothing)
+    /// before calibration).
+    pub fn smooths(&self) -> bool {
+        self.layers()
+            .iter()
+            .any(|l| l.op.quant().enabled_smoothing().is_some())
+    }
+
+    /// Starts observing smoothing statistics: every layer that smooths forgets what it saw,
+    /// and the model switches to [`Mode::Fp32`] (the factors come from the FP32 model's
+    /// activations). Run forward passes next, then [`freeze_smoothing`](Self::freeze_smoothing).
+    pub fn begin_smoothing(&self) -> Result<()> {
+        for l in self.layers() {
+            l.op.quant().begin_smoothing()?;
+        }
+        self.set_mode(Mode::Fp32);
+        Ok(())
+    }
+
+    /// Computes and installs every smoothing layer's factors from what it observed, and
+    /// returns them. Leaves the mode as it is ([`Mode::Fp32`]); calibrate the quantizers next
+    /// ([`begin_calibration`](Self::begin_calibration)), which then see smoothed tensors.
+    pub fn freeze_smoothing(&self) -> Result<BTreeMap<String, SmoothingFactors>> {
+        let mut out = BTreeMap::new();
+        for l in self.layers() {
+            if let Some(f) = l.op.quant().freeze_smoothing()? {
+                out.insert(l.name.clone(), f);
+            }
+        }
+        Ok(out)
+    }
+
     /// Starts calibration: every activation quantizer gets a fresh calibrator using `method`,
     /// and the model switches to [`Mode::Calibrate`]. Run forward passes next.
     pub fn begin_calibration(&self, method: Method) -> Result<()> {
@@ -74,6 +112,7 @@ impl LayerTable {
         let mut out = StaticScales {
             version: 1,
             layers: BTreeMap::new(),
+            smoothing: BTreeMap::new(),
         };
         for l in self.layers() {
             for q in l.op.quant().quantizers() {
@@ -83,6 +122,9 @@ impl LayerTable {
                         .or_default()
                         .insert(q.role(), f);
                 }
+            }
+            if let Some(f) = l.op.quant().smoothing_factors() {
+                out.smoothing.insert(l.name.clone(), f);
             }
         }
         self.set_mode(Mode::Quantize);
@@ -107,6 +149,15 @@ impl LayerTable {
                     .ok_or_else(|| NnError::layer(name, format!("the scales file has {role} scales, but the config gives this layer no {role} quantizer")))?;
                 q.load_frozen(frozen)?;
             }
+        }
+        for (name, f) in &scales.smoothing {
+            let layer = self.get(name).ok_or_else(|| {
+                NnError::layer(
+                    name,
+                    "the scales file has smoothing factors for this layer, but the model has no such layer",
+                )
+            })?;
+            layer.op.quant().load_smoothing(f)?;
         }
         Ok(())
     }

@@ -19,6 +19,10 @@
 //! `accumulator` (in `defaults`, `ops.<kind>` and `layers`) sets the number format of the dot
 //! products of `linear`, `matmul` and `conv2d` layers: `fp22`, `bf16`, `{format: e8m13, rounding:
 //! toward_zero, chunk: 128}` (see [`crate::matmul_accumulated`]); `null` is the f32 matmul.
+//! `rotation: {size, seed}` turns `linear` layers' inputs and weights by a block-Hadamard
+//! matrix before they are quantized ([`crate::Rotation`]); `smoothing: 0.5` (or `{alpha: 0.5}`)
+//! divides their inputs by SmoothQuant's calibrated per-channel factors and multiplies the
+//! weights by them ([`crate::Smoothing`]; needs `lowbit calibrate`).
 //!
 //! Resolution of one role of one layer: the default of its op class (`input`/`output` for
 //! compute ops, `activation` for both sides of activation ops), then `ops.<kind>`, then every
@@ -34,6 +38,7 @@ use globset::{Glob, GlobMatcher};
 use lowbit_formats::{Accumulator, AccumulatorFormat, AccumulatorRounding};
 
 use crate::rotation::Rotation;
+use crate::smoothing::Smoothing;
 use lowbit_quant::QuantSpec;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -110,7 +115,8 @@ impl Serialize for Setting {
     }
 }
 
-/// A non-spec setting of a config (`accumulator`, `rotation`): absent (inherit), `null` (off)
+/// A non-spec setting of a config (`accumulator`, `rotation`, `smoothing`): absent (inherit),
+/// `null` (off)
 /// or a value.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Choice<T> {
@@ -145,6 +151,10 @@ pub trait ChoiceValue: Copy + for<'de> Deserialize<'de> + Serialize {
     fn from_name(s: &str) -> Option<std::result::Result<Self, String>>;
     /// Checks a value read from a mapping.
     fn check(&self) -> std::result::Result<(), String>;
+    /// The value of a number (`None`: no number form).
+    fn from_number(_: f64) -> Option<std::result::Result<Self, String>> {
+        None
+    }
 }
 
 impl ChoiceValue for Accumulator {
@@ -173,6 +183,21 @@ impl ChoiceValue for Rotation {
     }
     fn check(&self) -> std::result::Result<(), String> {
         self.validate()
+    }
+}
+
+impl ChoiceValue for Smoothing {
+    const EXPECTING: &'static str =
+        "a smoothing strength alpha (0 to 1), a mapping {alpha}, or null";
+    fn from_name(_: &str) -> Option<std::result::Result<Self, String>> {
+        None
+    }
+    fn check(&self) -> std::result::Result<(), String> {
+        self.validate()
+    }
+    fn from_number(v: f64) -> Option<std::result::Result<Self, String>> {
+        let s = Smoothing { alpha: v as f32 };
+        Some(s.validate().map(|_| s))
     }
 }
 
@@ -205,6 +230,24 @@ impl<'de, T: ChoiceValue> Deserialize<'de> for Choice<T> {
                     None => Err(E::invalid_type(serde::de::Unexpected::Str(s), &self)),
                 }
             }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Self::Value, E> {
+                match T::from_number(v) {
+                    Some(r) => r.map(Choice::On).map_err(E::custom),
+                    None => Err(E::invalid_type(serde::de::Unexpected::Float(v), &self)),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+                match T::from_number(v as f64) {
+                    Some(r) => r.map(Choice::On).map_err(E::custom),
+                    None => Err(E::invalid_type(serde::de::Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                match T::from_number(v as f64) {
+                    Some(r) => r.map(Choice::On).map_err(E::custom),
+                    None => Err(E::invalid_type(serde::de::Unexpected::Unsigned(v), &self)),
+                }
+            }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 map: A,
@@ -234,6 +277,13 @@ pub type AccumulatorSetting = Choice<Accumulator>;
 
 /// The `rotation` setting: `null` is none; a mapping `{size, seed}` a [`Rotation`].
 pub type RotationSetting = Choice<Rotation>;
+
+/// The `smoothing` setting: `null` is none; a number `alpha` or a mapping `{alpha}` a
+/// [`Smoothing`] (SmoothQuant; needs calibration: `lowbit calibrate`).
+pub type SmoothingSetting = Choice<Smoothing>;
+
+/// The op kinds a `smoothing` setting reaches (others ignore it).
+pub const SMOOTHING_OPS: &[&str] = &["linear"];
 
 /// The op kinds a `rotation` setting reaches (others ignore it).
 pub const ROTATING_OPS: &[&str] = &["linear"];
@@ -267,6 +317,9 @@ pub struct RoleSettings {
     /// The Hadamard rotation of `linear` layers' inputs and weights.
     #[serde(default, skip_serializing_if = "Choice::is_inherit")]
     pub rotation: RotationSetting,
+    /// SmoothQuant smoothing of `linear` layers' inputs and weights.
+    #[serde(default, skip_serializing_if = "Choice::is_inherit")]
+    pub smoothing: SmoothingSetting,
 }
 
 /// One per-layer override.
@@ -296,6 +349,9 @@ pub struct LayerRule {
     /// The Hadamard rotation of this layer's input and weight (`linear` layers).
     #[serde(default, skip_serializing_if = "Choice::is_inherit")]
     pub rotation: RotationSetting,
+    /// SmoothQuant smoothing of this layer's input and weight (`linear` layers).
+    #[serde(default, skip_serializing_if = "Choice::is_inherit")]
+    pub smoothing: SmoothingSetting,
 }
 
 fn yes() -> bool {
@@ -386,6 +442,8 @@ pub struct ResolvedLayer {
     pub accumulator: Option<Accumulator>,
     /// The rotation of the layer's input and weight (`linear` only).
     pub rotation: Option<Rotation>,
+    /// SmoothQuant smoothing of the layer's input and weight (`linear` only).
+    pub smoothing: Option<Smoothing>,
 }
 
 impl ResolvedLayer {
@@ -397,6 +455,7 @@ impl ResolvedLayer {
             || self.output.is_some()
             || self.accumulator.is_some()
             || self.rotation.is_some()
+            || self.smoothing.is_some()
     }
 }
 
@@ -558,6 +617,7 @@ impl CompiledConfig {
         c.backward.apply(&mut r.backward);
         c.defaults.accumulator.apply(&mut r.accumulator);
         c.defaults.rotation.apply(&mut r.rotation);
+        c.defaults.smoothing.apply(&mut r.smoothing);
         if let Some(op) = c.ops.get(kind) {
             op.weight.apply(&mut r.weight);
             op.bias.apply(&mut r.bias);
@@ -565,6 +625,7 @@ impl CompiledConfig {
             op.output.apply(&mut r.output);
             op.accumulator.apply(&mut r.accumulator);
             op.rotation.apply(&mut r.rotation);
+            op.smoothing.apply(&mut r.smoothing);
         }
         for (rule, g) in c.layers.iter().zip(&self.layer_globs) {
             if g.is_match(name) {
@@ -575,6 +636,7 @@ impl CompiledConfig {
                 rule.backward.apply(&mut r.backward);
                 rule.accumulator.apply(&mut r.accumulator);
                 rule.rotation.apply(&mut r.rotation);
+                rule.smoothing.apply(&mut r.smoothing);
             }
         }
         if !ACCUMULATING_OPS.contains(&kind) {
@@ -582,6 +644,9 @@ impl CompiledConfig {
         }
         if !ROTATING_OPS.contains(&kind) {
             r.rotation = None;
+        }
+        if !SMOOTHING_OPS.contains(&kind) {
+            r.smoothing = None;
         }
         if class != OpClass::Weighted {
             r.weight = None;

@@ -43,6 +43,8 @@
 //! - [`QuantConfig`] (`config.rs`): the YAML config and its resolution rules.
 //! - [`Rotation`] (`rotation.rs`): block-Hadamard rotation of a linear layer's input and
 //!   weight before quantization (a config's `rotation`).
+//! - [`Smoothing`] (`smoothing.rs`): SmoothQuant's calibrated per-channel factors moving a
+//!   linear layer's activation outliers into its weight (a config's `smoothing`).
 //! - [`ModelContext`], [`Mode`], [`TapRecord`] (`context.rs`): mode, training flag, taps.
 //! - [`layers`]: the built-in layers, and the CPU convolution kernels `QConv2d` runs
 //!   ([`layers::TiledConv2d`], [`layers::DepthwiseConv2d`]: candle's bits, 3–10× faster, with
@@ -71,6 +73,7 @@ pub mod process;
 mod quantizer;
 mod registry;
 mod rotation;
+mod smoothing;
 
 pub use accumulate::{
     AccumulatedMatmul, conv2d_accumulated, linear_accumulated, matmul_accumulated, straight_through,
@@ -79,7 +82,7 @@ pub use builder::{ExplainRow, LayerEntry, LayerTable, QBuilder, QuantModel};
 pub use calibration::StaticScales;
 pub use config::{
     AccumulatorSetting, Choice, ChoiceValue, CompiledConfig, LayerRule, OpClass, QuantConfig,
-    ResolvedLayer, RoleSettings, RotationSetting, Setting,
+    ResolvedLayer, RoleSettings, RotationSetting, Setting, SmoothingSetting,
 };
 pub use context::{Mode, ModelContext, TapRecord};
 pub use device::parse_device;
@@ -90,3 +93,4 @@ pub use op::{LayerQuant, QuantOp};
 pub use quantizer::{Quantizer, Role};
 pub use registry::{Activation, OpFactory, OpParams, Registry};
 pub use rotation::{Rotation, Rotator};
+pub use smoothing::{SMOOTHING_FLOOR, Smoothing, SmoothingFactors};

@@ -11,6 +11,20 @@ use crate::config::ResolvedLayer;
 use crate::context::{ModelContext, TapRecord};
 use crate::error::{NnError, Result};
 use crate::quantizer::{Quantizer, Role};
+use crate::smoothing::{Smoother, Smoothing, SmoothingFactors, channel_amax, merge_amax};
+
+/// What a smoothing layer observed for its factors, and the factors installed.
+#[derive(Debug, Default)]
+struct SmoothState {
+    /// Observing FP32 passes ([`crate::LayerTable::begin_smoothing`]).
+    observing: bool,
+    /// The input's channel maxima so far.
+    act_amax: Option<Vec<f32>>,
+    /// The weight's column maxima.
+    weight_amax: Option<Vec<f32>>,
+    /// The calibrated factors.
+    smoother: Option<Arc<Smoother>>,
+}
 
 /// An op that can be quantized: the FP32 computation plus the quantizers of its tensors.
 ///
@@ -72,6 +86,11 @@ pub struct LayerQuant {
     rotator: std::sync::OnceLock<crate::rotation::Rotator>,
     /// The weight parameter is already in the rotated basis (a loaded low-bit checkpoint).
     weight_rotated: AtomicBool,
+    /// SmoothQuant smoothing of the input and weight (`linear`); [`LayerQuant::smoothing`]
+    /// says whether it applies now.
+    smoothing: Option<Smoothing>,
+    /// Its observations and calibrated factors.
+    smooth: Mutex<SmoothState>,
     layer_on: AtomicBool,
     ctx: Arc<ModelContext>,
     cache: Mutex<Vec<(u64, usize, Tensor)>>,
@@ -95,6 +114,8 @@ impl LayerQuant {
             rotation: r.rotation,
             rotator: std::sync::OnceLock::new(),
             weight_rotated: AtomicBool::new(false),
+            smoothing: r.smoothing,
+            smooth: Mutex::new(SmoothState::default()),
             layer_on: AtomicBool::new(true),
             ctx,
             cache: Mutex::new(Vec::new()),
@@ -175,28 +196,196 @@ impl LayerQuant {
         Ok(self.rotator.get())
     }
 
-    /// `x` as the input quantizer sees it: rotated when the layer rotates ([`rotation`]).
-    ///
-    /// [`rotation`]: LayerQuant::rotation
-    pub fn rotate_input(&self, x: &Tensor) -> Result<Tensor> {
-        match self.rotator()? {
-            Some(r) => r.rotate(x).map_err(|e| NnError::layer(&self.name, e)),
-            None => Ok(x.clone()),
+    /// SmoothQuant smoothing now: the configured one while the layer is enabled and the model
+    /// is not in [`crate::Mode::Fp32`] (calibration observes the smoothed tensors).
+    pub fn smoothing(&self) -> Option<Smoothing> {
+        let on =
+            self.layer_on.load(Ordering::SeqCst) && self.ctx.mode() != crate::context::Mode::Fp32;
+        self.smoothing.filter(|_| on)
+    }
+
+    /// The configured smoothing while the layer is enabled, whatever the mode.
+    pub fn enabled_smoothing(&self) -> Option<Smoothing> {
+        self.smoothing
+            .filter(|_| self.layer_on.load(Ordering::SeqCst))
+    }
+
+    fn smooth_state(&self) -> Result<std::sync::MutexGuard<'_, SmoothState>> {
+        self.smooth
+            .lock()
+            .map_err(|_| NnError::layer(&self.name, "smoothing state poisoned by a panic"))
+    }
+
+    /// The installed factors when the layer smooths now; an error when it should and has
+    /// none.
+    fn smoother(&self) -> Result<Option<Arc<Smoother>>> {
+        let Some(sm) = self.smoothing() else {
+            return Ok(None);
+        };
+        match &self.smooth_state()?.smoother {
+            Some(s) => Ok(Some(s.clone())),
+            None => Err(NnError::layer(
+                &self.name,
+                format!(
+                    "{sm} needs factors calibrated on the FP32 model's activations: run \
+                     `lowbit calibrate` on the config first (in code: LayerTable::begin_smoothing, \
+                     FP32 forward passes, LayerTable::freeze_smoothing)"
+                ),
+            )),
         }
     }
 
-    /// Back from the rotated basis (identity when the layer does not rotate): the effective
-    /// input or weight the layer computes with, comparable with the FP32 one.
-    pub fn unrotate(&self, x: &Tensor) -> Result<Tensor> {
+    /// Starts observing the input's channel maxima and the weight's column maxima for
+    /// smoothing factors (nothing when the layer does not smooth).
+    pub fn begin_smoothing(&self) -> Result<()> {
+        if self.smoothing.is_some() {
+            let mut st = self.smooth_state()?;
+            st.observing = true;
+            st.act_amax = None;
+            st.weight_amax = None;
+        }
+        Ok(())
+    }
+
+    /// Computes and installs the factors from what [`begin_smoothing`](Self::begin_smoothing)
+    /// observed; `None` when the layer does not smooth.
+    pub fn freeze_smoothing(&self) -> Result<Option<SmoothingFactors>> {
+        let Some(sm) = self.smoothing else {
+            return Ok(None);
+        };
+        let mut st = self.smooth_state()?;
+        st.observing = false;
+        let (Some(act), Some(w)) = (st.act_amax.take(), st.weight_amax.take()) else {
+            return Err(NnError::layer(
+                &self.name,
+                "smoothing saw no forward pass of this layer while observing: no factors",
+            ));
+        };
+        let factors = sm
+            .factors(&act, &w)
+            .map_err(|e| NnError::layer(&self.name, e))?;
+        let stored = SmoothingFactors {
+            alpha: sm.alpha,
+            factors,
+        };
+        st.smoother = Some(Arc::new(
+            Smoother::new(stored.clone()).map_err(|e| NnError::layer(&self.name, e))?,
+        ));
+        drop(st);
+        self.ctx.invalidate();
+        Ok(Some(stored))
+    }
+
+    /// The installed smoothing factors, if any.
+    pub fn smoothing_factors(&self) -> Option<SmoothingFactors> {
+        let st = self.smooth.lock().ok()?;
+        st.smoother.as_ref().map(|s| s.stored.clone())
+    }
+
+    /// Installs calibrated factors (from a scales file); the layer must smooth with the same
+    /// α.
+    pub fn load_smoothing(&self, f: &SmoothingFactors) -> Result<()> {
+        let Some(sm) = self.smoothing else {
+            return Err(NnError::layer(
+                &self.name,
+                "the scales file has smoothing factors, but the config does not smooth this layer",
+            ));
+        };
+        if sm.alpha != f.alpha {
+            return Err(NnError::layer(
+                &self.name,
+                format!(
+                    "the scales file's smoothing factors were calibrated with alpha {}, the config says {}: calibrate again",
+                    f.alpha, sm.alpha
+                ),
+            ));
+        }
+        let smoother = Smoother::new(f.clone()).map_err(|e| NnError::layer(&self.name, e))?;
+        self.smooth_state()?.smoother = Some(Arc::new(smoother));
+        self.ctx.invalidate();
+        Ok(())
+    }
+
+    fn observe(&self, x: &Tensor, weight: bool) -> Result<()> {
+        if self.smoothing.is_none() || !x.dtype().is_float() {
+            return Ok(());
+        }
+        let mut st = self.smooth_state()?;
+        if !st.observing {
+            return Ok(());
+        }
+        let m = channel_amax(x).map_err(|e| NnError::layer(&self.name, e))?;
+        let slot = if weight {
+            &mut st.weight_amax
+        } else {
+            &mut st.act_amax
+        };
+        merge_amax(slot, m).map_err(|e| NnError::layer(&self.name, e))
+    }
+
+    /// `x` as the input quantizer sees it: divided by the smoothing factors when the layer
+    /// smooths, then rotated when it rotates: `(x / s) R`.
+    pub fn transform_input(&self, x: &Tensor) -> Result<Tensor> {
+        let x = match self.smoother()? {
+            Some(s) => s
+                .smooth_input(x)
+                .map_err(|e| NnError::layer(&self.name, e))?,
+            None => x.clone(),
+        };
         match self.rotator()? {
-            Some(r) => r.unrotate(x).map_err(|e| NnError::layer(&self.name, e)),
-            None => Ok(x.clone()),
+            Some(r) => r.rotate(&x).map_err(|e| NnError::layer(&self.name, e)),
+            None => Ok(x),
         }
     }
 
-    /// Applies the input quantizer (to the rotated input when the layer rotates).
+    /// A weight as the weight quantizer sees it: `(W · s) R`.
+    pub fn transform_weight(&self, w: &Tensor) -> Result<Tensor> {
+        let w = match self.smoother()? {
+            Some(s) => s
+                .smooth_weight(w)
+                .map_err(|e| NnError::layer(&self.name, e))?,
+            None => w.clone(),
+        };
+        match self.rotator()? {
+            Some(r) => r.rotate(&w).map_err(|e| NnError::layer(&self.name, e)),
+            None => Ok(w),
+        }
+    }
+
+    /// Back from [`transform_input`](Self::transform_input): `(q Rᵀ) · s`, the effective
+    /// input the layer computes with, comparable with the FP32 one.
+    pub fn input_back(&self, q: &Tensor) -> Result<Tensor> {
+        let q = match self.rotator()? {
+            Some(r) => r.unrotate(q).map_err(|e| NnError::layer(&self.name, e))?,
+            None => q.clone(),
+        };
+        match self.smoother()? {
+            Some(s) => s
+                .smooth_weight(&q)
+                .map_err(|e| NnError::layer(&self.name, e)),
+            None => Ok(q),
+        }
+    }
+
+    /// Back from [`transform_weight`](Self::transform_weight): `(q Rᵀ) / s`.
+    pub fn weight_back(&self, q: &Tensor) -> Result<Tensor> {
+        let q = match self.rotator()? {
+            Some(r) => r.unrotate(q).map_err(|e| NnError::layer(&self.name, e))?,
+            None => q.clone(),
+        };
+        match self.smoother()? {
+            Some(s) => s
+                .smooth_input(&q)
+                .map_err(|e| NnError::layer(&self.name, e)),
+            None => Ok(q),
+        }
+    }
+
+    /// Applies the input quantizer (to the transformed input when the layer smooths or
+    /// rotates: [`transform_input`](Self::transform_input)).
     pub fn quantize_input(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.rotate_input(x)?;
+        self.observe(x, false)?;
+        let x = self.transform_input(x)?;
         match &self.input {
             Some(q) => q.apply(&x),
             None => Ok(x),
@@ -235,15 +424,16 @@ impl LayerQuant {
     }
 
     fn param(&self, p: &Tensor, q: &Option<Quantizer>, slot: usize) -> Result<Tensor> {
-        // The weight turns with the input, quantized or not: (x R)(W R)ᵀ = x Wᵀ (unless it
-        // was stored turned).
-        let rotation = if slot == 0 && !self.weight_rotated.load(Ordering::SeqCst) {
-            self.rotator()?
-        } else {
-            None
-        };
+        if slot == 0 {
+            self.observe(p, true)?;
+        }
+        // The weight turns with the input, quantized or not: ((x / s) R)((W · s) R)ᵀ = x Wᵀ
+        // (unless it was stored turned).
+        let turns = slot == 0 && !self.weight_rotated.load(Ordering::SeqCst);
+        let rotation = if turns { self.rotator()? } else { None };
+        let smoother = if turns { self.smoother()? } else { None };
         let q = q.as_ref().filter(|q| q.is_active());
-        if q.is_none() && rotation.is_none() {
+        if q.is_none() && rotation.is_none() && smoother.is_none() {
             if slot == 0 {
                 self.remember_weight(p);
             }
@@ -262,9 +452,15 @@ impl LayerQuant {
             }
             return Ok(t);
         }
-        let p = match rotation {
-            Some(r) => r.rotate(p).map_err(|e| NnError::layer(&self.name, e))?,
+        let p = match smoother {
+            Some(s) => s
+                .smooth_weight(p)
+                .map_err(|e| NnError::layer(&self.name, e))?,
             None => p.clone(),
+        };
+        let p = match rotation {
+            Some(r) => r.rotate(&p).map_err(|e| NnError::layer(&self.name, e))?,
+            None => p,
         };
         let t = match q {
             Some(q) => q.apply(&p)?,
