@@ -639,3 +639,55 @@ fn hardware_templates_in_the_docs_build() {
         );
     }
 }
+
+#[test]
+fn smoothing_calibrates_then_runs() {
+    // SmoothQuant needs calibrated factors: `run` without them says what to do; `calibrate`
+    // computes them (an FP32 pass first) and stores them with the scales; `run` then uses
+    // them and reports the layers as smoothed.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("sq.yaml");
+    std::fs::write(
+        &cfg,
+        "defaults:\n  weight: int8\n  input: { format: int8, granularity: { kind: per_tensor } }\n  smoothing: 0.5\n",
+    )
+    .unwrap();
+    let runs = tmp.path().join("runs");
+    let run = || {
+        lowbit(&[
+            "run",
+            "--model",
+            "tiny_mlp",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--limit",
+            "200",
+            "--out",
+            runs.to_str().unwrap(),
+        ])
+    };
+    let o = run();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("lowbit calibrate") && err.contains("fc1"), "{err}");
+    let o = lowbit(&[
+        "calibrate",
+        "--model",
+        "tiny_mlp",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--batches",
+        "2",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("smoothing factors of 2 layers"), "{out}");
+    let scales = json(&tmp.path().join("sq.scales.json"));
+    let fc1 = scales["smoothing"]["fc1"]["factors"].as_array().unwrap();
+    assert!(!fc1.is_empty() && fc1.iter().all(|f| f.as_f64().unwrap() > 0.0));
+    let o = run();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = only_subdir(&runs);
+    let csv = std::fs::read_to_string(dir.join("sq").join("layers.csv")).unwrap();
+    assert!(csv.contains("smoothquant α=0.5"), "{csv}");
+}

@@ -265,3 +265,70 @@ fn rotated_layers_are_compared_and_checked_in_the_right_basis() {
         "input {i} dB, plain {pi} dB"
     );
 }
+
+#[test]
+fn smoothed_layers_are_compared_and_checked_in_the_right_basis() {
+    // SmoothQuant: errors compare Q(x / s) · s with x and Q(W · s) / s with W; compliance
+    // checks Q(x / s) against the scales of x / s. An input with one channel 50× the others
+    // under per-tensor int8: smoothed, its error in the original basis is much lower.
+    let vm = VarMap::new();
+    let fp32 = net(&vm, "{}");
+    let mut v = Tensor::randn(0f32, 1.0, (8, 64), &Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    for row in v.chunks_mut(64) {
+        row[3] *= 50.0;
+    }
+    let x = Tensor::from_vec(v, (8, 64), &Device::Cpu).unwrap();
+    let labels: Vec<u32> = (0..8).collect();
+    let smoothed = net(
+        &vm,
+        "defaults: { weight: int8, input: int8, smoothing: 0.5 }",
+    );
+    smoothed.layers().begin_smoothing().unwrap();
+    smoothed.forward(&x).unwrap();
+    smoothed.layers().freeze_smoothing().unwrap();
+    smoothed.layers().set_mode(Mode::Quantize);
+    let mut ev = Evaluator::new(
+        fp32,
+        vec![
+            Variant {
+                name: "smoothed".into(),
+                model: smoothed,
+                detail: true,
+            },
+            Variant {
+                name: "plain".into(),
+                model: net(&vm, "defaults: { weight: int8, input: int8 }"),
+                detail: true,
+            },
+        ],
+    );
+    ev.add_batch(&x, &labels).unwrap();
+    let res = ev.finish();
+    let rep = RunReport::new(&meta(), res.fp32, &res.variants[0], &[]);
+    let plain = RunReport::new(&meta(), res.fp32, &res.variants[1], &[]);
+    assert!(rep.compliance.passed, "{:?}", rep.compliance);
+    let (fc, pfc) = (&rep.layers[0], &plain.layers[0]);
+    assert_eq!(fc.smoothing.as_deref(), Some("smoothquant α=0.5"));
+    assert_eq!(pfc.smoothing, None);
+    assert_eq!(fc.compliance.input.unwrap().elements, 512);
+    let (i, pi) = (
+        fc.propagated.input.unwrap().sqnr_db.0,
+        pfc.propagated.input.unwrap().sqnr_db.0,
+    );
+    let (w, pw) = (
+        fc.propagated.weight.unwrap().sqnr_db.0,
+        pfc.propagated.weight.unwrap().sqnr_db.0,
+    );
+    let (o, po) = (
+        fc.propagated.output.unwrap().sqnr_db.0,
+        pfc.propagated.output.unwrap().sqnr_db.0,
+    );
+    assert!(i > pi + 6.0, "input {i} dB, plain {pi} dB");
+    assert!(w > 20.0, "weight {w} dB (plain {pw} dB)");
+    assert!(o > po + 6.0, "output {o} dB, plain {po} dB");
+}
