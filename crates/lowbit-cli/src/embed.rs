@@ -156,6 +156,34 @@ pub fn evaluate(
     })
 }
 
+/// `lowbit calibrate --model minilm`: static scales (and smoothing factors) from the last `n`
+/// texts of the sets (Lee documents, then words from the end: `run --limit` evaluates the
+/// first ones), embedded in batches of `batch_size`. Returns the scales and the text count.
+pub fn calibrate(
+    config: &QuantConfig,
+    data: Option<&Path>,
+    n: usize,
+    batch_size: usize,
+) -> Result<(lowbit_nn::StaticScales, usize)> {
+    let tasks = match data {
+        Some(d) => EmbeddingTasks::load(d)?,
+        None => EmbeddingTasks::load_default()?,
+    };
+    let texts = tasks.texts();
+    let texts = &texts[texts.len().saturating_sub(n)..];
+    let mut encoder =
+        SentenceEncoder::load_default(config, &candle_core::Device::Cpu).map_err(model_err)?;
+    encoder
+        .set_batch_size(batch_size)
+        .map_err(|_| CliError::Usage("--batch-size must be at least 1".into()))?;
+    let pass = || -> Result<()> {
+        encoder.encode(texts).map_err(model_err)?;
+        Ok(())
+    };
+    let scales = crate::run::calibrate_layers(encoder.layers(), &pass)?;
+    Ok((scales, texts.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

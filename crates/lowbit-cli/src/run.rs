@@ -535,42 +535,56 @@ pub fn calibrate(
     seed: u64,
 ) -> Result<()> {
     let cfg = QuantConfig::from_file(config)?;
-    let source = models::model(model, checkpoint)?;
-    let m = source.build(&cfg, &candle_core::Device::Cpu)?;
     let n = batches.saturating_mul(batch_size);
-    let dataset = source.data(data, Some(n), seed)?;
-    let pass = || -> Result<()> {
-        let mut start = 0;
-        while start < dataset.len() {
-            let (x, _) = dataset.batch(start, batch_size, &candle_core::Device::Cpu)?;
-            m.forward(&x)?;
-            start += batch_size;
+    let (scales, samples) = if model == embed::MODEL {
+        if checkpoint.is_some() {
+            return Err(CliError::Usage(
+                "--checkpoint: minilm reads its weights from the fetched assets (scripts/fetch-assets.sh minilm)".into(),
+            ));
         }
-        Ok(())
+        embed::calibrate(&cfg, data, n, batch_size)?
+    } else {
+        let source = models::model(model, checkpoint)?;
+        let m = source.build(&cfg, &candle_core::Device::Cpu)?;
+        let dataset = source.data(data, Some(n), seed)?;
+        let pass = || -> Result<()> {
+            let mut start = 0;
+            while start < dataset.len() {
+                let (x, _) = dataset.batch(start, batch_size, &candle_core::Device::Cpu)?;
+                m.forward(&x)?;
+                start += batch_size;
+            }
+            Ok(())
+        };
+        (calibrate_layers(m.layers(), &pass)?, dataset.len())
     };
-    if m.layers().smooths() {
-        m.layers().begin_smoothing()?;
-        pass()?;
-        let factors = m.layers().freeze_smoothing()?;
-        println!(
-            "smoothing factors of {} layers from {} samples",
-            factors.len(),
-            dataset.len()
-        );
-    }
-    m.layers().begin_calibration(lowbit_quant::Method::Max)?;
-    pass()?;
-    let scales = m.layers().freeze()?;
     let path = StaticScales::path_for_config(config);
     scales.save(&path)?;
     println!(
         "calibrated {} quantizers of {} layers on {} samples: {}",
         scales.layers.values().map(|r| r.len()).sum::<usize>(),
         scales.layers.len(),
-        dataset.len(),
+        samples,
         path.display()
     );
     Ok(())
+}
+
+/// Calibrates a model's layers on the batches `pass` runs: smoothing factors first when some
+/// layer smooths (an FP32 pass), then the quantizers (max calibration).
+pub(crate) fn calibrate_layers(
+    layers: &lowbit_nn::LayerTable,
+    pass: &dyn Fn() -> Result<()>,
+) -> Result<StaticScales> {
+    if layers.smooths() {
+        layers.begin_smoothing()?;
+        pass()?;
+        let factors = layers.freeze_smoothing()?;
+        println!("smoothing factors of {} layers", factors.len());
+    }
+    layers.begin_calibration(lowbit_quant::Method::Max)?;
+    pass()?;
+    Ok(layers.freeze()?)
 }
 
 #[cfg(test)]
