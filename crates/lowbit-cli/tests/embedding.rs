@@ -124,3 +124,59 @@ fn minilm_has_no_sensitivity_ranking() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--sensitivity"));
 }
+
+#[test]
+fn minilm_calibrates_smoothing_then_runs() {
+    if !assets_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("sq.yaml");
+    std::fs::write(
+        &cfg,
+        "defaults:\n  weight: int8\n  input: { format: int8, granularity: { kind: per_tensor }, mode: static }\n  smoothing: 0.8\nskip: [\"*embeddings*\"]\nquantized_ops: [linear]\n",
+    )
+    .unwrap();
+    let o = lowbit(&[
+        "calibrate",
+        "--model",
+        "minilm",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--batches",
+        "2",
+        "--batch-size",
+        "8",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Six encoder layers × six linear layers.
+    assert!(out.contains("smoothing factors of 36 layers"), "{out}");
+    assert!(out.contains("on 16 samples"), "{out}");
+    let scales = json(&tmp.path().join("sq.scales.json"));
+    assert_eq!(scales["smoothing"].as_object().unwrap().len(), 36);
+    let runs = tmp.path().join("runs");
+    let o = lowbit(&[
+        "run",
+        "--model",
+        "minilm",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--limit",
+        "12",
+        "--layer-samples",
+        "8",
+        "--out",
+        runs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep = json(&only_subdir(&runs).join("sq").join("report.json"));
+    assert_eq!(rep["compliance"]["passed"], true);
+    let smoothed = rep["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["smoothing"] == "smoothquant α=0.8")
+        .count();
+    assert_eq!(smoothed, 36);
+}
