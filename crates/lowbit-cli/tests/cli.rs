@@ -669,7 +669,10 @@ fn smoothing_calibrates_then_runs() {
     let o = run();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
-    assert!(err.contains("lowbit calibrate") && err.contains("fc1"), "{err}");
+    assert!(
+        err.contains("lowbit calibrate") && err.contains("fc1"),
+        "{err}"
+    );
     let o = lowbit(&[
         "calibrate",
         "--model",

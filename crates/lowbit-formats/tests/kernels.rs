@@ -406,7 +406,8 @@ fn fused_block_kernel_equals_reference() {
             f32::from_bits(a.to_bits() & 0x7F80_0000).max(1e-30)
         }
     };
-    for f in formats() {
+    // `div`: quantize_blocks_fused_div, `q(x / s) · s`.
+    for (f, div) in formats().into_iter().flat_map(|f| [(f, false), (f, true)]) {
         for conv in [
             Conversion::REFERENCE,
             Conversion::SATURATE,
@@ -425,7 +426,8 @@ fn fused_block_kernel_equals_reference() {
                     .map(|(i, &x)| {
                         let s = scales[i / block];
                         let rand = stochastic_bits(5, i as u64);
-                        (f.quantize_with(x * (1.0 / s), conv, rand) * s).to_bits()
+                        let y = if div { x / s } else { x * (1.0 / s) };
+                        (f.quantize_with(y, conv, rand) * s).to_bits()
                     })
                     .collect();
                 for isa in Isa::available() {
@@ -439,19 +441,26 @@ fn fused_block_kernel_equals_reference() {
                             let dst = &mut buf[offset..offset + n];
                             let mut seen = vec![f32::NAN; nb];
                             let mut next = 0usize;
-                            codec
-                                .quantize_blocks_fused(&src, dst, block, 0, |k0, a, s| {
-                                    assert_eq!(k0, next, "groups in order");
-                                    assert_eq!(a.len(), s.len());
-                                    next += a.len();
-                                    for (j, (&a, s)) in a.iter().zip(s).enumerate() {
-                                        seen[k0 + j] = a;
-                                        *s = rule(a);
-                                    }
-                                })
-                                .unwrap();
+                            let scales_of = |k0: usize, a: &[f32], s: &mut [f32]| {
+                                assert_eq!(k0, next, "groups in order");
+                                assert_eq!(a.len(), s.len());
+                                next += a.len();
+                                for (j, (&a, s)) in a.iter().zip(s).enumerate() {
+                                    seen[k0 + j] = a;
+                                    *s = rule(a);
+                                }
+                            };
+                            if div {
+                                codec
+                                    .quantize_blocks_fused_div(&src, dst, block, 0, scales_of)
+                                    .unwrap();
+                            } else {
+                                codec
+                                    .quantize_blocks_fused(&src, dst, block, 0, scales_of)
+                                    .unwrap();
+                            }
                             let ctx = format!(
-                                "{f} {conv:?} {isa} block {block} stream {stream} offset {offset}"
+                                "{f} {conv:?} {isa} block {block} stream {stream} offset {offset} div {div}"
                             );
                             assert_eq!(next, nb, "{ctx}: every block once");
                             let seen: Vec<u32> = seen.iter().map(|x| x.to_bits()).collect();
@@ -494,6 +503,60 @@ fn fused_block_kernel_equals_reference() {
             .quantize_blocks_fused(&src, &mut vec![0f32; n], 0, 0, |_, _, _| {})
             .is_err()
     );
+}
+
+/// `quantize_blocks_fused_div` divides: on elements placed on the E2M1 rounding ties of
+/// scales `1.0 … 1.875` (blocks of 48, each with its own scale; 24 blocks, so the kernel's
+/// whole groups and its remainder both run) and one ulp beside them, every level gives
+/// `q(x / s) · s`, which differs from `q(x · (1/s)) · s` on some of them.
+#[test]
+fn fused_division_is_a_division() {
+    let block = 48;
+    let mut src = Vec::new();
+    for k in 0..24 {
+        let s = 1.0 + 0.125 * (k % 8) as f32;
+        let mut b = vec![6.0 * s]; // the block's maximum: its scale is exactly s
+        for t in [0.25f32, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0] {
+            let x = t * s;
+            for v in [
+                x,
+                f32::from_bits(x.to_bits() - 1),
+                f32::from_bits(x.to_bits() + 1),
+            ] {
+                b.push(v);
+                b.push(-v);
+            }
+        }
+        b.resize(block, 0.0);
+        src.extend(b);
+    }
+    let n = src.len();
+    let scale = |i: usize| src[i / block * block] / 6.0;
+    let f = Format::E2M1;
+    let conv = Conversion::SATURATE;
+    let by_division: Vec<u32> = (0..n)
+        .map(|i| (f.quantize_with(src[i] / scale(i), conv, 0) * scale(i)).to_bits())
+        .collect();
+    let by_reciprocal: Vec<u32> = (0..n)
+        .map(|i| (f.quantize_with(src[i] * (1.0 / scale(i)), conv, 0) * scale(i)).to_bits())
+        .collect();
+    let differ = (0..n)
+        .filter(|&i| by_division[i] != by_reciprocal[i])
+        .count();
+    assert!(differ > 0, "the planted ties tell the two apart");
+    for isa in Isa::available() {
+        let codec = Codec::new(f, conv).with_isa(isa).unwrap();
+        let mut dst = vec![0f32; n];
+        codec
+            .quantize_blocks_fused_div(&src, &mut dst, block, 0, |_, a, sc| {
+                for (a, sc) in a.iter().zip(sc) {
+                    *sc = a / 6.0;
+                }
+            })
+            .unwrap();
+        let got: Vec<u32> = dst.iter().map(|x| x.to_bits()).collect();
+        assert_eq!(got, by_division, "{isa}");
+    }
 }
 
 /// Every `f32` bit pattern through `encode_slice` and `quantize_slice` on every instruction-set

@@ -465,20 +465,31 @@ LB_D void affine_from_minmax(const LbScale& s, const LbCodec& f, float mn, float
 #define LB_PRESCALE 18446744073709551616.0f // 2^64
 #define LB_INV_PRESCALE 5.421010862427522e-20f // 2^-64
 
+// a / b with the x86 NaN rule.
+LB_D float div(float a, float b) {
+    float r = __fdiv_rn(a, b);
+    return is_nan(r) ? x86_nan(a, b) : r;
+}
+
 // A symmetric group's scale made ready once: the reciprocal, or the 2^64-prescaled pair for
-// scales whose reciprocal does not fit f32 (engine::needs_prescale), or NaN.
+// scales whose reciprocal does not fit f32 (engine::needs_prescale), or NaN; NVFP4 and E4M3
+// scales divide instead (engine::divides: torchao's `x / s`).
 struct LbApply {
-    int mode;  // 0: q(x * inv) * eff; 1: NaN; 2: prescaled
+    int mode;  // 0: q(x * inv) * eff; 1: NaN; 2: prescaled; 3: q(x / eff) * eff
     float eff;
     float inv;
 };
 
-LB_D LbApply prepare_sym(float eff) {
+LB_D LbApply prepare_sym(float eff, int kind = SK_F32) {
     LbApply p;
     p.eff = eff;
     p.inv = 0.0f;
     if (is_nan(eff)) {
         p.mode = 1;
+        return p;
+    }
+    if (kind == SK_NVFP4 || kind == SK_E4M3) {
+        p.mode = 3;
         return p;
     }
     u32 eb = f_bits(eff);
@@ -511,16 +522,12 @@ LB_SLOW float apply_sym_rare(LbFormat f, LbApply p, float x, u64 index) {
 }
 
 // engine::fake_block / Codec::quantize_scaled_slice for one element: q(x · (1/s)) · s, with
-// the 2^64 prescale for scales whose reciprocal does not fit f32 and NaN for a NaN scale.
+// the 2^64 prescale for scales whose reciprocal does not fit f32 and NaN for a NaN scale;
+// engine::divide_blocks for NVFP4 and E4M3 scales: q(x / s) · s.
 LB_D float apply_sym(const LbFormat& f, const LbApply& p, float x, u64 index) {
-    if (p.mode != 0) return apply_sym_rare(f, p, x, index);
-    return mul(quantize_elem(f, mul(x, p.inv), index), p.eff);
-}
-
-// a / b with the x86 NaN rule.
-LB_D float div(float a, float b) {
-    float r = __fdiv_rn(a, b);
-    return is_nan(r) ? x86_nan(a, b) : r;
+    if (p.mode == 0) return mul(quantize_elem(f, mul(x, p.inv), index), p.eff);
+    if (p.mode == 3) return mul(quantize_elem(f, div(x, p.eff), index), p.eff);
+    return apply_sym_rare(f, p, x, index);
 }
 
 // engine::affine_fake_block for one element: (round(x · (1/s) + z) − z) · s.

@@ -327,7 +327,7 @@ LB_D float apply_one(const LbFormat& F, const LbScale& S, const ScaleSource& src
             st.sc = src.scales[g];
             st.z = S.asym ? src.zeros[g] : 0.0f;
         }
-        if (!S.asym) st.p = prepare_sym(effective_scale(S, st.sc, src.ts));
+        if (!S.asym) st.p = prepare_sym(effective_scale(S, st.sc, src.ts), S.kind);
     }
     if (mode == MODE_MASK) {
         // The clipped-STE mask: 1 inside [q(-MAX), q(+MAX)] of the group (F saturates).
@@ -516,7 +516,8 @@ LB_D void fused_block_impl(const T* x, T* y, i64 n, int lanes, const LbFormat& F
             for (int off = lanes >> 1; off > 0; off >>= 1)
                 a = max(a, __shfl_xor_sync(FULL, a, off));
             if (q < nq) {
-                LbApply p = prepare_sym(effective_scale(S, scale_from_amax(S, bits_f(a), ts), ts));
+                LbApply p = prepare_sym(effective_scale(S, scale_from_amax(S, bits_f(a), ts), ts),
+                                        S.kind);
                 float o[4];
 #pragma unroll
                 for (int j = 0; j < 4; j++) o[j] = apply_sym(F, p, v[u][j], (u64)(4 * q + j));

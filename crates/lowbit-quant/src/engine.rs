@@ -624,6 +624,144 @@ struct Kern {
     asym: bool,
     /// Whether the blocks' parameters are kept (returned, or frozen ones read).
     keep: bool,
+    /// Elements are divided by their scale ([`divides`]) instead of multiplied by its
+    /// reciprocal.
+    divide: bool,
+}
+
+/// Whether a spec's elements are divided by their effective scale, `Q(x / s) · s`, as torchao
+/// computes NVFP4 (`data_hp / total_scale`) and its one-level E4M3 form; every other scale
+/// kind multiplies by the reciprocal, `Q(x · (1/s)) · s` (PyTorch's `fake_quantize`). The
+/// two differ only where `x · (1/s)` is one ulp off `x / s` on a rounding boundary of the
+/// element format (tested against torchao's golden data, ties included).
+pub(crate) fn divides(spec: &QuantSpec) -> bool {
+    matches!(
+        spec.scale(),
+        ScaleKind::Nvfp4 { .. } | ScaleKind::E4M3 { .. }
+    )
+}
+
+/// Elements per stack buffer of the division path.
+const DIV_BUF: usize = 8192;
+
+/// The outputs of the division path from already divided values `t`.
+trait DivideSink: Sized {
+    /// Quantizes or encodes `t` (values `x / s`, whose blocks of `block` have the effective
+    /// scales `effs`) into `d`; element 0 has global index `first`.
+    fn emit(
+        codec: &Codec,
+        t: &[f32],
+        d: &mut [Self],
+        block: usize,
+        effs: &[f32],
+        first: u64,
+    ) -> Result<()>;
+}
+
+impl DivideSink for f32 {
+    fn emit(
+        codec: &Codec,
+        t: &[f32],
+        d: &mut [f32],
+        block: usize,
+        effs: &[f32],
+        first: u64,
+    ) -> Result<()> {
+        // Scale 1: `x · 1` and `q · 1` are exact, so this is `Q(t)`.
+        codec.quantize_scaled_slice(t, d, 1.0, first)?;
+        for (db, &e) in d.chunks_mut(block).zip(effs) {
+            if e.is_nan() {
+                // As `fake_block`: a NaN scale makes the block NaN.
+                db.fill(f32::NAN);
+            } else {
+                db.iter_mut().for_each(|v| *v *= e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DivideSink for u8 {
+    fn emit(codec: &Codec, t: &[f32], d: &mut [u8], _: usize, _: &[f32], first: u64) -> Result<()> {
+        Ok(codec.encode_scaled_slice(t, d, 1.0, first)?)
+    }
+}
+
+/// Symmetric blocks by division ([`divides`]): `Q(x / s) · s` (or the codes of `x / s`) for
+/// consecutive blocks of `block` elements with parameters `p`, through a stack buffer.
+fn divide_blocks<T: DivideSink>(
+    codec: &Codec,
+    effective: impl Fn(Param) -> f32,
+    s: &[f32],
+    d: &mut [T],
+    p: &[Param],
+    block: usize,
+    first: u64,
+) -> Result<()> {
+    let mut buf = [0.0f32; DIV_BUF];
+    if block > DIV_BUF {
+        for (j, ((sb, db), &pj)) in s.chunks(block).zip(d.chunks_mut(block)).zip(p).enumerate() {
+            let e = effective(pj);
+            for (c, (sc, dc)) in sb.chunks(DIV_BUF).zip(db.chunks_mut(DIV_BUF)).enumerate() {
+                let t = &mut buf[..sc.len()];
+                t.iter_mut().zip(sc).for_each(|(t, x)| *t = x / e);
+                let at = first + (j * block + c * DIV_BUF) as u64;
+                T::emit(codec, t, dc, DIV_BUF, &[e], at)?;
+            }
+        }
+        return Ok(());
+    }
+    let per = DIV_BUF / block;
+    let mut effs = [0.0f32; DIV_BUF];
+    for (c, ((sc, dc), pc)) in s
+        .chunks(per * block)
+        .zip(d.chunks_mut(per * block))
+        .zip(p.chunks(per))
+        .enumerate()
+    {
+        let t = &mut buf[..sc.len()];
+        for (j, ((tb, sb), &pj)) in t
+            .chunks_mut(block)
+            .zip(sc.chunks(block))
+            .zip(pc)
+            .enumerate()
+        {
+            let e = effective(pj);
+            effs[j] = e;
+            tb.iter_mut().zip(sb).for_each(|(t, x)| *t = x / e);
+        }
+        let at = first + (c * per * block) as u64;
+        T::emit(codec, t, dc, block, &effs[..pc.len()], at)?;
+    }
+    Ok(())
+}
+
+/// One big block by division, with threads over chunks of it.
+fn divide_big<T: DivideSink + Send>(
+    codec: &Codec,
+    s: &[f32],
+    d: &mut [T],
+    eff: f32,
+    first: u64,
+) -> Result<()> {
+    d.par_chunks_mut(REDUCE_CHUNK)
+        .zip(s.par_chunks(REDUCE_CHUNK))
+        .enumerate()
+        .try_for_each(|(c, (d, s))| {
+            let p = [Param {
+                scale: eff,
+                zero: 0.0,
+            }];
+            divide_blocks(
+                codec,
+                |p| p.scale,
+                s,
+                d,
+                &p,
+                s.len(),
+                first + (c * REDUCE_CHUNK) as u64,
+            )
+        })
 }
 
 impl Kern {
@@ -987,17 +1125,23 @@ impl Sink for f32 {
             keep: k.keep,
         };
         let wide = k.codec.isa() == Isa::Avx512;
-        k.codec
-            .quantize_blocks_fused(s, d, block, first, |j0, amax, scale| {
-                let n = amax.len();
-                let (p, effs) = (&mut p[j0..j0 + n], &mut effs[j0..j0 + n]);
-                special |= if wide {
-                    // SAFETY: the codec runs on AVX-512, so this CPU has it.
-                    unsafe { g.run_avx512(amax, scale, p, effs) }
-                } else {
-                    g.run(amax, scale, p, effs)
-                };
-            })?;
+        let scales_of = |j0: usize, amax: &[f32], scale: &mut [f32]| {
+            let n = amax.len();
+            let (p, effs) = (&mut p[j0..j0 + n], &mut effs[j0..j0 + n]);
+            special |= if wide {
+                // SAFETY: the codec runs on AVX-512, so this CPU has it.
+                unsafe { g.run_avx512(amax, scale, p, effs) }
+            } else {
+                g.run(amax, scale, p, effs)
+            };
+        };
+        if k.divide {
+            k.codec
+                .quantize_blocks_fused_div(s, d, block, first, scales_of)?;
+        } else {
+            k.codec
+                .quantize_blocks_fused(s, d, block, first, scales_of)?;
+        }
         if special {
             for (j, ((sb, db), &eff)) in s
                 .chunks(block)
@@ -1006,7 +1150,16 @@ impl Sink for f32 {
                 .enumerate()
             {
                 if is_special(eff) {
-                    fake_block(&k.codec, sb, db, eff, first + (j * block) as u64)?;
+                    let at = first + (j * block) as u64;
+                    if k.divide {
+                        let p = [Param {
+                            scale: eff,
+                            zero: 0.0,
+                        }];
+                        divide_blocks(&k.codec, |p| p.scale, sb, db, &p, block, at)?;
+                    } else {
+                        fake_block(&k.codec, sb, db, eff, at)?;
+                    }
                 }
             }
         }
@@ -1023,6 +1176,9 @@ impl Sink for f32 {
                 });
             return Ok(());
         }
+        if k.divide {
+            return divide_big(&k.codec, s, d, k.effective(p), first);
+        }
         fake_block(&k.pcodec, s, d, k.effective(p), first)
     }
 }
@@ -1036,6 +1192,9 @@ impl Sink for u8 {
         block: usize,
         first: u64,
     ) -> Result<()> {
+        if k.divide {
+            return divide_blocks(&k.codec, |p| k.effective(p), s, d, p, block, first);
+        }
         for (j, ((sb, db), &pj)) in s
             .chunks(block)
             .zip(d.chunks_mut(block))
@@ -1061,6 +1220,9 @@ impl Sink for u8 {
                     affine_encode_block(&k.spec, s, d, p, first + (c * REDUCE_CHUNK) as u64)
                 });
             return Ok(());
+        }
+        if k.divide {
+            return divide_big(&k.codec, s, d, k.effective(p), first);
         }
         encode_block(&k.pcodec, s, d, k.effective(p), first)
     }
@@ -1168,6 +1330,7 @@ pub(crate) fn run(
         dynamic: frozen.is_none(),
         asym: spec.is_asymmetric(),
         keep,
+        divide: divides(spec),
     };
     if let Some(g) = plan.tiles() {
         match out {
@@ -1445,9 +1608,25 @@ mod tests {
                     affine_encode_block(spec, s, &mut codes[a..b], p, a as u64);
                 } else {
                     let eff = effective(spec, p.scale, ts);
-                    fake_block(&codec, s, &mut fake[a..b], eff, a as u64).unwrap();
-                    if !wide {
-                        encode_block(&codec, s, &mut codes[a..b], eff, a as u64).unwrap();
+                    if divides(spec) {
+                        // torchao: `Q(x / s) · s`, one division per element.
+                        let y: Vec<f32> = s.iter().map(|x| x / eff).collect();
+                        codec
+                            .quantize_scaled_slice(&y, &mut fake[a..b], 1.0, a as u64)
+                            .unwrap();
+                        fake[a..b]
+                            .iter_mut()
+                            .for_each(|v| *v = if eff.is_nan() { f32::NAN } else { *v * eff });
+                        if !wide {
+                            codec
+                                .encode_scaled_slice(&y, &mut codes[a..b], 1.0, a as u64)
+                                .unwrap();
+                        }
+                    } else {
+                        fake_block(&codec, s, &mut fake[a..b], eff, a as u64).unwrap();
+                        if !wide {
+                            encode_block(&codec, s, &mut codes[a..b], eff, a as u64).unwrap();
+                        }
                     }
                 }
             }

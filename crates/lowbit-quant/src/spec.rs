@@ -152,7 +152,9 @@ pub enum ScaleMode {
 ///
 /// **Scale convention.** Every path applies a scale by multiplying with its reciprocal,
 /// computed once in `f32`: `q(x) = Q(x · (1/s)) · s` (PyTorch `fake_quantize`). For power-of-two
-/// scales this equals `x / s`; for others it can differ by one ulp.
+/// scales this equals `x / s`; for others it can differ by one ulp. NVFP4 and one-level E4M3
+/// scales divide instead, `Q(x / s) · s`, as torchao's `nvfp4_quantize` does (tested bit for
+/// bit against its output).
 ///
 /// **Partial blocks.** A block granularity whose axis length is not a multiple of the block size
 /// is allowed: each row's last block is shorter, and gets its own scale computed from its own

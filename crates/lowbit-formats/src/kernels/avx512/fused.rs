@@ -10,9 +10,10 @@ use super::{
 };
 
 /// Fused block fake-quant of a float format: [`fused_blocks`] with the lane quantizer (the
-/// fast path or the general one, chosen once).
+/// fast path or the general one, chosen once). `DIV`: the elements are divided by their
+/// block's scale, `q(x / s) · s`, instead of multiplied by its reciprocal.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(crate) fn quantize_float_blocks_fused<const ROUND: u8>(
+pub(crate) fn quantize_float_blocks_fused<const ROUND: u8, const DIV: bool>(
     p: &FloatLane,
     src: &[f32],
     dst: &mut [f32],
@@ -25,16 +26,16 @@ pub(crate) fn quantize_float_blocks_fused<const ROUND: u8>(
     let qf = |x| quantize_fast_finite_vec(p, &f, x);
     if ROUND == RNE && p.fast && p.sym {
         let q = |x| quantize_fast_sym_vec(p, &f, x);
-        fused_blocks(src, dst, block, stream, q, qf, scales_of);
+        fused_blocks::<DIV>(src, dst, block, stream, q, qf, scales_of);
     } else if ROUND == RNE && p.fast && p.sym_finite {
         let q = |x| quantize_fast_vec(p, &f, x);
-        fused_blocks(src, dst, block, stream, q, qf, scales_of);
+        fused_blocks::<DIV>(src, dst, block, stream, q, qf, scales_of);
     } else if ROUND == RNE && p.fast {
         let q = |x| quantize_fast_vec(p, &f, x);
-        fused_blocks(src, dst, block, stream, q, q, scales_of);
+        fused_blocks::<DIV>(src, dst, block, stream, q, q, scales_of);
     } else {
         let q = |x| quantize_vec::<ROUND>(p, &c, x);
-        fused_blocks(src, dst, block, stream, q, q, scales_of);
+        fused_blocks::<DIV>(src, dst, block, stream, q, q, scales_of);
     }
 }
 
@@ -49,7 +50,7 @@ pub(crate) fn quantize_int_blocks_fused<const ROUND: u8>(
     scales_of: &mut impl FnMut(usize, &[f32], &mut [f32]),
 ) {
     let q = |x| quantize_int_vec::<ROUND>(p, x);
-    fused_blocks(src, dst, block, stream, q, q, scales_of);
+    fused_blocks::<false>(src, dst, block, stream, q, q, scales_of);
 }
 
 /// Blocks per group of the fused kernel: one `scales_of` call and one vector of
@@ -66,11 +67,12 @@ const PREFETCH: usize = 2048;
 /// group from L1. The same operations as [`abs_max_blocks`](super::abs_max_blocks) followed by
 /// [`quantize_float_blocks`](super::quantize_float_blocks): the reciprocals `1/s` are IEEE divisions either way, 16 at a time
 /// here. `qf` is the quantizer for groups whose scaled elements are known to be finite (it
-/// must agree with `q` on them; it may skip the inf and NaN cases).
+/// must agree with `q` on them; it may skip the inf and NaN cases). `DIV`: `q(src / s) · s`,
+/// one IEEE division per element.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
-fn fused_blocks(
+fn fused_blocks<const DIV: bool>(
     src: &[f32],
     dst: &mut [f32],
     block: usize,
@@ -83,10 +85,10 @@ fn fused_blocks(
     let (src, dst) = (&src[..n], &mut dst[..n]);
     // Whole groups of 16 blocks of 16·V elements: the maxima by a transposing reduction.
     let done = match block {
-        16 => fused_groups::<1>(src, dst, stream, &q, &qf, scales_of),
-        32 => fused_groups::<2>(src, dst, stream, &q, &qf, scales_of),
-        48 => fused_groups::<3>(src, dst, stream, &q, &qf, scales_of),
-        64 => fused_groups::<4>(src, dst, stream, &q, &qf, scales_of),
+        16 => fused_groups::<1, DIV>(src, dst, stream, &q, &qf, scales_of),
+        32 => fused_groups::<2, DIV>(src, dst, stream, &q, &qf, scales_of),
+        48 => fused_groups::<3, DIV>(src, dst, stream, &q, &qf, scales_of),
+        64 => fused_groups::<4, DIV>(src, dst, stream, &q, &qf, scales_of),
         _ => 0,
     };
     // The rest (any block size): groups of up to 16 blocks and 8192 elements (or one longer
@@ -106,7 +108,7 @@ fn fused_blocks(
         for ((sb, db), (&sc, &iv)) in blocks.zip(scale.iter().zip(&inv)) {
             let (vinv, vscale) = (_mm512_set1_ps(iv), _mm512_set1_ps(sc));
             map_f32(sb, db, stream, |x| {
-                _mm512_mul_ps(q(_mm512_mul_ps(x, vinv)), vscale)
+                _mm512_mul_ps(q(apply::<DIV>(x, vinv, vscale)), vscale)
             });
         }
     }
@@ -115,11 +117,23 @@ fn fused_blocks(
     }
 }
 
-/// The outputs of one group of [`fused_groups`]: block `j` of 16·V elements from `sp`,
-/// `q(x · inv[j]) · scale[j]`, as output vectors `first ..` of `out`.
+/// `x · inv` or, with `DIV`, `x / scale`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn emit_group<const V: usize>(
+fn apply<const DIV: bool>(x: __m512, inv: __m512, scale: __m512) -> __m512 {
+    if DIV {
+        _mm512_div_ps(x, scale)
+    } else {
+        _mm512_mul_ps(x, inv)
+    }
+}
+
+/// The outputs of one group of [`fused_groups`]: block `j` of 16·V elements from `sp`,
+/// `q(x · inv[j]) · scale[j]` (with `DIV`, `q(x / scale[j]) · scale[j]`), as output vectors
+/// `first ..` of `out`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn emit_group<const V: usize, const DIV: bool>(
     sp: *const f32,
     scale: &[f32; GROUP],
     inv: &[f32; GROUP],
@@ -134,7 +148,7 @@ fn emit_group<const V: usize>(
             let x = unsafe { _mm512_loadu_ps(sp.add(16 * (j * V + v))) };
             out.put(
                 first + j * V + v,
-                _mm512_mul_ps(q(_mm512_mul_ps(x, vinv)), vscale),
+                _mm512_mul_ps(q(apply::<DIV>(x, vinv, vscale)), vscale),
             );
         }
     }
@@ -206,7 +220,7 @@ struct GroupScale {
 /// first being block `k0`): the blocks' maxima, `scales_of`, the reciprocals.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn group_scales<const V: usize>(
+fn group_scales<const V: usize, const DIV: bool>(
     sp: *const f32,
     k0: usize,
     scales_of: &mut impl FnMut(usize, &[f32], &mut [f32]),
@@ -230,10 +244,12 @@ fn group_scales<const V: usize>(
     };
     scales_of(k0, &amax, &mut g.scale);
     let vinv = reciprocals(&g.scale, &mut g.inv);
+    // SAFETY: `g.scale` holds 16 f32.
+    let vscale = unsafe { _mm512_loadu_ps(g.scale.as_ptr()) };
     // When every scaled maximum is finite, so is every scaled element (|x| ≤ amax and the
-    // product is monotonic), and no element is inf or NaN.
+    // product or quotient is monotonic), and no element is inf or NaN.
     let scaled = _mm512_and_si512(
-        _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(m), vinv)),
+        _mm512_castps_si512(apply::<DIV>(_mm512_castsi512_ps(m), vinv, vscale)),
         _mm512_set1_epi32(0x7FFF_FFFF),
     );
     g.finite = _mm512_cmplt_epu32_mask(scaled, _mm512_set1_epi32(0x7F80_0000)) == 0xFFFF;
@@ -246,7 +262,7 @@ fn group_scales<const V: usize>(
 /// outputs' arithmetic.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn fused_groups<const V: usize>(
+fn fused_groups<const V: usize, const DIV: bool>(
     src: &[f32],
     dst: &mut [f32],
     stream: bool,
@@ -262,7 +278,7 @@ fn fused_groups<const V: usize>(
     // SAFETY (group pointers): group g's elements g·per .. (g + 1)·per lie in `src` for g < ng.
     let at = |g: usize| unsafe { src.as_ptr().add(g * per) };
     let mut out = Writer::new(&mut dst[..ng * per], stream);
-    let mut next = group_scales::<V>(at(0), 0, scales_of);
+    let mut next = group_scales::<V, DIV>(at(0), 0, scales_of);
     for g in 0..ng {
         let sp = at(g);
         let cur = next;
@@ -272,13 +288,13 @@ fn fused_groups<const V: usize>(
                 // A prefetch of an address past the end is harmless (no fault, no effect).
                 _mm_prefetch::<_MM_HINT_T0>(np.wrapping_add(PREFETCH + 16 * l) as *const i8);
             }
-            next = group_scales::<V>(np, (g + 1) * GROUP, scales_of);
+            next = group_scales::<V, DIV>(np, (g + 1) * GROUP, scales_of);
         }
         let first = g * GROUP * V;
         if cur.finite {
-            emit_group::<V>(sp, &cur.scale, &cur.inv, first, &mut out, qf);
+            emit_group::<V, DIV>(sp, &cur.scale, &cur.inv, first, &mut out, qf);
         } else {
-            emit_group::<V>(sp, &cur.scale, &cur.inv, first, &mut out, q);
+            emit_group::<V, DIV>(sp, &cur.scale, &cur.inv, first, &mut out, q);
         }
     }
     out.finish(ng * GROUP * V);

@@ -1,0 +1,154 @@
+//! NVFP4 against torchao's reference quantizer (`nvfp4_quantize`, torchao 0.12.0): the golden
+//! file `tests/golden/nvfp4_torchao.txt` comes from `scripts/golden/gen_nvfp4_golden.py`
+//! (seeded normal, Laplace, Student-t, a 2^±40 range, row steps, zero/constant/subnormal
+//! blocks, and elements on and one ulp beside every E2M1 rounding tie), two-level and
+//! one-level. Tensor scale, block scales, element codes and dequantized values are compared
+//! bit for bit.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use lowbit_formats::Format;
+use lowbit_quant::{E4m3Rounding, QuantSpec, ScaleKind};
+
+const GOLDEN: &str = include_str!("golden/nvfp4_torchao.txt");
+
+struct Case {
+    name: String,
+    levels: u32,
+    rows: usize,
+    cols: usize,
+    tensor_scale: Option<u32>,
+    x: Vec<f32>,
+    scale_bytes: Vec<u8>,
+    codes: Vec<u8>,
+    dequantized: Vec<u32>,
+}
+
+fn hex32(s: &str) -> Vec<u32> {
+    s.split_whitespace()
+        .map(|w| u32::from_str_radix(w, 16).unwrap())
+        .collect()
+}
+
+fn parse() -> Vec<Case> {
+    let mut out = Vec::new();
+    let mut lines = GOLDEN.lines().filter(|l| !l.starts_with('#'));
+    while let Some(head) = lines.next() {
+        let f: Vec<&str> = head.split_whitespace().collect();
+        assert_eq!(f[0], "case", "{head}");
+        let (rows, cols): (usize, usize) = (f[3].parse().unwrap(), f[4].parse().unwrap());
+        let mut take = |tag: &str| -> Vec<String> {
+            (0..rows)
+                .map(|_| {
+                    let l = lines.next().unwrap();
+                    let rest = l.strip_prefix(tag).unwrap_or_else(|| panic!("{tag}: {l}"));
+                    rest.trim().to_string()
+                })
+                .collect()
+        };
+        let x: Vec<f32> = take("x ")
+            .iter()
+            .flat_map(|l| hex32(l))
+            .map(f32::from_bits)
+            .collect();
+        let scale_bytes: Vec<u8> = take("s ")
+            .iter()
+            .flat_map(|l| {
+                l.split_whitespace()
+                    .map(|w| u8::from_str_radix(w, 16).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let codes: Vec<u8> = take("c ")
+            .iter()
+            .flat_map(|l| {
+                l.chars()
+                    .map(|c| c.to_digit(16).unwrap() as u8)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let dequantized: Vec<u32> = take("d ").iter().flat_map(|l| hex32(l)).collect();
+        assert_eq!(x.len(), rows * cols);
+        assert_eq!(codes.len(), rows * cols);
+        assert_eq!(scale_bytes.len(), rows * cols / 16);
+        out.push(Case {
+            name: f[1].to_string(),
+            levels: f[2].parse().unwrap(),
+            rows,
+            cols,
+            tensor_scale: (f[5] != "-").then(|| u32::from_str_radix(f[5], 16).unwrap()),
+            x,
+            scale_bytes,
+            codes,
+            dequantized,
+        });
+    }
+    out
+}
+
+fn spec(levels: u32) -> QuantSpec {
+    match levels {
+        2 => "nvfp4".parse().unwrap(),
+        _ => QuantSpec::builder(Format::E2M1)
+            .per_block(-1, 16)
+            .scale(ScaleKind::E4M3 {
+                rounding: E4m3Rounding::Nearest,
+            })
+            .build()
+            .unwrap(),
+    }
+}
+
+#[test]
+fn nvfp4_equals_torchao_bit_for_bit() {
+    let cases = parse();
+    assert_eq!(cases.len(), 14, "7 inputs × two levels");
+    let mut mismatches = Vec::new();
+    for c in &cases {
+        let spec = spec(c.levels);
+        let shape = [c.rows, c.cols];
+        let what = format!("{} ({} level)", c.name, c.levels);
+        // Scales.
+        let sc = spec.compute_scales(&c.x, &shape).unwrap();
+        assert_eq!(
+            sc.tensor_scale.map(f32::to_bits),
+            c.tensor_scale,
+            "{what}: tensor scale"
+        );
+        let want_scales: Vec<f32> = c
+            .scale_bytes
+            .iter()
+            .map(|&b| Format::E4M3FN.decode(b.into()))
+            .collect();
+        assert_eq!(sc.values, want_scales, "{what}: block scales");
+        // Codes.
+        let q = spec.quantize(&c.x, &shape).unwrap();
+        let codes = q.codes().unwrap();
+        for (i, (&got, &want)) in codes.iter().zip(&c.codes).enumerate() {
+            if got != want {
+                mismatches.push(format!(
+                    "{what}: element {i} ({:e}, bits {:08x}): code {got:x}, torchao {want:x}",
+                    c.x[i],
+                    c.x[i].to_bits()
+                ));
+            }
+        }
+        // Dequantized values: torchao's e2m1 * (tensor_scale * block_scale).
+        let mut fq = vec![0f32; c.x.len()];
+        spec.fake_quantize(&c.x, &shape, &mut fq).unwrap();
+        for (i, (&got, &want)) in fq.iter().zip(&c.dequantized).enumerate() {
+            if got.to_bits() != want && !(got.is_nan() && f32::from_bits(want).is_nan()) {
+                mismatches.push(format!(
+                    "{what}: element {i} ({:e}): fake-quant {got:e}, torchao {:e}",
+                    c.x[i],
+                    f32::from_bits(want)
+                ));
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(40)].join("\n")
+    );
+}
