@@ -107,18 +107,12 @@ impl IntFormat {
         if x.is_nan() {
             return 0.0;
         }
-        let r = match rounding {
-            Rounding::NearestEven => x.round_ties_even(),
-            Rounding::NearestAway => x.round(),
-            Rounding::TowardZero => x.trunc(),
-            Rounding::Stochastic { .. } => {
-                let fl = x.floor();
-                let frac = x - fl; // exact
-                let frac32 = (frac as f64 * 4_294_967_296.0) as u64;
-                if (rand as u64) < frac32 { fl + 1.0 } else { fl }
-            }
-        };
-        // `+ 0.0` turns −0 into +0: integers have a single zero.
+        self.clamp(round_integer(x, rounding, rand))
+    }
+
+    /// `r` (an integer value) saturated to this format's range, with `−0` as `+0` (integers
+    /// have a single zero).
+    pub fn clamp(&self, r: f32) -> f32 {
         r.clamp(self.min_value() as f32, self.max_value() as f32) + 0.0
     }
 
@@ -142,5 +136,23 @@ impl IntFormat {
             c as i32
         };
         v as f32
+    }
+}
+
+/// `x` rounded to an integer value under `rounding`, not saturated (NaN stays NaN). `rand` is
+/// the stochastic-rounding word, ignored by the other rules. The rounding of
+/// [`IntFormat::round_value`], for callers that add a zero point after rounding
+/// (`round(x / s) + z`, as PyTorch's affine fake-quant does) and saturate the sum.
+pub fn round_integer(x: f32, rounding: Rounding, rand: u32) -> f32 {
+    match rounding {
+        Rounding::NearestEven => x.round_ties_even(),
+        Rounding::NearestAway => x.round(),
+        Rounding::TowardZero => x.trunc(),
+        Rounding::Stochastic { .. } => {
+            let fl = x.floor();
+            let frac = x - fl; // exact
+            let frac32 = (frac as f64 * 4_294_967_296.0) as u64;
+            if (rand as u64) < frac32 { fl + 1.0 } else { fl }
+        }
     }
 }

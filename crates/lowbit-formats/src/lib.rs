@@ -70,7 +70,7 @@ pub use codec::{Codec, abs_max_blocks, abs_max_blocks_on};
 pub use error::{FormatError, Result};
 pub use facts::{FormatFacts, ValueTable};
 pub use format::{Format, closest, default_encoding};
-pub use integer::IntFormat;
+pub use integer::{IntFormat, round_integer};
 pub use kernels::Isa;
 pub use minifloat::{Encoding, MiniFloat};
 pub use rounding::{

@@ -252,27 +252,35 @@ LB_D u32 mf_encode(const LbCodec& f, float x, u32 rand) {
 }
 
 // IntFormat::round_value
-LB_D float int_round_value(const LbCodec& f, float x, u32 rand) {
-    if (is_nan(x)) return 0.0f;
-    float r;
+// lowbit_formats::round_integer: x rounded to an integer value, not saturated (NaN stays NaN).
+LB_D float int_round(const LbCodec& f, float x, u32 rand) {
     switch (f.rounding) {
-    case R_NEAREST_EVEN: r = rintf(x); break;
-    case R_NEAREST_AWAY: r = roundf(x); break;
-    case R_TOWARD_ZERO: r = truncf(x); break;
+    case R_NEAREST_EVEN: return rintf(x);
+    case R_NEAREST_AWAY: return roundf(x);
+    case R_TOWARD_ZERO: return truncf(x);
     default: {
         float fl = floorf(x);
         float frac = __fsub_rn(x, fl);
         double d = __dmul_rn((double)frac, 4294967296.0);
         // Rust's `as u64` saturates and maps NaN (from ±inf inputs) to 0.
         u64 frac32 = (d != d || d <= 0.0) ? 0ull : (d >= 18446744073709551615.0 ? ~0ull : (u64)d);
-        r = ((u64)rand < frac32) ? __fadd_rn(fl, 1.0f) : fl;
+        return ((u64)rand < frac32) ? __fadd_rn(fl, 1.0f) : fl;
     }
     }
+}
+
+// IntFormat::clamp: saturated to the format's range, f32::clamp then `+ 0.0` (−0 → +0).
+LB_D float int_clamp(const LbCodec& f, float r) {
     float lo = (float)f.int_min, hi = (float)f.int_max;
-    // f32::clamp, then `+ 0.0` (−0 → +0).
     if (r < lo) r = lo;
     if (r > hi) r = hi;
     return __fadd_rn(r, 0.0f);
+}
+
+// IntFormat::round_value.
+LB_D float int_round_value(const LbCodec& f, float x, u32 rand) {
+    if (is_nan(x)) return 0.0f;
+    return int_clamp(f, int_round(f, x, rand));
 }
 
 // FloatLane::quantize_fast (lane.rs): nearest-even rounding of the f32 bit pattern at bit
@@ -530,11 +538,13 @@ LB_D float apply_sym(const LbFormat& f, const LbApply& p, float x, u64 index) {
     return apply_sym_rare(f, p, x, index);
 }
 
-// engine::affine_fake_block for one element: (round(x · (1/s) + z) − z) · s.
+// engine::affine_fake_block for one element: (clamp(round(x · (1/s)) + z) − z) · s.
 LB_D float fake_affine(const LbCodec& f, float x, float scale, float zero, u64 index) {
     float inv = div(1.0f, scale);
     u32 rand = f.rounding == R_STOCHASTIC ? stochastic_bits(f.seed, index) : 0u;
-    float q = int_round_value(f, __fadd_rn(mul(x, inv), zero), rand);
+    // round(x · (1/s)) + z, the zero point after rounding (PyTorch; engine::affine_q).
+    float q = __fadd_rn(int_round(f, mul(x, inv), rand), zero);
+    q = is_nan(q) ? 0.0f : int_clamp(f, q);
     return mul(__fsub_rn(q, zero), scale);
 }
 

@@ -119,6 +119,11 @@ fn ste_mask_on_the_gpu_matches_the_cpu() {
 }
 
 #[test]
+fn rounding_conventions_on_the_gpu_match_the_cpu() {
+    kernel_cases::rounding_conventions(&Gpu(gpu()));
+}
+
+#[test]
 fn strided_and_offset_inputs_match_the_cpu() {
     let dev = gpu();
     let x = data(64 * 96, 5);

@@ -309,6 +309,7 @@ on_emulator! {
     hand_derived_mx_and_nvfp4_blocks => kernel_cases::hand_derived_blocks;
     adversarial_mx_and_nvfp4_blocks_match_the_cpu => kernel_cases::adversarial_blocks;
     ste_mask_matches_the_cpu => kernel_cases::ste_masks;
+    rounding_conventions_match_the_cpu => kernel_cases::rounding_conventions;
 }
 
 /// The grid-stride loops (a warp taking several tiles, the reduction's longer ranges), which

@@ -4,7 +4,9 @@
 
 use std::borrow::Cow;
 
-use lowbit_formats::{Codec, Format, Isa, Rounding, abs_max_blocks, stochastic_bits};
+use lowbit_formats::{
+    Codec, Format, Isa, Rounding, abs_max_blocks, round_integer, stochastic_bits,
+};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -564,8 +566,10 @@ fn encode_block(codec: &Codec, src: &[f32], dst: &mut [u8], eff: f32, first: u64
     Ok(codec.encode_scaled_slice(src, dst, eff, first)?)
 }
 
-/// The integer an asymmetric element rounds to: `clamp(round(x · (1/s) + z))` (PyTorch
-/// `fake_quantize_per_tensor_affine`).
+/// The integer an asymmetric element rounds to: `clamp(round(x · (1/s)) + z)`, the zero point
+/// added after rounding as PyTorch's `fake_quantize_per_tensor_affine` does (adding it first,
+/// `round(x · (1/s) + z)`, moves values one ulp from a tie onto it; tested against torch's
+/// output). A NaN element gives 0.
 #[inline]
 fn affine_q(spec: &QuantSpec, x: f32, inv: f32, zero: f32, index: u64) -> f32 {
     let rounding = spec.conversion().rounding;
@@ -574,7 +578,10 @@ fn affine_q(spec: &QuantSpec, x: f32, inv: f32, zero: f32, index: u64) -> f32 {
         _ => 0,
     };
     match spec.format() {
-        Format::Int(i) => i.round_value(x * inv + zero, rounding, rand),
+        Format::Int(i) => {
+            let q = round_integer(x * inv, rounding, rand) + zero;
+            if q.is_nan() { 0.0 } else { i.clamp(q) }
+        }
         Format::Float(_) => f32::NAN, // rejected by validation
     }
 }

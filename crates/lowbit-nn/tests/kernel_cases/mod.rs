@@ -486,6 +486,77 @@ pub fn every_quantizer(r: &dyn Runner, shapes: &[&[usize]]) {
     );
 }
 
+/// Rows of 64 on and one ulp beside rounding ties: `(k + ½) · s` for `k = −32 … 31` with one
+/// `s` per row (integer ties under per-channel scales), and blocks whose maximum is `6 · s`
+/// holding E2M1 ties `t · s` (`s` = 1 … 1.875, NVFP4 and E4M3 block scales).
+pub fn tie_data(rows: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(rows * 64);
+    let scales = [0.05f32, 0.1, 0.0625, 1.0 / 3.0, 0.7, 1.5, 2.0, 0.0123];
+    for r in 0..rows {
+        if r % 2 == 0 {
+            let s = scales[(r / 2) % scales.len()];
+            for k in 0..64 {
+                let x = (k as f32 - 32.0 + 0.5) * s;
+                v.push(match k % 3 {
+                    0 => f32::from_bits(x.to_bits().wrapping_add(1)),
+                    1 => f32::from_bits(x.to_bits().wrapping_sub(1)),
+                    _ => x,
+                });
+            }
+        } else {
+            for b in 0..4 {
+                let s = 1.0 + 0.125 * ((r + b) % 8) as f32;
+                v.push(6.0 * s);
+                for i in 1..16 {
+                    let t = [0.25f32, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0][i % 7];
+                    let x = t * s;
+                    let x = match i % 3 {
+                        0 => f32::from_bits(x.to_bits() + 1),
+                        1 => f32::from_bits(x.to_bits() - 1),
+                        _ => x,
+                    };
+                    v.push(if i % 2 == 0 { -x } else { x });
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The rounding conventions on [`tie_data`], against the CPU engine: affine integers add the
+/// zero point after rounding (PyTorch), NVFP4 and E4M3 block scales divide (torchao), the
+/// others multiply by the reciprocal. A device on another convention differs here.
+pub fn rounding_conventions(r: &dyn Runner) {
+    let b = |s: &str| spec(s).to_builder();
+    let specs = [
+        b("uint8").asymmetric(true).build().unwrap(),
+        b("uint8").asymmetric(true).per_channel(0).build().unwrap(),
+        b("int8_full").asymmetric(true).build().unwrap(),
+        spec("int8"),
+        spec("nvfp4"),
+        b("nvfp4")
+            .scale(ScaleKind::E4M3 {
+                rounding: E4m3Rounding::Nearest,
+            })
+            .build()
+            .unwrap(),
+        spec("fp8_e4m3"),
+    ];
+    let x = tie_data(16);
+    let mut failures = Vec::new();
+    for s in specs {
+        for frozen in [false, true] {
+            let s = if frozen {
+                s.to_builder().mode(ScaleMode::Static).build().unwrap()
+            } else {
+                s
+            };
+            failures.extend(check(r, s, &[16, 64], &x, DType::F32, 0));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Tensors that start 1..7 elements into their buffer (no vector loads, no fused kernel for
 /// unaligned starts) and sizes that are not a multiple of 4.
 pub fn offset_inputs(r: &dyn Runner) {
