@@ -226,6 +226,13 @@ fn setup(config: &QuantConfig, opts: &TrainOpts, bn: BnMode) -> Result<Setup> {
             (model, vm, Some(folding))
         }
     };
+    if model.layers().smooths() {
+        return Err(CliError::Usage(
+            "the config smooths (SmoothQuant `smoothing`), a post-training method whose factors come from `lowbit calibrate`; \
+             quantization-aware training does not calibrate them: drop `smoothing` for `lowbit qat` / `lowbit pipeline`"
+                .into(),
+        ));
+    }
     let init = opts
         .init
         .clone()

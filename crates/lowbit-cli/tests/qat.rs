@@ -423,3 +423,32 @@ fn lowbit_run_evaluates_the_low_bit_checkpoint() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("low-bit checkpoint"));
 }
+
+#[test]
+fn qat_and_pipeline_refuse_smoothing_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("sq.yaml");
+    std::fs::write(
+        &cfg,
+        "defaults: { weight: int8, input: int8, smoothing: 0.5 }\n",
+    )
+    .unwrap();
+    for cmd in ["qat", "pipeline"] {
+        let o = lowbit(&[
+            cmd,
+            "--train-on-test",
+            "--limit",
+            "64",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--out",
+            tmp.path().join("runs").to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("smoothing") && err.contains("lowbit calibrate"),
+            "{cmd}: {err}"
+        );
+    }
+}
