@@ -98,11 +98,13 @@ pub struct SmoothingFactors {
     pub factors: Vec<f32>,
 }
 
-/// Installed factors: the values and a `(1, …, 1, width)` f32 tensor on the CPU.
-#[derive(Clone, Debug)]
+/// Installed factors: the values, an f32 tensor on the CPU, and its copies on the devices and
+/// in the dtypes the layer has run in (so a GPU layer does not copy them at every call).
+#[derive(Debug)]
 pub(crate) struct Smoother {
     pub(crate) stored: SmoothingFactors,
     s: Tensor,
+    copies: std::sync::Mutex<Vec<Tensor>>,
 }
 
 impl Smoother {
@@ -118,7 +120,11 @@ impl Smoother {
             )));
         }
         let s = Tensor::new(stored.factors.as_slice(), &Device::Cpu)?;
-        Ok(Smoother { stored, s })
+        Ok(Smoother {
+            stored,
+            s,
+            copies: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     fn check(&self, x: &Tensor) -> Result<Tensor> {
@@ -130,7 +136,22 @@ impl Smoother {
                 x.dims()
             )));
         }
-        Ok(self.s.to_dtype(x.dtype())?.to_device(x.device())?)
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return Ok(self.s.clone());
+        }
+        let mut copies = self
+            .copies
+            .lock()
+            .map_err(|_| NnError::Kernel("smoothing factors poisoned by a panic".into()))?;
+        if let Some(t) = copies
+            .iter()
+            .find(|t| t.dtype() == x.dtype() && t.device().same_device(x.device()))
+        {
+            return Ok(t.clone());
+        }
+        let t = self.s.to_dtype(x.dtype())?.to_device(x.device())?;
+        copies.push(t.clone());
+        Ok(t)
     }
 
     /// `x / s` along the last axis (an input).
