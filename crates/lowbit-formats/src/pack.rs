@@ -9,9 +9,11 @@
 
 use crate::error::{FormatError, Result};
 
-/// Bytes needed to pack `n` codes of `bits` bits.
+/// Bytes needed to pack `n` codes of `bits` bits. Saturates at `usize::MAX / 8` where
+/// `n · bits` overflows (no buffer can be that long, so a length check against it fails, as
+/// it should).
 pub const fn packed_len(bits: u32, n: usize) -> usize {
-    (n * bits as usize).div_ceil(8)
+    n.saturating_mul(bits as usize).div_ceil(8)
 }
 
 fn check(bits: u32) -> Result<()> {

@@ -911,8 +911,12 @@ impl Kern {
         dst: &mut [T],
         params: &mut [Param],
     ) -> Result<()> {
+        // (An empty tensor first: its grid may be wide enough to overflow the band length.)
+        if src.is_empty() {
+            return Ok(());
+        }
         let (tile, band_work) = (g.tile_len(), g.grid_cols * g.tile_len());
-        if src.is_empty() || band_work == 0 {
+        if band_work == 0 {
             return Ok(());
         }
         let keep = !params.is_empty();

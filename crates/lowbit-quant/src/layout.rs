@@ -122,23 +122,50 @@ impl QuantSpec {
     /// # Ok::<(), lowbit_quant::QuantError>(())
     /// ```
     pub fn layout(&self, shape: &[usize]) -> Result<GroupLayout> {
-        let n = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or(QuantError::LengthMismatch {
-                op: "layout",
-                what: "shape",
-                expected: usize::MAX,
-                got: usize::MAX,
-            })?;
+        let too_big = || QuantError::LengthMismatch {
+            op: "layout",
+            what: "shape (its element or group count overflows usize)",
+            expected: usize::MAX,
+            got: usize::MAX,
+        };
+        // Checked products: with a zero dimension the element count is 0 while the product
+        // of the other dimensions may still overflow.
+        let prod = |dims: &[usize]| {
+            dims.iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                .ok_or_else(too_big)
+        };
+        let n = prod(shape)?;
         let split = |axis: isize| -> Result<(usize, usize, usize, usize)> {
             let a = resolve_axis(axis, shape)?;
-            Ok((
-                a,
-                shape[..a].iter().product(),
-                shape[a],
-                shape[a + 1..].iter().product(),
-            ))
+            Ok((a, prod(&shape[..a])?, shape[a], prod(&shape[a + 1..])?))
+        };
+        let layout = self.layout_unchecked(shape, n, &split, &prod)?;
+        // Groups hold at least one element each, except in an empty tensor, whose per-channel
+        // or per-block scales could still number in the trillions ([0, 2^40]): refuse those
+        // rather than allocate them.
+        if layout.n_groups > n.max(1 << 20) {
+            return Err(QuantError::ScaleShape {
+                op: "layout",
+                expected: vec![n.max(1 << 20)],
+                got: layout.scale_shape,
+            });
+        }
+        Ok(layout)
+    }
+
+    fn layout_unchecked(
+        &self,
+        shape: &[usize],
+        n: usize,
+        split: &dyn Fn(isize) -> Result<(usize, usize, usize, usize)>,
+        prod: &dyn Fn(&[usize]) -> Result<usize>,
+    ) -> Result<GroupLayout> {
+        let too_big = || QuantError::LengthMismatch {
+            op: "layout",
+            what: "shape (its element or group count overflows usize)",
+            expected: usize::MAX,
+            got: usize::MAX,
         };
         Ok(match self.granularity() {
             Granularity::PerTensor => GroupLayout {
@@ -188,7 +215,7 @@ impl QuantSpec {
                     kind: GroupKind::Blocks,
                     block: size.min(len.max(1)),
                     blocks_per_axis: nb,
-                    n_groups: outer * inner * nb,
+                    n_groups: prod(&[outer, inner, nb])?,
                     scale_shape,
                     tiles: None,
                 }
@@ -197,11 +224,7 @@ impl QuantSpec {
                 let rank = shape.len();
                 let (outer, m, axis) = match rank {
                     0 | 1 => (1, 1, 0),
-                    _ => (
-                        shape[..rank - 2].iter().product(),
-                        shape[rank - 2],
-                        rank - 2,
-                    ),
+                    _ => (prod(&shape[..rank - 2])?, shape[rank - 2], rank - 2),
                 };
                 let n_cols = shape.last().copied().unwrap_or(1);
                 let grid = TileGrid {
@@ -227,9 +250,12 @@ impl QuantSpec {
                     inner: n_cols,
                     axis,
                     kind: GroupKind::Tiles,
-                    block: grid.tile_len(),
-                    blocks_per_axis: grid.grid_rows * grid.grid_cols,
-                    n_groups: outer * grid.grid_rows * grid.grid_cols,
+                    block: grid.rows.checked_mul(grid.cols).ok_or_else(too_big)?,
+                    blocks_per_axis: grid
+                        .grid_rows
+                        .checked_mul(grid.grid_cols)
+                        .ok_or_else(too_big)?,
+                    n_groups: prod(&[outer, grid.grid_rows, grid.grid_cols])?,
                     scale_shape,
                     tiles: Some(grid),
                 }
