@@ -571,7 +571,7 @@ pub fn calibrate(
 }
 
 /// Calibrates a model's layers on the batches `pass` runs: smoothing factors first when some
-/// layer smooths (an FP32 pass), then the quantizers (max calibration).
+/// layer smooths (an FP32 pass), then the `mode: static` quantizers (max calibration).
 pub(crate) fn calibrate_layers(
     layers: &lowbit_nn::LayerTable,
     pass: &dyn Fn() -> Result<()>,
@@ -582,8 +582,10 @@ pub(crate) fn calibrate_layers(
         let factors = layers.freeze_smoothing()?;
         println!("smoothing factors of {} layers", factors.len());
     }
-    layers.begin_calibration(lowbit_quant::Method::Max)?;
-    pass()?;
+    // Only `mode: static` quantizers: dynamic ones stay dynamic, as the config says.
+    if layers.begin_static_calibration(lowbit_quant::Method::Max)? > 0 {
+        pass()?;
+    }
     Ok(layers.freeze()?)
 }
 

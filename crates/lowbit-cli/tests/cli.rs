@@ -694,3 +694,42 @@ fn smoothing_calibrates_then_runs() {
     let csv = std::fs::read_to_string(dir.join("sq").join("layers.csv")).unwrap();
     assert!(csv.contains("smoothquant α=0.5"), "{csv}");
 }
+
+#[test]
+fn calibrate_freezes_only_static_quantizers() {
+    // A dynamic MX input stays dynamic (hardware computes its block scales on the fly); the
+    // static per-tensor input of fc2 is calibrated. `run` then evaluates both.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("mixed.yaml");
+    std::fs::write(
+        &cfg,
+        "defaults:\n  weight: int8\n  input: mxfp8_e4m3\nlayers:\n  - pattern: fc2\n    input: { format: int8, granularity: { kind: per_tensor }, mode: static }\n",
+    )
+    .unwrap();
+    let o = lowbit(&[
+        "calibrate",
+        "--model",
+        "tiny_mlp",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--batches",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let scales = json(&tmp.path().join("mixed.scales.json"));
+    let layers = scales["layers"].as_object().unwrap();
+    assert_eq!(layers.keys().collect::<Vec<_>>(), ["fc2"], "{scales}");
+    let runs = tmp.path().join("runs");
+    let o = lowbit(&[
+        "run",
+        "--model",
+        "tiny_mlp",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--limit",
+        "100",
+        "--out",
+        runs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -106,6 +106,25 @@ impl LayerTable {
         Ok(())
     }
 
+    /// Starts calibration of the activation quantizers whose spec says `mode: static` only
+    /// (what `lowbit calibrate` does): dynamic ones keep computing their scales from each
+    /// tensor, as the config declares (an MX or per-token activation is dynamic in hardware;
+    /// frozen, its scales would be tied to the calibration batches' shape). Switches to
+    /// [`Mode::Calibrate`]; returns how many quantizers calibrate.
+    pub fn begin_static_calibration(&self, method: Method) -> Result<usize> {
+        let mut n = 0;
+        for l in self.layers() {
+            for q in l.op.quant().quantizers() {
+                if q.spec().mode() == lowbit_quant::ScaleMode::Static {
+                    q.begin_calibration(method)?;
+                    n += usize::from(q.is_activation());
+                }
+            }
+        }
+        self.set_mode(Mode::Calibrate);
+        Ok(n)
+    }
+
     /// Freezes what the calibrators saw and switches to [`Mode::Quantize`]. Quantizers that
     /// saw no batch stay dynamic.
     pub fn freeze(&self) -> Result<StaticScales> {
