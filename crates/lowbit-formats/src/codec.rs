@@ -351,11 +351,56 @@ impl Codec {
         dst: &mut [f32],
         block: usize,
         first_index: u64,
+        scales_of: impl FnMut(usize, &[f32], &mut [f32]),
+    ) -> Result<()> {
+        self.blocks_fused::<false>(
+            "quantize_blocks_fused",
+            src,
+            dst,
+            block,
+            first_index,
+            scales_of,
+        )
+    }
+
+    /// [`quantize_blocks_fused`](Self::quantize_blocks_fused) with the elements divided by
+    /// their block's scale: `dst[i] = q(src[i] / s) · s`, one IEEE division per element
+    /// (torchao's NVFP4 convention) instead of the product with the reciprocal. One pass over
+    /// memory on AVX-512 (non-stochastic float formats); elsewhere groups of blocks: their
+    /// maxima, `scales_of`, the quotients into a buffer, the unscaled quantizer, the products.
+    /// Bit for bit the same on every level.
+    pub fn quantize_blocks_fused_div(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        block: usize,
+        first_index: u64,
+        scales_of: impl FnMut(usize, &[f32], &mut [f32]),
+    ) -> Result<()> {
+        self.blocks_fused::<true>(
+            "quantize_blocks_fused_div",
+            src,
+            dst,
+            block,
+            first_index,
+            scales_of,
+        )
+    }
+
+    /// [`quantize_blocks_fused`](Self::quantize_blocks_fused) (`DIV` false) and
+    /// [`quantize_blocks_fused_div`](Self::quantize_blocks_fused_div) (`DIV` true).
+    fn blocks_fused<const DIV: bool>(
+        &self,
+        op: &'static str,
+        src: &[f32],
+        dst: &mut [f32],
+        block: usize,
+        first_index: u64,
         mut scales_of: impl FnMut(usize, &[f32], &mut [f32]),
     ) -> Result<()> {
         if block == 0 {
             return Err(FormatError::LengthMismatch {
-                op: "quantize_blocks_fused",
+                op,
                 what: "block",
                 expected: 1,
                 got: 0,
@@ -363,7 +408,7 @@ impl Codec {
         }
         if src.len() != dst.len() {
             return Err(FormatError::LengthMismatch {
-                op: "quantize_blocks_fused",
+                op,
                 what: "dst",
                 expected: src.len(),
                 got: dst.len(),
@@ -376,21 +421,59 @@ impl Codec {
             #[cfg(target_arch = "x86_64")]
             (Some(Lane::Float(p)), Isa::Avx512) => match p.rounding {
                 RNE => unsafe {
-                    crate::kernels::avx512::quantize_float_blocks_fused::<RNE, false>(
+                    crate::kernels::avx512::quantize_float_blocks_fused::<RNE, DIV>(
                         p, src, dst, block, stream, f,
                     )
                 },
                 AWAY => unsafe {
-                    crate::kernels::avx512::quantize_float_blocks_fused::<AWAY, false>(
+                    crate::kernels::avx512::quantize_float_blocks_fused::<AWAY, DIV>(
                         p, src, dst, block, stream, f,
                     )
                 },
                 _ => unsafe {
-                    crate::kernels::avx512::quantize_float_blocks_fused::<ZERO, false>(
+                    crate::kernels::avx512::quantize_float_blocks_fused::<ZERO, DIV>(
                         p, src, dst, block, stream, f,
                     )
                 },
             },
+            _ if DIV => {
+                // Groups of blocks: maxima, scales, the quotients into a buffer, the unscaled
+                // quantizer, the products.
+                const GROUP: usize = 16;
+                let per = (8192 / block).clamp(1, GROUP) * block;
+                let (mut amax, mut scale) = ([0.0f32; GROUP], [0.0f32; GROUP]);
+                let mut buf = [0.0f32; 8192];
+                for (gi, (s, d)) in src.chunks(per).zip(dst.chunks_mut(per)).enumerate() {
+                    let g = s.len().div_ceil(block);
+                    let (amax, scale) = (&mut amax[..g], &mut scale[..g]);
+                    abs_max_blocks_on(self.isa, s, block, amax)?;
+                    f(gi * (per / block), amax, scale);
+                    let at = first_index + (gi * per) as u64;
+                    if s.len() <= buf.len() {
+                        let t = &mut buf[..s.len()];
+                        for ((tb, sb), &e) in t.chunks_mut(block).zip(s.chunks(block)).zip(&*scale)
+                        {
+                            tb.iter_mut().zip(sb).for_each(|(t, x)| *t = x / e);
+                        }
+                        self.quantize_chunk::<false>(t, d, 1.0, 1.0, at, false);
+                        for (db, &e) in d.chunks_mut(block).zip(&*scale) {
+                            db.iter_mut().for_each(|v| *v *= e);
+                        }
+                    } else {
+                        // One block longer than the buffer, in pieces.
+                        let e = scale[0];
+                        for (k, (sp, dp)) in
+                            s.chunks(buf.len()).zip(d.chunks_mut(buf.len())).enumerate()
+                        {
+                            let t = &mut buf[..sp.len()];
+                            t.iter_mut().zip(sp).for_each(|(t, x)| *t = x / e);
+                            let at = at + (k * 8192) as u64;
+                            self.quantize_chunk::<false>(t, dp, 1.0, 1.0, at, false);
+                            dp.iter_mut().for_each(|v| *v *= e);
+                        }
+                    }
+                }
+            }
             #[cfg(target_arch = "x86_64")]
             (Some(Lane::Int(p)), Isa::Avx512) => match p.rounding {
                 RNE => unsafe {
@@ -448,98 +531,6 @@ impl Codec {
                     f(gi * (per / block), amax, scale);
                     let at = first_index + (gi * per) as u64;
                     self.quantize_blocks_chunk(s, d, block, scale, at);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// [`quantize_blocks_fused`](Self::quantize_blocks_fused) with the elements divided by
-    /// their block's scale: `dst[i] = q(src[i] / s) · s`, one IEEE division per element
-    /// (torchao's NVFP4 convention) instead of the product with the reciprocal. One pass over
-    /// memory on AVX-512 (non-stochastic float formats); elsewhere groups of blocks: their
-    /// maxima, `scales_of`, the quotients into a buffer, the unscaled quantizer, the products.
-    /// Bit for bit the same on every level.
-    pub fn quantize_blocks_fused_div(
-        &self,
-        src: &[f32],
-        dst: &mut [f32],
-        block: usize,
-        first_index: u64,
-        mut scales_of: impl FnMut(usize, &[f32], &mut [f32]),
-    ) -> Result<()> {
-        if block == 0 {
-            return Err(FormatError::LengthMismatch {
-                op: "quantize_blocks_fused_div",
-                what: "block",
-                expected: 1,
-                got: 0,
-            });
-        }
-        if src.len() != dst.len() {
-            return Err(FormatError::LengthMismatch {
-                op: "quantize_blocks_fused_div",
-                what: "dst",
-                expected: src.len(),
-                got: dst.len(),
-            });
-        }
-        let f = &mut scales_of;
-        let stream = self.streaming;
-        match (&self.lane, self.isa) {
-            // SAFETY: the Codec's Isa passed `Isa::require`.
-            #[cfg(target_arch = "x86_64")]
-            (Some(Lane::Float(p)), Isa::Avx512) => match p.rounding {
-                RNE => unsafe {
-                    crate::kernels::avx512::quantize_float_blocks_fused::<RNE, true>(
-                        p, src, dst, block, stream, f,
-                    )
-                },
-                AWAY => unsafe {
-                    crate::kernels::avx512::quantize_float_blocks_fused::<AWAY, true>(
-                        p, src, dst, block, stream, f,
-                    )
-                },
-                _ => unsafe {
-                    crate::kernels::avx512::quantize_float_blocks_fused::<ZERO, true>(
-                        p, src, dst, block, stream, f,
-                    )
-                },
-            },
-            _ => {
-                const GROUP: usize = 16;
-                let per = (8192 / block).clamp(1, GROUP) * block;
-                let (mut amax, mut scale) = ([0.0f32; GROUP], [0.0f32; GROUP]);
-                let mut buf = [0.0f32; 8192];
-                for (gi, (s, d)) in src.chunks(per).zip(dst.chunks_mut(per)).enumerate() {
-                    let g = s.len().div_ceil(block);
-                    let (amax, scale) = (&mut amax[..g], &mut scale[..g]);
-                    abs_max_blocks_on(self.isa, s, block, amax)?;
-                    f(gi * (per / block), amax, scale);
-                    let at = first_index + (gi * per) as u64;
-                    if s.len() <= buf.len() {
-                        let t = &mut buf[..s.len()];
-                        for ((tb, sb), &e) in t.chunks_mut(block).zip(s.chunks(block)).zip(&*scale)
-                        {
-                            tb.iter_mut().zip(sb).for_each(|(t, x)| *t = x / e);
-                        }
-                        self.quantize_chunk::<false>(t, d, 1.0, 1.0, at, false);
-                        for (db, &e) in d.chunks_mut(block).zip(&*scale) {
-                            db.iter_mut().for_each(|v| *v *= e);
-                        }
-                    } else {
-                        // One block longer than the buffer, in pieces.
-                        let e = scale[0];
-                        for (k, (sp, dp)) in
-                            s.chunks(buf.len()).zip(d.chunks_mut(buf.len())).enumerate()
-                        {
-                            let t = &mut buf[..sp.len()];
-                            t.iter_mut().zip(sp).for_each(|(t, x)| *t = x / e);
-                            let at = at + (k * 8192) as u64;
-                            self.quantize_chunk::<false>(t, dp, 1.0, 1.0, at, false);
-                            dp.iter_mut().for_each(|v| *v *= e);
-                        }
-                    }
                 }
             }
         }

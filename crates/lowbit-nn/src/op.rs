@@ -326,59 +326,51 @@ impl LayerQuant {
     /// `x` as the input quantizer sees it: divided by the smoothing factors when the layer
     /// smooths, then rotated when it rotates: `(x / s) R`.
     pub fn transform_input(&self, x: &Tensor) -> Result<Tensor> {
+        self.transform(x, false)
+    }
+
+    /// A weight as the weight quantizer sees it: `(W · s) R`.
+    pub fn transform_weight(&self, w: &Tensor) -> Result<Tensor> {
+        self.transform(w, true)
+    }
+
+    /// Back from [`transform_input`](Self::transform_input): `(q Rᵀ) · s`, the effective
+    /// input the layer computes with, comparable with the FP32 one.
+    pub fn input_back(&self, q: &Tensor) -> Result<Tensor> {
+        self.untransform(q, false)
+    }
+
+    /// Back from [`transform_weight`](Self::transform_weight): `(q Rᵀ) / s`.
+    pub fn weight_back(&self, q: &Tensor) -> Result<Tensor> {
+        self.untransform(q, true)
+    }
+
+    /// `x · s` (a weight) or `x / s` (an input), then `R`.
+    fn transform(&self, x: &Tensor, weight: bool) -> Result<Tensor> {
         let x = match self.smoother()? {
-            Some(s) => s
-                .smooth_input(x)
-                .map_err(|e| NnError::layer(&self.name, e))?,
-            None => x.clone(),
-        };
+            Some(s) if weight => s.smooth_weight(x),
+            Some(s) => s.smooth_input(x),
+            None => Ok(x.clone()),
+        }
+        .map_err(|e| NnError::layer(&self.name, e))?;
         match self.rotator()? {
             Some(r) => r.rotate(&x).map_err(|e| NnError::layer(&self.name, e)),
             None => Ok(x),
         }
     }
 
-    /// A weight as the weight quantizer sees it: `(W · s) R`.
-    pub fn transform_weight(&self, w: &Tensor) -> Result<Tensor> {
-        let w = match self.smoother()? {
-            Some(s) => s
-                .smooth_weight(w)
-                .map_err(|e| NnError::layer(&self.name, e))?,
-            None => w.clone(),
-        };
-        match self.rotator()? {
-            Some(r) => r.rotate(&w).map_err(|e| NnError::layer(&self.name, e)),
-            None => Ok(w),
-        }
-    }
-
-    /// Back from [`transform_input`](Self::transform_input): `(q Rᵀ) · s`, the effective
-    /// input the layer computes with, comparable with the FP32 one.
-    pub fn input_back(&self, q: &Tensor) -> Result<Tensor> {
+    /// `Rᵀ`, then `/ s` (a weight) or `· s` (an input): the inverse of [`Self::transform`].
+    fn untransform(&self, q: &Tensor, weight: bool) -> Result<Tensor> {
         let q = match self.rotator()? {
             Some(r) => r.unrotate(q).map_err(|e| NnError::layer(&self.name, e))?,
             None => q.clone(),
         };
         match self.smoother()? {
-            Some(s) => s
-                .smooth_weight(&q)
-                .map_err(|e| NnError::layer(&self.name, e)),
+            Some(s) if weight => s.smooth_input(&q),
+            Some(s) => s.smooth_weight(&q),
             None => Ok(q),
         }
-    }
-
-    /// Back from [`transform_weight`](Self::transform_weight): `(q Rᵀ) / s`.
-    pub fn weight_back(&self, q: &Tensor) -> Result<Tensor> {
-        let q = match self.rotator()? {
-            Some(r) => r.unrotate(q).map_err(|e| NnError::layer(&self.name, e))?,
-            None => q.clone(),
-        };
-        match self.smoother()? {
-            Some(s) => s
-                .smooth_input(&q)
-                .map_err(|e| NnError::layer(&self.name, e)),
-            None => Ok(q),
-        }
+        .map_err(|e| NnError::layer(&self.name, e))
     }
 
     /// Applies the input quantizer (to the transformed input when the layer smooths or
@@ -429,11 +421,11 @@ impl LayerQuant {
         }
         // The weight turns with the input, quantized or not: ((x / s) R)((W · s) R)ᵀ = x Wᵀ
         // (unless it was stored turned).
-        let turns = slot == 0 && !self.weight_rotated.load(Ordering::SeqCst);
-        let rotation = if turns { self.rotator()? } else { None };
-        let smoother = if turns { self.smoother()? } else { None };
+        let turns = slot == 0
+            && !self.weight_rotated.load(Ordering::SeqCst)
+            && (self.rotator()?.is_some() || self.smoother()?.is_some());
         let q = q.as_ref().filter(|q| q.is_active());
-        if q.is_none() && rotation.is_none() && smoother.is_none() {
+        if q.is_none() && !turns {
             if slot == 0 {
                 self.remember_weight(p);
             }
@@ -452,15 +444,10 @@ impl LayerQuant {
             }
             return Ok(t);
         }
-        let p = match smoother {
-            Some(s) => s
-                .smooth_weight(p)
-                .map_err(|e| NnError::layer(&self.name, e))?,
-            None => p.clone(),
-        };
-        let p = match rotation {
-            Some(r) => r.rotate(&p).map_err(|e| NnError::layer(&self.name, e))?,
-            None => p,
+        let p = if turns {
+            self.transform(p, true)?
+        } else {
+            p.clone()
         };
         let t = match q {
             Some(q) => q.apply(&p)?,
