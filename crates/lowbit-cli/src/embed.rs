@@ -164,6 +164,7 @@ pub fn calibrate(
     data: Option<&Path>,
     n: usize,
     batch_size: usize,
+    method: lowbit_quant::Method,
 ) -> Result<(lowbit_nn::StaticScales, usize)> {
     let tasks = match data {
         Some(d) => EmbeddingTasks::load(d)?,
@@ -180,7 +181,7 @@ pub fn calibrate(
         encoder.encode(texts).map_err(model_err)?;
         Ok(())
     };
-    let scales = crate::run::calibrate_layers(encoder.layers(), &pass)?;
+    let scales = crate::run::calibrate_layers(encoder.layers(), &pass, method)?;
     Ok((scales, texts.len()))
 }
 

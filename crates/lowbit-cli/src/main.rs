@@ -156,6 +156,10 @@ enum Cmd {
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// How the static scales are chosen: max, minmax, ema:C, percentile:P (e.g.
+        /// percentile:99.99), mse, entropy (TensorRT's KL)
+        #[arg(long, default_value = "max")]
+        method: String,
     },
     /// Quantization-aware training of fashion_cnn with a config's quantizers in the loop
     /// (STE), from the committed FP32 weights: PTQ and per-epoch test top-1, checkpoints,
@@ -263,15 +267,17 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             batch_size,
             data,
             seed,
-        } => run::calibrate(
-            &config,
-            &model,
-            checkpoint.as_deref(),
+            method,
+        } => run::calibrate(run::CalibrateArgs {
+            config: &config,
+            model: &model,
+            checkpoint: checkpoint.as_deref(),
             batches,
             batch_size,
-            data.as_deref(),
+            data: data.as_deref(),
             seed,
-        ),
+            method: &method,
+        }),
         Cmd::WriteDefaultConfigs { dir } => {
             std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
             for name in presets::DEFAULT_SWEEP {

@@ -522,18 +522,44 @@ pub fn sweep(
     Ok(())
 }
 
+/// What `lowbit calibrate` takes.
+pub struct CalibrateArgs<'a> {
+    /// The config file.
+    pub config: &'a Path,
+    /// The model name.
+    pub model: &'a str,
+    /// Its weights, for models that take them.
+    pub checkpoint: Option<&'a Path>,
+    /// Batches to observe.
+    pub batches: usize,
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Data location.
+    pub data: Option<&'a Path>,
+    /// Seed (synthetic data).
+    pub seed: u64,
+    /// How the static scales are chosen (`max`, `percentile:99.99`, …).
+    pub method: &'a str,
+}
+
 /// `lowbit calibrate`: observe `batches` batches, freeze, save the scales next to the config.
 /// Layers that smooth (SmoothQuant) get their factors from a first pass over the same batches
 /// in FP32; the quantizers then calibrate on the smoothed tensors.
-pub fn calibrate(
-    config: &Path,
-    model: &str,
-    checkpoint: Option<&Path>,
-    batches: usize,
-    batch_size: usize,
-    data: Option<&Path>,
-    seed: u64,
-) -> Result<()> {
+pub fn calibrate(a: CalibrateArgs<'_>) -> Result<()> {
+    let CalibrateArgs {
+        config,
+        model,
+        checkpoint,
+        batches,
+        batch_size,
+        data,
+        seed,
+        method,
+    } = a;
+    let a_method = method;
+    let method: lowbit_quant::Method = method
+        .parse()
+        .map_err(|e: lowbit_quant::QuantError| CliError::Usage(format!("--method: {e}")))?;
     let cfg = QuantConfig::from_file(config)?;
     let n = batches.saturating_mul(batch_size);
     let (scales, samples) = if model == embed::MODEL {
@@ -542,7 +568,7 @@ pub fn calibrate(
                 "--checkpoint: minilm reads its weights from the fetched assets (scripts/fetch-assets.sh minilm)".into(),
             ));
         }
-        embed::calibrate(&cfg, data, n, batch_size)?
+        embed::calibrate(&cfg, data, n, batch_size, method)?
     } else {
         let source = models::model(model, checkpoint)?;
         let m = source.build(&cfg, &candle_core::Device::Cpu)?;
@@ -556,25 +582,27 @@ pub fn calibrate(
             }
             Ok(())
         };
-        (calibrate_layers(m.layers(), &pass)?, dataset.len())
+        (calibrate_layers(m.layers(), &pass, method)?, dataset.len())
     };
     let path = StaticScales::path_for_config(config);
     scales.save(&path)?;
     println!(
-        "calibrated {} quantizers of {} layers on {} samples: {}",
+        "calibrated {} quantizers of {} layers on {} samples ({}): {}",
         scales.layers.values().map(|r| r.len()).sum::<usize>(),
         scales.layers.len(),
         samples,
+        a_method,
         path.display()
     );
     Ok(())
 }
 
 /// Calibrates a model's layers on the batches `pass` runs: smoothing factors first when some
-/// layer smooths (an FP32 pass), then the `mode: static` quantizers (max calibration).
+/// layer smooths (an FP32 pass), then the `mode: static` quantizers with `method`.
 pub(crate) fn calibrate_layers(
     layers: &lowbit_nn::LayerTable,
     pass: &dyn Fn() -> Result<()>,
+    method: lowbit_quant::Method,
 ) -> Result<StaticScales> {
     if layers.smooths() {
         layers.begin_smoothing()?;
@@ -583,7 +611,7 @@ pub(crate) fn calibrate_layers(
         println!("smoothing factors of {} layers", factors.len());
     }
     // Only `mode: static` quantizers: dynamic ones stay dynamic, as the config says.
-    if layers.begin_static_calibration(lowbit_quant::Method::Max)? > 0 {
+    if layers.begin_static_calibration(method)? > 0 {
         pass()?;
     }
     Ok(layers.freeze()?)

@@ -733,3 +733,52 @@ fn calibrate_freezes_only_static_quantizers() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn calibrate_takes_a_method() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("st.yaml");
+    std::fs::write(
+        &cfg,
+        "defaults:\n  weight: int8\n  input: { format: int8, granularity: { kind: per_tensor }, mode: static }\n",
+    )
+    .unwrap();
+    let scale = |method: &str| {
+        let o = lowbit(&[
+            "calibrate",
+            "--model",
+            "tiny_mlp",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--batches",
+            "2",
+            "--method",
+            method,
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(out.contains(&format!("({method})")), "{out}");
+        let s = json(&tmp.path().join("st.scales.json"));
+        s["layers"]["fc2"]["input"]["scales"]["values"][0]
+            .as_f64()
+            .unwrap()
+    };
+    let max = scale("max");
+    let p = scale("percentile:99");
+    assert!(p < max, "percentile {p} max {max}");
+    let o = lowbit(&[
+        "calibrate",
+        "--model",
+        "tiny_mlp",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--method",
+        "percentile:200",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--method") && err.contains("(0, 100]"),
+        "{err}"
+    );
+}

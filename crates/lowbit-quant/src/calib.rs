@@ -96,6 +96,57 @@ impl fmt::Display for Method {
     }
 }
 
+impl std::str::FromStr for Method {
+    type Err = QuantError;
+
+    /// `max`, `minmax`, `ema:C` (moving average with constant C in (0, 1]),
+    /// `percentile:P` (P in (0, 100]), `mse`, `entropy` (or `kl`), with their default bins
+    /// and candidates.
+    ///
+    /// ```
+    /// use lowbit_quant::Method;
+    /// assert_eq!("percentile:99.99".parse::<Method>()?, Method::percentile(99.99));
+    /// assert!("percentile:101".parse::<Method>().is_err());
+    /// # Ok::<(), lowbit_quant::QuantError>(())
+    /// ```
+    fn from_str(text: &str) -> Result<Method> {
+        let bad = |reason: String| QuantError::InvalidSpec {
+            field: "calibration method",
+            reason,
+        };
+        let (name, arg) = match text.split_once(':') {
+            Some((n, a)) => (n.trim(), Some(a.trim())),
+            None => (text.trim(), None),
+        };
+        let number = |lo_open: f64, hi: f64| -> Result<f64> {
+            let a = arg.ok_or_else(|| bad(format!("`{name}` needs a value: `{name}:X`")))?;
+            match a.parse::<f64>() {
+                Ok(v) if v > lo_open && v <= hi => Ok(v),
+                _ => Err(bad(format!(
+                    "`{text}`: the value must be a number in ({lo_open}, {hi}]"
+                ))),
+            }
+        };
+        let no_arg = |m: Method| match arg {
+            None => Ok(m),
+            Some(_) => Err(bad(format!("`{name}` takes no value (`{text}`)"))),
+        };
+        match name {
+            "max" => no_arg(Method::Max),
+            "minmax" => no_arg(Method::MinMax),
+            "ema" | "moving_average" => Ok(Method::MovingAverage {
+                constant: number(0.0, 1.0)? as f32,
+            }),
+            "percentile" => Ok(Method::percentile(number(0.0, 100.0)?)),
+            "mse" => no_arg(Method::mse()),
+            "entropy" | "kl" => no_arg(Method::entropy()),
+            _ => Err(bad(format!(
+                "unknown method `{text}`; known: max, minmax, ema:C, percentile:P, mse, entropy"
+            ))),
+        }
+    }
+}
+
 /// A histogram of `|x|` over `[0, range]`, `range` a power of two that doubles (merging bin
 /// pairs exactly) when a larger value arrives: bounded memory, one O(n) pass per batch.
 #[derive(Clone, Debug)]
