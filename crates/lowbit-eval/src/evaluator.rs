@@ -413,20 +413,20 @@ fn observe_layer(
     }
     // Inputs: the tensor the layer computes on (after its input quantizer) against FP32.
     let mut qins = Vec::with_capacity(q.inputs.len());
-    for (fx, qx) in fp.inputs.iter().zip(&q.inputs) {
+    for (index, (fx, qx)) in fp.inputs.iter().zip(&q.inputs).enumerate() {
         if !qx.dtype().is_float() {
             // Token ids (an embedding's input): nothing to quantize or compare.
             qins.push(qx.clone());
             continue;
         }
-        let qin = lq.quantize_input(qx)?;
-        add_pair(&mut acc.input, fx, &lq.input_back(&qin)?)?;
+        let qin = lq.quantize_input_at(qx, index)?;
+        add_pair(&mut acc.input, fx, &lq.input_back_at(&qin, index)?)?;
         if let Some(iq) = enabled(&lq.input) {
             let spec = iq.spec();
             let scales = match iq.frozen() {
                 Some(s) => (*s).clone(),
                 None => {
-                    let seen = lq.transform_input(qx)?;
+                    let seen = lq.transform_input_at(qx, index)?;
                     with_f32(&seen, |v| spec.compute_scales(v, seen.dims()))??
                 }
             };

@@ -332,3 +332,84 @@ fn smoothed_layers_are_compared_and_checked_in_the_right_basis() {
     assert!(w > 20.0, "weight {w} dB (plain {pw} dB)");
     assert!(o > po + 6.0, "output {o} dB, plain {po} dB");
 }
+
+struct Attn {
+    mm: Arc<dyn QuantOp>,
+    k: Tensor,
+    table: LayerTable,
+}
+impl QuantModel for Attn {
+    fn forward(&self, x: &Tensor) -> lowbit_nn::Result<Tensor> {
+        self.mm.forward(&[x, &self.k])
+    }
+    fn layers(&self) -> &LayerTable {
+        &self.table
+    }
+}
+
+fn attn(k: &Tensor, yaml: &str) -> Box<dyn QuantModel> {
+    let cfg = QuantConfig::from_yaml(yaml, "test.yaml").unwrap();
+    let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+    let b = QBuilder::new(vb, &cfg, Registry::default()).unwrap();
+    let mm = b.matmul("scores").unwrap();
+    Box::new(Attn {
+        mm,
+        k: k.clone(),
+        table: b.finish().unwrap(),
+    })
+}
+
+#[test]
+fn rotated_matmul_operands_are_compared_in_their_own_basis() {
+    // Q·Kᵀ with a K outlier channel: both operands' errors compare R-turned and back with the
+    // FP32 ones (the right operand along its contraction axis), compliance in the turned basis.
+    let x = Tensor::randn(0f32, 1.0, (8, 64), &Device::Cpu).unwrap();
+    let mut kv = Tensor::randn(0f32, 1.0, (64, 10), &Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    for v in &mut kv[5 * 10..6 * 10] {
+        *v *= 40.0;
+    }
+    let k = Tensor::from_vec(kv, (64, 10), &Device::Cpu).unwrap();
+    let labels: Vec<u32> = (0..8).collect();
+    let mut ev = Evaluator::new(
+        attn(&k, "{}"),
+        vec![
+            Variant {
+                name: "rotated".into(),
+                model: attn(
+                    &k,
+                    "ops: { matmul: { input: { format: int8 }, rotation: { size: 64, seed: 4 } } }",
+                ),
+                detail: true,
+            },
+            Variant {
+                name: "plain".into(),
+                model: attn(&k, "ops: { matmul: { input: { format: int8 } } }"),
+                detail: true,
+            },
+        ],
+    );
+    ev.add_batch(&x, &labels).unwrap();
+    let res = ev.finish();
+    let rep = RunReport::new(&meta(), res.fp32, &res.variants[0], &[]);
+    let plain = RunReport::new(&meta(), res.fp32, &res.variants[1], &[]);
+    assert!(rep.compliance.passed, "{:?}", rep.compliance);
+    let (mm, pmm) = (&rep.layers[0], &plain.layers[0]);
+    assert_eq!(mm.rotation.as_deref(), Some("hadamard 64 (signs seed 4)"));
+    assert_eq!(mm.compliance.input.unwrap().elements, 8 * 64 + 64 * 10);
+    let (i, pi) = (
+        mm.propagated.input.unwrap().sqnr_db.0,
+        pmm.propagated.input.unwrap().sqnr_db.0,
+    );
+    let (o, po) = (
+        mm.propagated.output.unwrap().sqnr_db.0,
+        pmm.propagated.output.unwrap().sqnr_db.0,
+    );
+    // A wrong basis would read ~0 dB; the rotation helps the output.
+    assert!(i > 20.0, "input {i} dB (plain {pi} dB)");
+    assert!(o > po + 6.0, "output {o} dB, plain {po} dB");
+}

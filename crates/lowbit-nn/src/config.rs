@@ -19,8 +19,9 @@
 //! `accumulator` (in `defaults`, `ops.<kind>` and `layers`) sets the number format of the dot
 //! products of `linear`, `matmul` and `conv2d` layers: `fp22`, `bf16`, `{format: e8m13, rounding:
 //! toward_zero, chunk: 128}` (see [`crate::matmul_accumulated`]); `null` is the f32 matmul.
-//! `rotation: {size, seed}` turns `linear` layers' inputs and weights by a block-Hadamard
-//! matrix before they are quantized ([`crate::Rotation`]); `smoothing: 0.5` (or `{alpha: 0.5}`)
+//! `rotation: {size, seed}` turns `linear` layers' inputs and weights (and, from `ops.matmul`
+//! or `layers`, `matmul` operands) by a block-Hadamard matrix before they are quantized
+//! ([`crate::Rotation`]); `smoothing: 0.5` (or `{alpha: 0.5}`)
 //! divides their inputs by SmoothQuant's calibrated per-channel factors and multiplies the
 //! weights by them ([`crate::Smoothing`]; needs `lowbit calibrate`).
 //!
@@ -285,8 +286,10 @@ pub type SmoothingSetting = Choice<Smoothing>;
 /// The op kinds a `smoothing` setting reaches (others ignore it).
 pub const SMOOTHING_OPS: &[&str] = &["linear"];
 
-/// The op kinds a `rotation` setting reaches (others ignore it).
-pub const ROTATING_OPS: &[&str] = &["linear"];
+/// The op kinds a `rotation` setting reaches (others ignore it). `defaults.rotation` reaches
+/// `linear` layers only; a `matmul` takes one from `ops.matmul` or a `layers` rule (attention's
+/// P·V contracts over the sequence, whose length a block need not divide).
+pub const ROTATING_OPS: &[&str] = &["linear", "matmul"];
 
 /// The op kinds whose dot products an `accumulator` setting reaches (others ignore it).
 pub const ACCUMULATING_OPS: &[&str] = &["linear", "matmul", "conv2d"];
@@ -314,7 +317,8 @@ pub struct RoleSettings {
     /// The accumulator of the dot products of `linear`, `matmul` and `conv2d` ops.
     #[serde(default, skip_serializing_if = "Choice::is_inherit")]
     pub accumulator: AccumulatorSetting,
-    /// The Hadamard rotation of `linear` layers' inputs and weights.
+    /// The Hadamard rotation of `linear` layers' inputs and weights (in `defaults`), and of
+    /// `matmul` operands (in `ops.matmul`).
     #[serde(default, skip_serializing_if = "Choice::is_inherit")]
     pub rotation: RotationSetting,
     /// SmoothQuant smoothing of `linear` layers' inputs and weights.
@@ -346,7 +350,8 @@ pub struct LayerRule {
     /// The accumulator of this layer's dot products (`linear`, `matmul` and `conv2d` layers).
     #[serde(default, skip_serializing_if = "Choice::is_inherit")]
     pub accumulator: AccumulatorSetting,
-    /// The Hadamard rotation of this layer's input and weight (`linear` layers).
+    /// The Hadamard rotation of this layer's input and weight (`linear` layers) or operands
+    /// (`matmul` layers).
     #[serde(default, skip_serializing_if = "Choice::is_inherit")]
     pub rotation: RotationSetting,
     /// SmoothQuant smoothing of this layer's input and weight (`linear` layers).
@@ -440,7 +445,7 @@ pub struct ResolvedLayer {
     pub backward: Option<QuantSpec>,
     /// The accumulator of the layer's dot products (`linear`, `matmul` and `conv2d` only).
     pub accumulator: Option<Accumulator>,
-    /// The rotation of the layer's input and weight (`linear` only).
+    /// The rotation of the layer's input and weight (`linear`) or operands (`matmul`).
     pub rotation: Option<Rotation>,
     /// SmoothQuant smoothing of the layer's input and weight (`linear` only).
     pub smoothing: Option<Smoothing>,
@@ -616,7 +621,9 @@ impl CompiledConfig {
         }
         c.backward.apply(&mut r.backward);
         c.defaults.accumulator.apply(&mut r.accumulator);
-        c.defaults.rotation.apply(&mut r.rotation);
+        if kind == "linear" {
+            c.defaults.rotation.apply(&mut r.rotation);
+        }
         c.defaults.smoothing.apply(&mut r.smoothing);
         if let Some(op) = c.ops.get(kind) {
             op.weight.apply(&mut r.weight);

@@ -42,7 +42,7 @@
 //! - [`StaticScales`] (`calibration.rs`): calibrate → freeze → save/load scales.
 //! - [`QuantConfig`] (`config.rs`): the YAML config and its resolution rules.
 //! - [`Rotation`] (`rotation.rs`): block-Hadamard rotation of a linear layer's input and
-//!   weight before quantization (a config's `rotation`).
+//!   weight, or of a matmul's operands, before quantization (a config's `rotation`).
 //! - [`Smoothing`] (`smoothing.rs`): SmoothQuant's calibrated per-channel factors moving a
 //!   linear layer's activation outliers into its weight (a config's `smoothing`).
 //! - [`ModelContext`], [`Mode`], [`TapRecord`] (`context.rs`): mode, training flag, taps.

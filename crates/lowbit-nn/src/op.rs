@@ -44,7 +44,8 @@ pub trait QuantOp: Debug + Send + Sync {
         let q = self.quant();
         let qin = inputs
             .iter()
-            .map(|x| q.quantize_input(x))
+            .enumerate()
+            .map(|(i, x)| q.quantize_input_at(x, i))
             .collect::<Result<Vec<_>>>()?;
         let y = self.compute(&qin).map_err(|e| match e {
             NnError::Layer { .. } => e,
@@ -329,6 +330,56 @@ impl LayerQuant {
         self.transform(x, false)
     }
 
+    /// Input `index` as the input quantizer sees it: [`transform_input`] for every input of
+    /// every op, except the right operand (index 1) of a rotating `matmul`, which turns along
+    /// its contraction axis (−2) by `Rᵀ`: `(A R)(Rᵀ B) = A B`.
+    ///
+    /// [`transform_input`]: Self::transform_input
+    pub fn transform_input_at(&self, x: &Tensor, index: usize) -> Result<Tensor> {
+        if self.rhs_turns(index) {
+            return self.turn_rhs(x, true);
+        }
+        self.transform_input(x)
+    }
+
+    /// Back from [`transform_input_at`](Self::transform_input_at).
+    pub fn input_back_at(&self, q: &Tensor, index: usize) -> Result<Tensor> {
+        if self.rhs_turns(index) {
+            return self.turn_rhs(q, false);
+        }
+        self.input_back(q)
+    }
+
+    /// Whether input `index` is a rotating matmul's right operand.
+    fn rhs_turns(&self, index: usize) -> bool {
+        index == 1 && self.kind == "matmul" && self.rotation().is_some()
+    }
+
+    /// `Rᵀ B` (`forward`) or `R B'` along axis −2 of `b`: `(Bᵀ R)ᵀ` and `(B'ᵀ Rᵀ)ᵀ`.
+    fn turn_rhs(&self, b: &Tensor, forward: bool) -> Result<Tensor> {
+        let Some(r) = self.rotator()? else {
+            return Ok(b.clone());
+        };
+        let rank = b.rank();
+        if rank < 2 {
+            return Err(NnError::layer(
+                &self.name,
+                format!(
+                    "a rotating matmul needs a right operand of rank 2 or more; it is {:?}",
+                    b.dims()
+                ),
+            ));
+        }
+        let bt = b.transpose(rank - 2, rank - 1)?;
+        let turned = if forward {
+            r.rotate(&bt)
+        } else {
+            r.unrotate(&bt)
+        }
+        .map_err(|e| NnError::layer(&self.name, e))?;
+        Ok(turned.transpose(rank - 2, rank - 1)?.contiguous()?)
+    }
+
     /// A weight as the weight quantizer sees it: `(W · s) R`.
     pub fn transform_weight(&self, w: &Tensor) -> Result<Tensor> {
         self.transform(w, true)
@@ -376,8 +427,15 @@ impl LayerQuant {
     /// Applies the input quantizer (to the transformed input when the layer smooths or
     /// rotates: [`transform_input`](Self::transform_input)).
     pub fn quantize_input(&self, x: &Tensor) -> Result<Tensor> {
+        self.quantize_input_at(x, 0)
+    }
+
+    /// Applies the input quantizer to input `index` ([`transform_input_at`]).
+    ///
+    /// [`transform_input_at`]: Self::transform_input_at
+    pub fn quantize_input_at(&self, x: &Tensor, index: usize) -> Result<Tensor> {
         self.observe(x, false)?;
-        let x = self.transform_input(x)?;
+        let x = self.transform_input_at(x, index)?;
         match &self.input {
             Some(q) => q.apply(&x),
             None => Ok(x),

@@ -1,5 +1,6 @@
 //! [`Rotation`]: an orthogonal block-Hadamard rotation of a linear layer's reduction axis,
-//! applied to its input and its weight before they are quantized (QuaRot / QuIP#-style
+//! applied to its input and its weight before they are quantized (or of a matmul's
+//! contraction axis, applied to both operands: `(A R)(Rᵀ B) = A B`) (QuaRot / QuIP#-style
 //! incoherence processing; with random signs, the randomized Hadamard transform of MXFP4 and
 //! NVFP4 training recipes). Since `R Rᵀ = I`, `(x R)(W R)ᵀ = x Wᵀ`: in FP32 the layer is
 //! unchanged up to rounding, and what is quantized are the rotated tensors, whose outliers

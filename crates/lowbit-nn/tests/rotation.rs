@@ -155,3 +155,124 @@ fn config_errors() {
         .to_string();
     assert!(e.contains("`l`") && e.contains("divisible by 32"), "{e}");
 }
+
+/// A matmul op named `attn.scores` built with `yaml`.
+fn build_matmul(yaml: &str) -> common::Built {
+    let vm = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &Device::Cpu);
+    common::build_op(
+        vb,
+        yaml,
+        "matmul",
+        "attn.scores",
+        lowbit_nn::OpParams::Matmul,
+    )
+}
+
+#[test]
+fn a_rotated_matmul_turns_the_left_operand_by_r_and_the_right_by_r_transposed() {
+    // Q·Kᵀ of attention: a [2, 3, 5, 32] and kᵀ [2, 3, 32, 7]; the contraction axis (32) turns.
+    let mut r = Rng(24);
+    let (a, b) = (r.tensor(&[2, 3, 5, 32], 2.0), r.tensor(&[2, 3, 32, 7], 2.0));
+    let rot = Rotation {
+        size: 16,
+        seed: Some(9),
+    };
+    let yaml = "ops: { matmul: { input: int8, rotation: { size: 16, seed: 9 } } }";
+    let (op, table) = build_matmul(yaml);
+    // Rᵀ b = (bᵀ R)ᵀ, built here from the rotation's own rotate.
+    let bt = b.transpose(2, 3).unwrap();
+    let rb = rot
+        .rotate(&bt)
+        .unwrap()
+        .transpose(2, 3)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let want = fq("int8", &rot.rotate(&a).unwrap())
+        .broadcast_matmul(&fq("int8", &rb))
+        .unwrap();
+    assert_eq!(
+        tensor_bits(&op.forward(&[&a, &b]).unwrap()),
+        tensor_bits(&want)
+    );
+    assert!(table.explain().contains("hadamard 16 (signs seed 9)"));
+    // Rotation alone: a·b up to rounding; FP32: the plain product.
+    let (op, table) = build_matmul("ops: { matmul: { rotation: { size: 32 } } }");
+    let plain = f32s(&a.broadcast_matmul(&b).unwrap());
+    let y = f32s(&op.forward(&[&a, &b]).unwrap());
+    for (u, v) in y.iter().zip(&plain) {
+        assert!((u - v).abs() < 1e-4 * (1.0 + v.abs()), "{u} {v}");
+    }
+    table.set_mode(Mode::Fp32);
+    assert_eq!(
+        tensor_bits(&op.forward(&[&a, &b]).unwrap()),
+        tensor_bits(&a.broadcast_matmul(&b).unwrap())
+    );
+    // The inverse of each operand's turn, as the evaluator uses it.
+    let lq = op.quant();
+    table.set_mode(Mode::Quantize);
+    for (i, x) in [&a, &b].into_iter().enumerate() {
+        let back = lq
+            .input_back_at(&lq.transform_input_at(x, i).unwrap(), i)
+            .unwrap();
+        for (u, v) in f32s(&back).iter().zip(f32s(x)) {
+            assert!((u - v).abs() < 1e-5 * (1.0 + v.abs()), "input {i}: {u} {v}");
+        }
+    }
+}
+
+#[test]
+fn matmuls_take_a_rotation_from_ops_or_layers_not_from_defaults() {
+    let c = |yaml: &str| {
+        QuantConfig::from_yaml(yaml, "rot.yaml")
+            .unwrap()
+            .compile(&["linear", "matmul"])
+            .unwrap()
+    };
+    let w = lowbit_nn::OpClass::Structural;
+    let r = Some(Rotation {
+        size: 32,
+        seed: None,
+    });
+    let d = c("defaults: { rotation: { size: 32 } }");
+    assert_eq!(
+        d.resolve("fc", "linear", lowbit_nn::OpClass::Weighted)
+            .rotation,
+        r
+    );
+    assert_eq!(d.resolve("scores", "matmul", w).rotation, None);
+    let o = c("ops: { matmul: { rotation: { size: 32 } } }");
+    assert_eq!(o.resolve("scores", "matmul", w).rotation, r);
+    let l = c("layers: [ { pattern: '*.scores', rotation: { size: 32 } } ]");
+    assert_eq!(l.resolve("a.scores", "matmul", w).rotation, r);
+    assert_eq!(l.resolve("a.context", "matmul", w).rotation, None);
+}
+
+#[test]
+fn rotation_spreads_an_outlier_of_the_contraction_axis_in_a_matmul() {
+    // Keys with one channel of the head dimension 50x the others (the K outliers QuaRot
+    // removes), per-tensor int8 on both operands: rotated, the product's error drops.
+    let mut r = Rng(25);
+    let a = r.tensor(&[4, 16, 64], 1.0);
+    let mut bv = f32s(&r.tensor(&[4, 64, 16], 1.0));
+    for (i, v) in bv.iter_mut().enumerate() {
+        if (i / 16) % 64 == 11 {
+            *v *= 50.0;
+        }
+    }
+    let b = Tensor::from_vec(bv, (4, 64, 16), &Device::Cpu).unwrap();
+    let exact = f32s(&a.broadcast_matmul(&b).unwrap());
+    let err = |yaml: &str| {
+        let (op, _) = build_matmul(yaml);
+        let y = f32s(&op.forward(&[&a, &b]).unwrap());
+        y.iter()
+            .zip(&exact)
+            .map(|(u, v)| f64::from(u - v).powi(2))
+            .sum::<f64>()
+    };
+    let plain = err("ops: { matmul: { input: { format: int8 } } }");
+    let rotated =
+        err("ops: { matmul: { input: { format: int8 }, rotation: { size: 64, seed: 2 } } }");
+    assert!(rotated < 0.25 * plain, "rotated {rotated} plain {plain}");
+}
