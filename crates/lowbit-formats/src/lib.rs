@@ -36,7 +36,9 @@
 //!   scalar `encode` / `decode` / `quantize` and the slice entry points.
 //! - [`MiniFloat`], [`Encoding`] (`minifloat.rs`): `ExMy` parameters and the **scalar
 //!   reference codec**, its rounding derived step by step in comments.
-//! - [`IntFormat`] (`integer.rs`): signed/unsigned integer grids, narrow or full range.
+//! - [`IntFormat`] (`integer.rs`): signed/unsigned integer grids, narrow or full range;
+//!   [`round_integer`], the rounding rules without saturation (for zero points added after
+//!   rounding).
 //! - [`Rounding`], [`Overflow`], [`Conversion`], [`stochastic_bits`], [`stochastic_step_seed`]
 //!   (`rounding.rs`).
 //! - [`Codec`], [`Isa`] (`codec.rs`, `kernels/`): prepared slice kernels — the scalar lane
