@@ -350,7 +350,7 @@ impl Accumulator {
 impl Accumulator {
     /// [`dot`](Self::dot) of `a` with each of `L` vectors at once (the same bits, lane by
     /// lane): the `L` running sums are independent, so their rounding chains overlap, and the
-    /// lanes' branch-free rounding ([`LaneRound`]) runs as vector code (AVX-512 where the CPU
+    /// lanes' branch-free rounding (`LaneRound`) runs as vector code (AVX-512 where the CPU
     /// has it, chosen at run time).
     pub fn dot_lanes<const L: usize>(&self, a: &[f32], bs: [&[f32]; L]) -> [f32; L] {
         let c = LaneRound::new(self.format, self.rounding);
