@@ -268,6 +268,16 @@ impl Quantizer {
                         });
                 }
                 let ste = self.ste.lock().map(|s| *s).unwrap_or_default();
+                // Frozen activation scales that no longer fit: most often groups along the batch
+                // axis (per-token or per-sample scales, blocks of an activation).
+                let shape_hint = if frozen.is_some() && self.is_activation() {
+                    " (frozen activation scales whose groups run along the batch axis fit only the \
+                     batch shape they were calibrated on: calibrate with the batch size you \
+                     evaluate with, or use per_tensor, per_channel along a feature axis, or \
+                     mode: dynamic)"
+                } else {
+                    ""
+                };
                 let op = FakeQuant {
                     spec,
                     scales: frozen,
@@ -275,7 +285,13 @@ impl Quantizer {
                     grad_spec: self.backward.map(|b| b.at_step(step)),
                 };
                 x.apply_op1(op).map_err(|e| {
-                    NnError::layer(&self.layer, format!("{} quantizer: {e}", self.role))
+                    let e = e.to_string();
+                    let hint = if e.contains("do not fit") {
+                        shape_hint
+                    } else {
+                        ""
+                    };
+                    NnError::layer(&self.layer, format!("{} quantizer: {e}{hint}", self.role))
                 })
             }
         }

@@ -13,6 +13,8 @@ use lowbit_nn::{
 };
 use lowbit_quant::{Method, QuantSpec};
 
+mod common;
+
 fn vals(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
@@ -362,4 +364,26 @@ fn lsq_gradients_follow_the_learned_step_size_rule() {
     // Specs LSQ cannot learn are refused.
     assert!(LsqFakeQuant::check(&"mxfp4".parse().unwrap()).is_err());
     assert!(LsqFakeQuant::check(&spec).is_ok());
+}
+
+#[test]
+fn frozen_per_sample_scales_on_another_batch_size_say_why() {
+    // Static scales per index of the batch axis (per_channel axis 0 on [batch, features]) fit
+    // only the calibration batch's size; the error says so, with the layer and role.
+    let mut r = common::Rng(40);
+    let (wt, bt) = (r.tensor(&[4, 8], 1.0), r.tensor(&[4], 1.0));
+    let yaml = "defaults: { input: { format: int8, granularity: { kind: per_channel, axis: 0 }, mode: static } }";
+    let (op, table) = common::build_linear(yaml, &wt, &bt);
+    table.begin_calibration(Method::Max).unwrap();
+    op.forward1(&r.tensor(&[5, 8], 1.0)).unwrap();
+    table.freeze().unwrap();
+    op.forward1(&r.tensor(&[5, 8], 1.0)).unwrap();
+    let e = op
+        .forward1(&r.tensor(&[3, 8], 1.0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`l`") && e.contains("input") && e.contains("batch axis"),
+        "{e}"
+    );
 }
