@@ -586,7 +586,13 @@ fn affine_q(spec: &QuantSpec, x: f32, inv: f32, zero: f32, index: u64) -> f32 {
     }
 }
 
-fn affine_fake_block(spec: &QuantSpec, src: &[f32], dst: &mut [f32], p: Param, first: u64) {
+pub(crate) fn affine_fake_block(
+    spec: &QuantSpec,
+    src: &[f32],
+    dst: &mut [f32],
+    p: Param,
+    first: u64,
+) {
     let inv = 1.0 / p.scale;
     for (i, (d, &x)) in dst.iter_mut().zip(src).enumerate() {
         *d = (affine_q(spec, x, inv, p.zero, first + i as u64) - p.zero) * p.scale;

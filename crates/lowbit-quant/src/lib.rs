@@ -45,6 +45,8 @@
 //!   safetensors.
 //! - [`Calibrator`], [`Method`] (`calib.rs`): max, min-max, moving average, percentile, MSE,
 //!   entropy (KL) observers, frozen into [`Scales`].
+//! - [`gptq`], [`Hessian`], [`GptqOptions`] (`gptq.rs`): GPTQ weight quantization with the
+//!   inputs' Hessian (the reference algorithm, any spec with groups along the input axis).
 //! - [`check_compliance`], [`ComplianceReport`] (`compliance.rs`): off-grid elements and
 //!   broken scale constraints, judged by the value tables.
 //! - [`ShiftReport`] (`report.rs`): power-of-two scales as shifts for hardware.
@@ -59,6 +61,7 @@ mod calib;
 mod compliance;
 mod engine;
 mod error;
+mod gptq;
 mod layout;
 mod report;
 mod scale;
@@ -71,6 +74,7 @@ pub use calib::{Calibrator, Frozen, Method};
 pub use compliance::{ComplianceReport, check_compliance, scale_is_valid};
 pub use engine::Scales;
 pub use error::{QuantError, Result};
+pub use gptq::{GptqOptions, GptqWeight, Hessian, gptq};
 pub use layout::{GroupKind, GroupLayout, TileGrid};
 pub use report::{ShiftReport, shift_report};
 
