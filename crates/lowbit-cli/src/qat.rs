@@ -226,10 +226,10 @@ fn setup(config: &QuantConfig, opts: &TrainOpts, bn: BnMode) -> Result<Setup> {
             (model, vm, Some(folding))
         }
     };
-    if model.layers().smooths() {
+    if model.layers().observes() {
         return Err(CliError::Usage(
-            "the config smooths (SmoothQuant `smoothing`), a post-training method whose factors come from `lowbit calibrate`; \
-             quantization-aware training does not calibrate them: drop `smoothing` for `lowbit qat` / `lowbit pipeline`"
+            "the config smooths (SmoothQuant `smoothing`) or runs `gptq`, post-training methods whose factors and weights come from `lowbit calibrate`; \
+             quantization-aware training does not calibrate them: drop `smoothing` / `gptq` for `lowbit qat` / `lowbit pipeline`"
                 .into(),
         ));
     }

@@ -597,18 +597,24 @@ pub fn calibrate(a: CalibrateArgs<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Calibrates a model's layers on the batches `pass` runs: smoothing factors first when some
-/// layer smooths (an FP32 pass), then the `mode: static` quantizers with `method`.
+/// Calibrates a model's layers on the batches `pass` runs: smoothing factors and GPTQ weights
+/// first when some layer needs them (an FP32 pass), then the `mode: static` quantizers with
+/// `method`.
 pub(crate) fn calibrate_layers(
     layers: &lowbit_nn::LayerTable,
     pass: &dyn Fn() -> Result<()>,
     method: lowbit_quant::Method,
 ) -> Result<StaticScales> {
-    if layers.smooths() {
-        layers.begin_smoothing()?;
+    if layers.observes() {
+        layers.begin_observation()?;
         pass()?;
-        let factors = layers.freeze_smoothing()?;
-        println!("smoothing factors of {} layers", factors.len());
+        let o = layers.finish_observation()?;
+        if !o.smoothing.is_empty() {
+            println!("smoothing factors of {} layers", o.smoothing.len());
+        }
+        if !o.gptq.is_empty() {
+            println!("GPTQ weights of {} layers", o.gptq.len());
+        }
     }
     // Only `mode: static` quantizers: dynamic ones stay dynamic, as the config says.
     if layers.begin_static_calibration(method)? > 0 {

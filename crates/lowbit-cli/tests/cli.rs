@@ -782,3 +782,56 @@ fn calibrate_takes_a_method() {
         "{err}"
     );
 }
+
+#[test]
+fn gptq_calibrates_then_runs() {
+    // GPTQ weights come from `calibrate` (saved beside the scales file) and `run` uses them;
+    // the reports say which layers ran GPTQ and their weights pass compliance on GPTQ's scales.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("g.yaml");
+    std::fs::write(
+        &cfg,
+        "defaults:\n  weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }\n  gptq: {}\n",
+    )
+    .unwrap();
+    let o = lowbit(&[
+        "calibrate",
+        "--model",
+        "tiny_mlp",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--batches",
+        "2",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("GPTQ weights of 2 layers"), "{out}");
+    assert!(
+        tmp.path()
+            .join("g.scales.gptq")
+            .join("fc1.safetensors")
+            .is_file()
+    );
+    let runs = tmp.path().join("runs");
+    let o = lowbit(&[
+        "run",
+        "--model",
+        "tiny_mlp",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--limit",
+        "200",
+        "--out",
+        runs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep = json(&only_subdir(&runs).join("g").join("report.json"));
+    assert_eq!(rep["compliance"]["passed"], true, "{}", rep["compliance"]);
+    let gptq_layers = rep["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["gptq"] == "gptq (damp 0.01)")
+        .count();
+    assert_eq!(gptq_layers, 2);
+}

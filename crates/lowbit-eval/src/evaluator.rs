@@ -120,6 +120,9 @@ pub struct LayerResult {
     /// SmoothQuant smoothing of the input and weight (`smoothquant α=0.5`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoothing: Option<String>,
+    /// GPTQ of the weight (`gptq (damp 0.01)`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gptq: Option<String>,
 }
 
 /// The result of one variant.
@@ -391,7 +394,11 @@ fn observe_layer(
         acc.weight_bits = Some(32.0);
         if let Some(wq) = enabled(&lq.weight) {
             let spec = wq.spec();
-            let scales = spec.compute_scales(&to_f32(&lq.transform_weight(fw)?)?, fw.dims())?;
+            // A GPTQ weight lies on the scales GPTQ chose (groups see the updated weight).
+            let scales = match lq.gptq_scales() {
+                Some(s) => s,
+                None => spec.compute_scales(&to_f32(&lq.transform_weight(fw)?)?, fw.dims())?,
+            };
             acc.weight_bits = Some(bits_per_element(&spec, fwv.len(), &scales));
             let r = check_compliance(&spec, &qwv, qw.dims(), &scales)?;
             add_compliance(
@@ -601,7 +608,8 @@ fn layer_result(e: &LayerEntry, a: &LayerAcc) -> LayerResult {
         quantized: lq.quantizers().any(|q| q.is_enabled())
             || lq.enabled_accumulator().is_some()
             || lq.enabled_rotation().is_some()
-            || lq.enabled_smoothing().is_some(),
+            || lq.enabled_smoothing().is_some()
+            || lq.enabled_gptq().is_some(),
         specs: PerRole {
             weight: spec(&lq.weight),
             input: spec(&lq.input),
@@ -624,5 +632,6 @@ fn layer_result(e: &LayerEntry, a: &LayerAcc) -> LayerResult {
         accumulator: lq.enabled_accumulator().map(|a| a.to_string()),
         rotation: lq.enabled_rotation().map(|r| r.to_string()),
         smoothing: lq.enabled_smoothing().map(|s| s.to_string()),
+        gptq: lq.enabled_gptq().map(|g| g.to_string()),
     }
 }

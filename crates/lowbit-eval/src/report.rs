@@ -594,7 +594,7 @@ pub fn format_layers_csv(r: &RunReport) -> String {
             let _ = write!(out, ",{p}_{m}");
         }
     }
-    out.push_str(",weight_checked,weight_violations,input_checked,input_violations,output_checked,output_violations,weight_elements,weight_bits_per_element,input_bits_per_element,accumulator,rotation,smoothing\n");
+    out.push_str(",weight_checked,weight_violations,input_checked,input_violations,output_checked,output_violations,weight_elements,weight_bits_per_element,input_bits_per_element,accumulator,rotation,smoothing,gptq\n");
     for l in &r.layers {
         let mut f = vec![
             l.name.clone(),
@@ -635,6 +635,7 @@ pub fn format_layers_csv(r: &RunReport) -> String {
         f.push(l.accumulator.clone().unwrap_or_default());
         f.push(l.rotation.clone().unwrap_or_default());
         f.push(l.smoothing.clone().unwrap_or_default());
+        f.push(l.gptq.clone().unwrap_or_default());
         let f: Vec<String> = f.iter().map(|s| csv_field(s)).collect();
         let _ = writeln!(out, "{}", f.join(","));
     }

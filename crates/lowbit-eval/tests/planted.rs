@@ -288,9 +288,9 @@ fn smoothed_layers_are_compared_and_checked_in_the_right_basis() {
         &vm,
         "defaults: { weight: int8, input: int8, smoothing: 0.5 }",
     );
-    smoothed.layers().begin_smoothing().unwrap();
+    smoothed.layers().begin_observation().unwrap();
     smoothed.forward(&x).unwrap();
-    smoothed.layers().freeze_smoothing().unwrap();
+    smoothed.layers().finish_observation().unwrap();
     smoothed.layers().set_mode(Mode::Quantize);
     let mut ev = Evaluator::new(
         fp32,

@@ -333,6 +333,8 @@ pub struct ExplainRow {
     pub rotation: String,
     /// SmoothQuant smoothing of the input and weight, or `-`.
     pub smoothing: String,
+    /// GPTQ of the weight, or `-`.
+    pub gptq: String,
 }
 
 impl LayerTable {
@@ -383,6 +385,10 @@ impl LayerTable {
                     .resolved
                     .smoothing
                     .map_or_else(|| "-".to_string(), |r| r.to_string()),
+                gptq: l
+                    .resolved
+                    .gptq
+                    .map_or_else(|| "-".to_string(), |g| g.to_string()),
             })
             .collect()
     }
@@ -408,13 +414,15 @@ impl LayerTable {
         let accumulates = rows.iter().any(|r| r.accumulator != "-");
         let rotates = rows.iter().any(|r| r.rotation != "-");
         let smooths = rows.iter().any(|r| r.smoothing != "-");
-        let (wo, wa, wr) = (
+        let gptqs = rows.iter().any(|r| r.gptq != "-");
+        let (wo, wa, wr, wsm) = (
             w(|r| &r.output, "output"),
             w(|r| &r.accumulator, "accumulator"),
             w(|r| &r.rotation, "rotation"),
+            w(|r| &r.smoothing, "smoothing"),
         );
         let mut out = String::new();
-        let mut line = |cells: [&str; 9]| {
+        let mut line = |cells: [&str; 10]| {
             let mut l = format!(
                 "{:wl$}  {:wk$}  {:ww$}  {:wb$}  {:wi$}  {:wo$}",
                 cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]
@@ -426,7 +434,10 @@ impl LayerTable {
                 let _ = write!(l, "  {:wr$}", cells[7]);
             }
             if smooths {
-                let _ = write!(l, "  {}", cells[8]);
+                let _ = write!(l, "  {:wsm$}", cells[8]);
+            }
+            if gptqs {
+                let _ = write!(l, "  {}", cells[9]);
             }
             let _ = writeln!(out, "{}", l.trim_end());
         };
@@ -440,6 +451,7 @@ impl LayerTable {
             "accumulator",
             "rotation",
             "smoothing",
+            "gptq",
         ]);
         for r in &rows {
             line([
@@ -452,6 +464,7 @@ impl LayerTable {
                 &r.accumulator,
                 &r.rotation,
                 &r.smoothing,
+                &r.gptq,
             ]);
         }
         out

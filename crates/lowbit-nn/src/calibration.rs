@@ -1,7 +1,9 @@
 //! The static workflow on a whole model: calibrate on N batches → freeze → evaluate, with the
 //! frozen scales saved to and loaded from a JSON file next to the config. Layers that smooth
-//! (SmoothQuant) first observe FP32 passes for their factors ([`LayerTable::begin_smoothing`],
-//! [`LayerTable::freeze_smoothing`]); the quantizers then calibrate on smoothed tensors.
+//! (SmoothQuant) or run GPTQ first observe FP32 passes ([`LayerTable::begin_observation`],
+//! [`LayerTable::finish_observation`]); the quantizers then calibrate on smoothed tensors and
+//! GPTQ weights. GPTQ weights are saved beside the JSON file, one safetensors file per layer
+//! in `<config>.scales.gptq/`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +27,22 @@ pub struct StaticScales {
     /// SmoothQuant factors of the layers that smooth: layer name → factors.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub smoothing: BTreeMap<String, SmoothingFactors>,
+    /// The layers with a GPTQ weight (their files are in the `.gptq` directory beside the
+    /// JSON file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gptq_layers: Vec<String>,
+    /// GPTQ weights: layer name → codes and scales (not in the JSON; see `gptq_layers`).
+    #[serde(skip)]
+    pub gptq: BTreeMap<String, lowbit_quant::QuantizedTensor>,
+}
+
+/// What [`LayerTable::finish_observation`] computed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observations {
+    /// SmoothQuant factors, by layer.
+    pub smoothing: BTreeMap<String, SmoothingFactors>,
+    /// GPTQ weights, by layer.
+    pub gptq: BTreeMap<String, lowbit_quant::QuantizedTensor>,
 }
 
 impl StaticScales {
@@ -33,62 +51,108 @@ impl StaticScales {
         config.with_extension("scales.json")
     }
 
-    /// Writes the file (atomically: a temporary file renamed over the target).
+    /// The directory of a scales file's GPTQ weights: `x.scales.json` → `x.scales.gptq`.
+    pub fn gptq_dir(path: &Path) -> std::path::PathBuf {
+        path.with_extension("gptq")
+    }
+
+    /// Writes the file (atomically: a temporary file renamed over the target), and the GPTQ
+    /// weights, one `<layer>.safetensors` each, into [`gptq_dir`](Self::gptq_dir).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let io = |e: std::io::Error| NnError::Io {
-            path: path.display().to_string(),
+        let io = |p: &Path, e: std::io::Error| NnError::Io {
+            path: p.display().to_string(),
             message: e.to_string(),
         };
-        let text = serde_json::to_string_pretty(self).map_err(|e| NnError::Io {
+        let mut doc = self.clone();
+        doc.gptq_layers = self.gptq.keys().cloned().collect();
+        if !self.gptq.is_empty() {
+            let dir = Self::gptq_dir(path);
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            for (name, t) in &self.gptq {
+                check_file_name(name, path)?;
+                let f = dir.join(format!("{name}.safetensors"));
+                t.save(&f).map_err(|e| NnError::Io {
+                    path: f.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| NnError::Io {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
     }
 
-    /// Reads a file.
+    /// Reads a file (and the GPTQ weights it lists).
     pub fn load(path: &Path) -> Result<StaticScales> {
         let text = std::fs::read_to_string(path).map_err(|e| NnError::Io {
             path: path.display().to_string(),
             message: format!("cannot read scales: {e}"),
         })?;
-        serde_json::from_str(&text).map_err(|e| NnError::Io {
+        let mut s: StaticScales = serde_json::from_str(&text).map_err(|e| NnError::Io {
             path: path.display().to_string(),
             message: format!("bad scales file: {e}"),
-        })
+        })?;
+        let dir = Self::gptq_dir(path);
+        for name in &s.gptq_layers {
+            check_file_name(name, path)?;
+            let f = dir.join(format!("{name}.safetensors"));
+            let t = lowbit_quant::QuantizedTensor::load(&f).map_err(|e| NnError::Io {
+                path: f.display().to_string(),
+                message: format!("GPTQ weight of `{name}`: {e}"),
+            })?;
+            s.gptq.insert(name.clone(), t);
+        }
+        Ok(s)
     }
 }
 
+/// A layer name used as a file name must stay in its directory.
+fn check_file_name(name: &str, path: &Path) -> Result<()> {
+    if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
+        return Err(NnError::Io {
+            path: path.display().to_string(),
+            message: format!("GPTQ layer name `{name}` cannot be a file name"),
+        });
+    }
+    Ok(())
+}
+
 impl LayerTable {
-    /// Whether some enabled layer smooths (needs [`begin_smoothing`](Self::begin_smoothing)
-    /// before calibration).
-    pub fn smooths(&self) -> bool {
-        self.layers()
-            .iter()
-            .any(|l| l.op.quant().enabled_smoothing().is_some())
+    /// Whether some enabled layer smooths or runs GPTQ (needs
+    /// [`begin_observation`](Self::begin_observation) before calibration).
+    pub fn observes(&self) -> bool {
+        self.layers().iter().any(|l| l.op.quant().observes())
     }
 
-    /// Starts observing smoothing statistics: every layer that smooths forgets what it saw,
-    /// and the model switches to [`Mode::Fp32`] (the factors come from the FP32 model's
-    /// activations). Run forward passes next, then [`freeze_smoothing`](Self::freeze_smoothing).
-    pub fn begin_smoothing(&self) -> Result<()> {
+    /// Starts the FP32 observation pass: every layer that smooths or runs GPTQ forgets what it
+    /// saw, and the model switches to [`Mode::Fp32`] (smoothing factors and GPTQ Hessians come
+    /// from the FP32 model's activations). Run forward passes next, then
+    /// [`finish_observation`](Self::finish_observation).
+    pub fn begin_observation(&self) -> Result<()> {
         for l in self.layers() {
-            l.op.quant().begin_smoothing()?;
+            l.op.quant().begin_observation()?;
         }
         self.set_mode(Mode::Fp32);
         Ok(())
     }
 
-    /// Computes and installs every smoothing layer's factors from what it observed, and
-    /// returns them. Leaves the mode as it is ([`Mode::Fp32`]); calibrate the quantizers next
-    /// ([`begin_calibration`](Self::begin_calibration)), which then see smoothed tensors.
-    pub fn freeze_smoothing(&self) -> Result<BTreeMap<String, SmoothingFactors>> {
-        let mut out = BTreeMap::new();
+    /// Computes and installs every smoothing layer's factors and every GPTQ layer's weight
+    /// from what they observed, and returns them. Leaves the mode as it is ([`Mode::Fp32`]);
+    /// calibrate the quantizers next ([`begin_calibration`](Self::begin_calibration)), which
+    /// then see smoothed tensors and GPTQ weights.
+    pub fn finish_observation(&self) -> Result<Observations> {
+        let mut out = Observations::default();
         for l in self.layers() {
-            if let Some(f) = l.op.quant().freeze_smoothing()? {
-                out.insert(l.name.clone(), f);
+            let q = l.op.quant();
+            if let Some(f) = q.freeze_smoothing()? {
+                out.smoothing.insert(l.name.clone(), f);
+            }
+            if let Some(t) = q.freeze_gptq()? {
+                out.gptq.insert(l.name.clone(), t);
             }
         }
         Ok(out)
@@ -130,8 +194,7 @@ impl LayerTable {
     pub fn freeze(&self) -> Result<StaticScales> {
         let mut out = StaticScales {
             version: 1,
-            layers: BTreeMap::new(),
-            smoothing: BTreeMap::new(),
+            ..StaticScales::default()
         };
         for l in self.layers() {
             for q in l.op.quant().quantizers() {
@@ -144,6 +207,9 @@ impl LayerTable {
             }
             if let Some(f) = l.op.quant().smoothing_factors() {
                 out.smoothing.insert(l.name.clone(), f);
+            }
+            if let Some(t) = l.op.quant().gptq_weight() {
+                out.gptq.insert(l.name.clone(), t);
             }
         }
         self.set_mode(Mode::Quantize);
@@ -177,6 +243,15 @@ impl LayerTable {
                 )
             })?;
             layer.op.quant().load_smoothing(f)?;
+        }
+        for (name, t) in &scales.gptq {
+            let layer = self.get(name).ok_or_else(|| {
+                NnError::layer(
+                    name,
+                    "the scales file has a GPTQ weight for this layer, but the model has no such layer",
+                )
+            })?;
+            layer.op.quant().load_gptq(t)?;
         }
         Ok(())
     }

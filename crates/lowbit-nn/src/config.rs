@@ -23,7 +23,9 @@
 //! or `layers`, `matmul` operands) by a block-Hadamard matrix before they are quantized
 //! ([`crate::Rotation`]); `smoothing: 0.5` (or `{alpha: 0.5}`)
 //! divides their inputs by SmoothQuant's calibrated per-channel factors and multiplies the
-//! weights by them ([`crate::Smoothing`]; needs `lowbit calibrate`).
+//! weights by them ([`crate::Smoothing`]; needs `lowbit calibrate`); `gptq: {}` (or `{damp,
+//! block}`) quantizes `linear` weights with GPTQ from the calibration inputs ([`crate::Gptq`];
+//! needs `lowbit calibrate`).
 //!
 //! Resolution of one role of one layer: the default of its op class (`input`/`output` for
 //! compute ops, `activation` for both sides of activation ops), then `ops.<kind>`, then every
@@ -38,6 +40,7 @@ use std::str::FromStr;
 use globset::{Glob, GlobMatcher};
 use lowbit_formats::{Accumulator, AccumulatorFormat, AccumulatorRounding};
 
+use crate::gptq::Gptq;
 use crate::rotation::Rotation;
 use crate::smoothing::Smoothing;
 use lowbit_quant::QuantSpec;
@@ -202,6 +205,24 @@ impl ChoiceValue for Smoothing {
     }
 }
 
+impl ChoiceValue for Gptq {
+    const EXPECTING: &'static str =
+        "gptq settings {damp, block} (or {} for the defaults), a damp, or null";
+    fn from_name(_: &str) -> Option<std::result::Result<Self, String>> {
+        None
+    }
+    fn check(&self) -> std::result::Result<(), String> {
+        self.validate()
+    }
+    fn from_number(v: f64) -> Option<std::result::Result<Self, String>> {
+        let g = Gptq {
+            damp: v,
+            ..Gptq::default()
+        };
+        Some(g.validate().map(|_| g))
+    }
+}
+
 impl<'de, T: ChoiceValue> Deserialize<'de> for Choice<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct V<T>(std::marker::PhantomData<T>);
@@ -283,6 +304,13 @@ pub type RotationSetting = Choice<Rotation>;
 /// [`Smoothing`] (SmoothQuant; needs calibration: `lowbit calibrate`).
 pub type SmoothingSetting = Choice<Smoothing>;
 
+/// The `gptq` setting: `null` is round-to-nearest; `{damp, block}` (or `{}`) or a damp value a
+/// [`Gptq`] (needs calibration: `lowbit calibrate`).
+pub type GptqSetting = Choice<Gptq>;
+
+/// The op kinds a `gptq` setting reaches (others ignore it).
+pub const GPTQ_OPS: &[&str] = &["linear"];
+
 /// The op kinds a `smoothing` setting reaches (others ignore it).
 pub const SMOOTHING_OPS: &[&str] = &["linear"];
 
@@ -324,6 +352,9 @@ pub struct RoleSettings {
     /// SmoothQuant smoothing of `linear` layers' inputs and weights.
     #[serde(default, skip_serializing_if = "Choice::is_inherit")]
     pub smoothing: SmoothingSetting,
+    /// GPTQ of `linear` layers' weights.
+    #[serde(default, skip_serializing_if = "Choice::is_inherit")]
+    pub gptq: GptqSetting,
 }
 
 /// One per-layer override.
@@ -357,6 +388,9 @@ pub struct LayerRule {
     /// SmoothQuant smoothing of this layer's input and weight (`linear` layers).
     #[serde(default, skip_serializing_if = "Choice::is_inherit")]
     pub smoothing: SmoothingSetting,
+    /// GPTQ of this layer's weight (`linear` layers).
+    #[serde(default, skip_serializing_if = "Choice::is_inherit")]
+    pub gptq: GptqSetting,
 }
 
 fn yes() -> bool {
@@ -449,6 +483,8 @@ pub struct ResolvedLayer {
     pub rotation: Option<Rotation>,
     /// SmoothQuant smoothing of the layer's input and weight (`linear` only).
     pub smoothing: Option<Smoothing>,
+    /// GPTQ of the layer's weight (`linear` only).
+    pub gptq: Option<Gptq>,
 }
 
 impl ResolvedLayer {
@@ -461,6 +497,7 @@ impl ResolvedLayer {
             || self.accumulator.is_some()
             || self.rotation.is_some()
             || self.smoothing.is_some()
+            || self.gptq.is_some()
     }
 }
 
@@ -625,6 +662,7 @@ impl CompiledConfig {
             c.defaults.rotation.apply(&mut r.rotation);
         }
         c.defaults.smoothing.apply(&mut r.smoothing);
+        c.defaults.gptq.apply(&mut r.gptq);
         if let Some(op) = c.ops.get(kind) {
             op.weight.apply(&mut r.weight);
             op.bias.apply(&mut r.bias);
@@ -633,6 +671,7 @@ impl CompiledConfig {
             op.accumulator.apply(&mut r.accumulator);
             op.rotation.apply(&mut r.rotation);
             op.smoothing.apply(&mut r.smoothing);
+            op.gptq.apply(&mut r.gptq);
         }
         for (rule, g) in c.layers.iter().zip(&self.layer_globs) {
             if g.is_match(name) {
@@ -644,6 +683,7 @@ impl CompiledConfig {
                 rule.accumulator.apply(&mut r.accumulator);
                 rule.rotation.apply(&mut r.rotation);
                 rule.smoothing.apply(&mut r.smoothing);
+                rule.gptq.apply(&mut r.gptq);
             }
         }
         if !ACCUMULATING_OPS.contains(&kind) {
@@ -654,6 +694,9 @@ impl CompiledConfig {
         }
         if !SMOOTHING_OPS.contains(&kind) {
             r.smoothing = None;
+        }
+        if !GPTQ_OPS.contains(&kind) {
+            r.gptq = None;
         }
         if class != OpClass::Weighted {
             r.weight = None;

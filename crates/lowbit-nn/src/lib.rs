@@ -45,6 +45,8 @@
 //!   weight, or of a matmul's operands, before quantization (a config's `rotation`).
 //! - [`Smoothing`] (`smoothing.rs`): SmoothQuant's calibrated per-channel factors moving a
 //!   linear layer's activation outliers into its weight (a config's `smoothing`).
+//! - [`Gptq`] (`gptq.rs`): GPTQ of a linear layer's weight from its calibration inputs (a
+//!   config's `gptq`).
 //! - [`ModelContext`], [`Mode`], [`TapRecord`] (`context.rs`): mode, training flag, taps.
 //! - [`layers`]: the built-in layers, and the CPU convolution kernels `QConv2d` runs
 //!   ([`layers::TiledConv2d`], [`layers::DepthwiseConv2d`]: candle's bits, 3–10× faster, with
@@ -65,6 +67,7 @@ mod cuda;
 mod device;
 mod error;
 mod fake_quant;
+mod gptq;
 pub mod kernel_plan;
 pub mod layers;
 mod lsq;
@@ -79,15 +82,16 @@ pub use accumulate::{
     AccumulatedMatmul, conv2d_accumulated, linear_accumulated, matmul_accumulated, straight_through,
 };
 pub use builder::{ExplainRow, LayerEntry, LayerTable, QBuilder, QuantModel};
-pub use calibration::StaticScales;
+pub use calibration::{Observations, StaticScales};
 pub use config::{
-    AccumulatorSetting, Choice, ChoiceValue, CompiledConfig, LayerRule, OpClass, QuantConfig,
-    ResolvedLayer, RoleSettings, RotationSetting, Setting, SmoothingSetting,
+    AccumulatorSetting, Choice, ChoiceValue, CompiledConfig, GptqSetting, LayerRule, OpClass,
+    QuantConfig, ResolvedLayer, RoleSettings, RotationSetting, Setting, SmoothingSetting,
 };
 pub use context::{Mode, ModelContext, TapRecord};
 pub use device::parse_device;
 pub use error::{NnError, Result};
 pub use fake_quant::{ElementQuant, FakeQuant, FrozenScales, Ste};
+pub use gptq::Gptq;
 pub use lsq::LsqFakeQuant;
 pub use op::{LayerQuant, QuantOp};
 pub use quantizer::{Quantizer, Role};

@@ -12,13 +12,13 @@
 //! is unchanged up to rounding; what the quantizers see are `x / s` (its outlier channels
 //! flattened) and `W · s`. In deployment `1/s` folds into the preceding LayerNorm.
 //!
-//! The factors are calibrated statistics: [`LayerTable::begin_smoothing`] observes FP32
-//! passes, [`LayerTable::freeze_smoothing`] computes and installs them, and they travel in a
+//! The factors are calibrated statistics: [`LayerTable::begin_observation`] observes FP32
+//! passes, [`LayerTable::finish_observation`] computes and installs them, and they travel in a
 //! [`StaticScales`] file with the other static scales. A layer that smooths but has no
 //! factors refuses to run a quantized or calibration pass.
 //!
-//! [`LayerTable::begin_smoothing`]: crate::LayerTable::begin_smoothing
-//! [`LayerTable::freeze_smoothing`]: crate::LayerTable::freeze_smoothing
+//! [`LayerTable::begin_observation`]: crate::LayerTable::begin_observation
+//! [`LayerTable::finish_observation`]: crate::LayerTable::finish_observation
 //! [`StaticScales`]: crate::StaticScales
 
 use candle_core::{DType, Device, Tensor};

@@ -121,9 +121,9 @@ proptest! {
             };
             let Ok(table) = b.finish() else { return };
             let _ = table.explain();
-            let _ = table.begin_smoothing();
+            let _ = table.begin_observation();
             let _ = op.forward1(&x);
-            let _ = table.freeze_smoothing();
+            let _ = table.finish_observation();
             let _ = table.begin_calibration(lowbit_quant::Method::Max);
             let _ = op.forward1(&x);
             let _ = table.freeze();
@@ -141,9 +141,9 @@ fn lying_scales_files_are_errors() {
     let x = r.tensor(&[3, 32], 1.0);
     let yaml = "defaults: { weight: int8, input: { format: int8, granularity: { kind: per_channel, axis: -1 }, mode: static }, smoothing: 0.5 }";
     let (op, table) = build_linear(yaml, &wt, &bt);
-    table.begin_smoothing().unwrap();
+    table.begin_observation().unwrap();
     op.forward1(&x).unwrap();
-    table.freeze_smoothing().unwrap();
+    table.finish_observation().unwrap();
     table.begin_calibration(lowbit_quant::Method::Max).unwrap();
     op.forward1(&x).unwrap();
     let good = serde_json::to_value(table.freeze().unwrap()).unwrap();

@@ -52,8 +52,8 @@ fn a_smoothed_layer_quantizes_x_over_s_and_w_times_s() {
     let batches = outlier_batches(&mut r, 24);
     let yaml = "defaults: { weight: int8, input: int8, smoothing: 0.5 }";
     let (op, table) = build_linear(yaml, &wt, &bt);
-    assert!(table.smooths());
-    table.begin_smoothing().unwrap();
+    assert!(table.observes());
+    table.begin_observation().unwrap();
     for b in &batches {
         // Observing runs the FP32 model.
         let y = op.forward1(b).unwrap();
@@ -62,7 +62,7 @@ fn a_smoothed_layer_quantizes_x_over_s_and_w_times_s() {
             .unwrap();
         assert_eq!(tensor_bits(&y), tensor_bits(&plain));
     }
-    let factors = table.freeze_smoothing().unwrap();
+    let factors = table.finish_observation().unwrap().smoothing;
     let s = reference_factors(&batches, &wt, 0.5);
     assert_eq!(factors["l"].factors, s);
     assert_eq!(factors["l"].alpha, 0.5);
@@ -125,9 +125,9 @@ fn smoothing_alone_keeps_the_function_and_fp32_is_candle() {
         "defaults: { smoothing: 0.5, rotation: { size: 16, seed: 3 } }",
     ] {
         let (op, table) = build_linear(yaml, &wt, &bt);
-        table.begin_smoothing().unwrap();
+        table.begin_observation().unwrap();
         op.forward1(&batches[0]).unwrap();
-        table.freeze_smoothing().unwrap();
+        table.finish_observation().unwrap();
         table.set_mode(Mode::Quantize);
         let y = f32s(&op.forward1(&batches[1]).unwrap());
         let want = f32s(&plain.forward(&batches[1]).unwrap());
@@ -156,10 +156,10 @@ fn smoothing_moves_an_outlier_channel_into_the_weight() {
     );
     let err = |yaml: &str| {
         let (op, table) = build_linear(yaml, &wt, &bt);
-        if table.smooths() {
-            table.begin_smoothing().unwrap();
+        if table.observes() {
+            table.begin_observation().unwrap();
             op.forward1(&batches[0]).unwrap();
-            table.freeze_smoothing().unwrap();
+            table.finish_observation().unwrap();
             table.set_mode(Mode::Quantize);
         }
         let y = f32s(&op.forward1(&batches[1]).unwrap());
@@ -186,8 +186,8 @@ fn errors_name_the_layer_and_the_fix() {
     let e = op.forward1(&x).unwrap_err().to_string();
     assert!(e.contains("`l`") && e.contains("lowbit calibrate"), "{e}");
     // Freezing without an observed pass.
-    table.begin_smoothing().unwrap();
-    let e = table.freeze_smoothing().unwrap_err().to_string();
+    table.begin_observation().unwrap();
+    let e = table.finish_observation().unwrap_err().to_string();
     assert!(e.contains("`l`") && e.contains("no forward pass"), "{e}");
     // Factors for another alpha, for a layer that does not smooth, of the wrong width.
     let f = |alpha: f32, n: usize| SmoothingFactors {

@@ -1,0 +1,182 @@
+//! The `gptq` setting: a linear layer's weight quantized by GPTQ from its FP32 calibration
+//! inputs, used in the quantized pass, saved and loaded with the static scales.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use candle_core::{Device, Module, Tensor};
+use lowbit_nn::{Gptq, Mode, QuantConfig, StaticScales};
+use lowbit_quant::{GptqOptions, Hessian, QuantSpec, gptq};
+
+mod common;
+use common::{Rng, build_linear, f32s, tensor_bits};
+
+/// Correlated inputs `[n, cols]`: a fixed mix of uniform values, one channel 8x larger.
+fn inputs(r: &mut Rng, n: usize, cols: usize, mix: &[f32]) -> Tensor {
+    let z = r.vec(n * cols, 1.0);
+    let mut x = vec![0f32; n * cols];
+    for s in 0..n {
+        for j in 0..cols {
+            let mut v = 0f32;
+            for k in 0..cols {
+                v += z[s * cols + k] * mix[k * cols + j];
+            }
+            x[s * cols + j] = if j == 3 { 8.0 * v } else { v };
+        }
+    }
+    Tensor::from_vec(x, (n, cols), &Device::Cpu).unwrap()
+}
+
+const YAML: &str = "defaults: { weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }, gptq: {} }";
+
+#[test]
+fn the_layer_uses_the_gptq_weight_of_its_calibration_inputs() {
+    let (rows, cols) = (8, 64);
+    let mut r = Rng(51);
+    let (wt, bt) = (r.tensor(&[rows, cols], 0.3), r.tensor(&[rows], 0.1));
+    let mix = r.vec(cols * cols, 0.3);
+    let batches: Vec<Tensor> = (0..3).map(|_| inputs(&mut r, 40, cols, &mix)).collect();
+    let (op, table) = build_linear(YAML, &wt, &bt);
+    assert!(table.observes());
+    table.begin_observation().unwrap();
+    for b in &batches {
+        op.forward1(b).unwrap();
+    }
+    let o = table.finish_observation().unwrap();
+    assert_eq!(o.gptq.len(), 1);
+    // The same GPTQ computed here from the same inputs.
+    let spec: QuantSpec = "int4"
+        .parse::<QuantSpec>()
+        .unwrap()
+        .to_builder()
+        .per_block(-1, 16)
+        .build()
+        .unwrap();
+    let mut h = Hessian::new(cols);
+    for b in &batches {
+        h.add(&f32s(b)).unwrap();
+    }
+    let want = gptq(&spec, &f32s(&wt), rows, cols, &h, GptqOptions::default()).unwrap();
+    let got = o.gptq["l"].dequantize().unwrap();
+    assert_eq!(
+        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        want.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    // The quantized pass computes with it.
+    table.set_mode(Mode::Quantize);
+    let x = inputs(&mut r, 16, cols, &mix);
+    let wq = Tensor::from_vec(want.values.clone(), (rows, cols), &Device::Cpu).unwrap();
+    let y = op.forward1(&x).unwrap();
+    let expect = candle_nn::Linear::new(wq, Some(bt.clone()))
+        .forward(&x)
+        .unwrap();
+    assert_eq!(tensor_bits(&y), tensor_bits(&expect));
+    // Lower output error than round-to-nearest on held-out inputs.
+    let exact = f32s(
+        &candle_nn::Linear::new(wt.clone(), Some(bt.clone()))
+            .forward(&x)
+            .unwrap(),
+    );
+    let err = |y: &Tensor| -> f64 {
+        f32s(y)
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum()
+    };
+    let rtn_yaml = "defaults: { weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } } }";
+    let (rtn, _) = build_linear(rtn_yaml, &wt, &bt);
+    let (eg, er) = (err(&y), err(&rtn.forward1(&x).unwrap()));
+    assert!(eg < 0.8 * er, "gptq {eg} rtn {er}");
+    assert!(
+        table.explain().contains("gptq (damp 0.01)"),
+        "{}",
+        table.explain()
+    );
+    // FP32: the FP32 weight.
+    table.set_mode(Mode::Fp32);
+    assert_eq!(
+        tensor_bits(&op.forward1(&x).unwrap()),
+        tensor_bits(
+            &candle_nn::Linear::new(wt.clone(), Some(bt.clone()))
+                .forward(&x)
+                .unwrap()
+        )
+    );
+
+    // Saved with the scales (a safetensors file per layer beside the JSON) and loaded into a
+    // fresh layer: the same bits.
+    table.set_mode(Mode::Quantize);
+    let scales = table.freeze().unwrap();
+    let dir = std::env::temp_dir().join(format!("lowbit-gptq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("g.scales.json");
+    scales.save(&path).unwrap();
+    assert!(
+        StaticScales::gptq_dir(&path)
+            .join("l.safetensors")
+            .is_file()
+    );
+    let loaded = StaticScales::load(&path).unwrap();
+    assert_eq!(loaded.gptq_layers, ["l"]);
+    let (op2, table2) = build_linear(YAML, &wt, &bt);
+    table2.load_scales(&loaded).unwrap();
+    assert_eq!(tensor_bits(&op2.forward1(&x).unwrap()), tensor_bits(&y));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn gptq_errors_name_the_layer_and_the_fix() {
+    let mut r = Rng(52);
+    let (wt, bt) = (r.tensor(&[4, 16], 1.0), r.tensor(&[4], 1.0));
+    let x = r.tensor(&[5, 16], 1.0);
+    // No GPTQ weight yet: the quantized pass refuses.
+    let (op, table) = build_linear(YAML, &wt, &bt);
+    let e = op.forward1(&x).unwrap_err().to_string();
+    assert!(e.contains("`l`") && e.contains("lowbit calibrate"), "{e}");
+    // Nothing observed.
+    table.begin_observation().unwrap();
+    let e = table.finish_observation().unwrap_err().to_string();
+    assert!(e.contains("no forward pass"), "{e}");
+    // No weight quantizer; with smoothing.
+    for (yaml, needle) in [
+        ("defaults: { gptq: {} }", "no weight quantizer"),
+        (
+            "defaults: { weight: int8, smoothing: 0.5, gptq: {} }",
+            "not supported",
+        ),
+    ] {
+        let (op, table) = build_linear(yaml, &wt, &bt);
+        table.begin_observation().unwrap();
+        op.forward1(&x).unwrap();
+        let e = table.finish_observation().unwrap_err().to_string();
+        assert!(e.contains("`l`") && e.contains(needle), "{yaml}: {e}");
+    }
+    // A GPTQ weight for another spec.
+    let (op, table) = build_linear(YAML, &wt, &bt);
+    table.begin_observation().unwrap();
+    op.forward1(&x).unwrap();
+    let t = table.finish_observation().unwrap().gptq["l"].clone();
+    let (other, _) = build_linear("defaults: { weight: int8, gptq: {} }", &wt, &bt);
+    let e = other.quant().load_gptq(&t).unwrap_err().to_string();
+    assert!(e.contains("calibrate again"), "{e}");
+    // Config forms.
+    let g = |yaml: &str| {
+        QuantConfig::from_yaml(yaml, "g.yaml")
+            .map(|c| c.defaults.gptq)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        g("defaults: { gptq: {} }").unwrap(),
+        lowbit_nn::Choice::On(Gptq::default())
+    );
+    assert_eq!(
+        g("defaults: { gptq: 0.05 }").unwrap(),
+        lowbit_nn::Choice::On(Gptq {
+            damp: 0.05,
+            block: 128
+        })
+    );
+    let e = g("defaults:\n  gptq: { damp: -1 }\n").unwrap_err();
+    assert!(e.contains("g.yaml:2") && e.contains("damp"), "{e}");
+    assert!(g("defaults: { gptq: { block: 0 } }").is_err());
+    assert!(g("defaults: { gptq: { dampen: 1 } }").is_err());
+}
