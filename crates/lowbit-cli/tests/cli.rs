@@ -640,6 +640,36 @@ fn hardware_templates_in_the_docs_build() {
     }
 }
 
+/// `lowbit calibrate --model tiny_mlp -c cfg --batches 2` plus `extra`.
+fn calibrate_tiny(cfg: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "calibrate",
+        "--model",
+        "tiny_mlp",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--batches",
+        "2",
+    ];
+    args.extend(extra);
+    lowbit(&args)
+}
+
+/// `lowbit run --model tiny_mlp -c cfg --limit limit --out runs`.
+fn run_tiny(cfg: &Path, limit: &str, runs: &Path) -> std::process::Output {
+    lowbit(&[
+        "run",
+        "--model",
+        "tiny_mlp",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--limit",
+        limit,
+        "--out",
+        runs.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn smoothing_calibrates_then_runs() {
     // SmoothQuant needs calibrated factors: `run` without them says what to do; `calibrate`
@@ -653,19 +683,7 @@ fn smoothing_calibrates_then_runs() {
     )
     .unwrap();
     let runs = tmp.path().join("runs");
-    let run = || {
-        lowbit(&[
-            "run",
-            "--model",
-            "tiny_mlp",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--limit",
-            "200",
-            "--out",
-            runs.to_str().unwrap(),
-        ])
-    };
+    let run = || run_tiny(&cfg, "200", &runs);
     let o = run();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
@@ -673,15 +691,7 @@ fn smoothing_calibrates_then_runs() {
         err.contains("lowbit calibrate") && err.contains("fc1"),
         "{err}"
     );
-    let o = lowbit(&[
-        "calibrate",
-        "--model",
-        "tiny_mlp",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--batches",
-        "2",
-    ]);
+    let o = calibrate_tiny(&cfg, &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("smoothing factors of 2 layers"), "{out}");
@@ -706,31 +716,13 @@ fn calibrate_freezes_only_static_quantizers() {
         "defaults:\n  weight: int8\n  input: mxfp8_e4m3\nlayers:\n  - pattern: fc2\n    input: { format: int8, granularity: { kind: per_tensor }, mode: static }\n",
     )
     .unwrap();
-    let o = lowbit(&[
-        "calibrate",
-        "--model",
-        "tiny_mlp",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--batches",
-        "2",
-    ]);
+    let o = calibrate_tiny(&cfg, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let scales = json(&tmp.path().join("mixed.scales.json"));
     let layers = scales["layers"].as_object().unwrap();
     assert_eq!(layers.keys().collect::<Vec<_>>(), ["fc2"], "{scales}");
     let runs = tmp.path().join("runs");
-    let o = lowbit(&[
-        "run",
-        "--model",
-        "tiny_mlp",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--limit",
-        "100",
-        "--out",
-        runs.to_str().unwrap(),
-    ]);
+    let o = run_tiny(&cfg, "100", &runs);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -744,17 +736,7 @@ fn calibrate_takes_a_method() {
     )
     .unwrap();
     let scale = |method: &str| {
-        let o = lowbit(&[
-            "calibrate",
-            "--model",
-            "tiny_mlp",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--batches",
-            "2",
-            "--method",
-            method,
-        ]);
+        let o = calibrate_tiny(&cfg, &["--method", method]);
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(out.contains(&format!("({method})")), "{out}");
@@ -766,15 +748,7 @@ fn calibrate_takes_a_method() {
     let max = scale("max");
     let p = scale("percentile:99");
     assert!(p < max, "percentile {p} max {max}");
-    let o = lowbit(&[
-        "calibrate",
-        "--model",
-        "tiny_mlp",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--method",
-        "percentile:200",
-    ]);
+    let o = calibrate_tiny(&cfg, &["--method", "percentile:200"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
@@ -794,15 +768,7 @@ fn gptq_calibrates_then_runs() {
         "defaults:\n  weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }\n  gptq: {}\n",
     )
     .unwrap();
-    let o = lowbit(&[
-        "calibrate",
-        "--model",
-        "tiny_mlp",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--batches",
-        "2",
-    ]);
+    let o = calibrate_tiny(&cfg, &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("GPTQ weights of 2 layers"), "{out}");
@@ -813,17 +779,7 @@ fn gptq_calibrates_then_runs() {
             .is_file()
     );
     let runs = tmp.path().join("runs");
-    let o = lowbit(&[
-        "run",
-        "--model",
-        "tiny_mlp",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--limit",
-        "200",
-        "--out",
-        runs.to_str().unwrap(),
-    ]);
+    let o = run_tiny(&cfg, "200", &runs);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rep = json(&only_subdir(&runs).join("g").join("report.json"));
     assert_eq!(rep["compliance"]["passed"], true, "{}", rep["compliance"]);
