@@ -5,7 +5,8 @@ Reference: `GPTQ.fasterquant` of IST-DASLab's gptq.py (Frantar et al., 2023), po
 line to torch in float64 (the original runs float32 on a GPU): dead inputs, `percdamp`
 dampening, `cholesky` → `cholesky_inverse` → upper `cholesky`, lazy batches of `blocksize`
 columns, group scales found at each group's first column from the weight as it stands at
-the start of the current batch. The quantizer is lowbit's symmetric int4 (narrow range ±7):
+the start of the current batch, and `actorder` (columns in decreasing order of H_ii; the
+sort made stable). The quantizer is lowbit's symmetric int4 (narrow range ±7):
 `scale = amax / 7` (f32), `q = clamp(rint(x · f32(1 / scale)), −7, 7) · scale` in f32.
 
 Writes crates/lowbit-quant/tests/golden/gptq_reference.txt:
@@ -14,7 +15,7 @@ Writes crates/lowbit-quant/tests/golden/gptq_reference.txt:
     shape <rows> <cols> <samples>
     w <f32 bits of the weight, row-major>
     x <f32 bits of the calibration inputs, row-major>
-    case <name> <groupsize: -1 for per channel> <blocksize>
+    case <name> <groupsize: -1 for per channel> <blocksize> <actorder: 0|1>
     q <f32 bits of the quantized weight, row-major>
 
 Usage (the environment of scripts/golden/README.md):
@@ -49,7 +50,7 @@ def quantize(x, scale):
     return (q * scale).astype(np.float32)
 
 
-def fasterquant(W, H, blocksize=128, percdamp=0.01, groupsize=-1):
+def fasterquant(W, H, blocksize=128, percdamp=0.01, groupsize=-1, actorder=False):
     W = W.clone().double()
     H = H.clone().double()
     columns = W.shape[1]
@@ -59,6 +60,11 @@ def fasterquant(W, H, blocksize=128, percdamp=0.01, groupsize=-1):
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
+    if actorder:
+        # The reference's torch.argsort(descending=True), made stable for ties.
+        perm = torch.from_numpy(np.argsort(-torch.diag(H).numpy(), kind="stable"))
+        W = W[:, perm]
+        H = H[perm][:, perm]
     Q = torch.zeros_like(W)
     damp = percdamp * torch.mean(torch.diag(H))
     diag = torch.arange(columns)
@@ -86,6 +92,9 @@ def fasterquant(W, H, blocksize=128, percdamp=0.01, groupsize=-1):
             Err1[:, i] = err1
         Q[:, i1:i2] = Q1
         W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
+    if actorder:
+        invperm = torch.argsort(perm)
+        Q = Q[:, invperm]
     return Q.float()
 
 
@@ -107,13 +116,16 @@ def main():
         "w " + hx(w),
         "x " + hx(x),
     ]
-    for name, groupsize, blocksize in [
-        ("per_channel", -1, 128),
-        ("groups_32", 32, 128),
-        ("groups_64_block_32", 64, 32),
+    for name, groupsize, blocksize, actorder in [
+        ("per_channel", -1, 128, False),
+        ("groups_32", 32, 128, False),
+        ("groups_64_block_32", 64, 32, False),
+        ("per_channel_act_order", -1, 128, True),
     ]:
-        q = fasterquant(torch.from_numpy(w), H, blocksize=blocksize, groupsize=groupsize)
-        lines.append(f"case {name} {groupsize} {blocksize}")
+        q = fasterquant(
+            torch.from_numpy(w), H, blocksize=blocksize, groupsize=groupsize, actorder=actorder
+        )
+        lines.append(f"case {name} {groupsize} {blocksize} {int(actorder)}")
         lines.append("q " + hx(q.numpy().astype(np.float32)))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n")

@@ -26,7 +26,8 @@ fn default_block() -> usize {
     GptqOptions::default().block
 }
 
-/// GPTQ's settings in a config: `gptq: {damp, block}` (both optional), or a number (the damp).
+/// GPTQ's settings in a config: `gptq: {damp, block, act_order}` (all optional), or a number
+/// (the damp).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gptq {
@@ -36,6 +37,10 @@ pub struct Gptq {
     /// The reference's lazy-batch width (128), which decides what a group's scale sees.
     #[serde(default = "default_block")]
     pub block: usize,
+    /// Columns in decreasing order of the inputs' energy (per-tensor or per-channel weight
+    /// scales only).
+    #[serde(default)]
+    pub act_order: bool,
 }
 
 impl Default for Gptq {
@@ -43,6 +48,7 @@ impl Default for Gptq {
         Gptq {
             damp: default_damp(),
             block: default_block(),
+            act_order: false,
         }
     }
 }
@@ -67,6 +73,7 @@ impl Gptq {
         GptqOptions {
             damp: self.damp,
             block: self.block,
+            act_order: self.act_order,
         }
     }
 }
@@ -77,6 +84,9 @@ impl std::fmt::Display for Gptq {
         write!(out, "gptq (damp {})", self.damp)?;
         if self.block != default_block() {
             write!(out, " block {}", self.block)?;
+        }
+        if self.act_order {
+            write!(out, " act order")?;
         }
         Ok(())
     }

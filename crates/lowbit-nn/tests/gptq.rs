@@ -172,11 +172,21 @@ fn gptq_errors_name_the_layer_and_the_fix() {
         g("defaults: { gptq: 0.05 }").unwrap(),
         lowbit_nn::Choice::On(Gptq {
             damp: 0.05,
-            block: 128
+            ..Gptq::default()
         })
     );
     let e = g("defaults:\n  gptq: { damp: -1 }\n").unwrap_err();
     assert!(e.contains("g.yaml:2") && e.contains("damp"), "{e}");
     assert!(g("defaults: { gptq: { block: 0 } }").is_err());
     assert!(g("defaults: { gptq: { dampen: 1 } }").is_err());
+    // Act order with block scales: refused when GPTQ runs, naming the layer.
+    let (op, table) = build_linear(
+        "defaults: { weight: int4_g128, gptq: { act_order: true } }",
+        &r.tensor(&[4, 128], 1.0),
+        &bt,
+    );
+    table.begin_observation().unwrap();
+    op.forward1(&r.tensor(&[5, 128], 1.0)).unwrap();
+    let e = table.finish_observation().unwrap_err().to_string();
+    assert!(e.contains("`l`") && e.contains("act_order"), "{e}");
 }

@@ -175,3 +175,21 @@ fn lying_scales_files_are_errors() {
         });
     }
 }
+
+/// GPTQ layer names in a scales file become file names: ones that would leave the directory
+/// are refused.
+#[test]
+fn gptq_names_cannot_leave_their_directory() {
+    let dir = std::env::temp_dir().join(format!("lowbit-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["../x", "a/b", ".hidden", ""] {
+        let path = dir.join("s.scales.json");
+        let doc = serde_json::json!({ "version": 1, "layers": {}, "gptq_layers": [name] });
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let e = no_panic(name, || StaticScales::load(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("file name"), "{name}: {e}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

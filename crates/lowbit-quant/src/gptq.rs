@@ -38,6 +38,12 @@ pub struct GptqOptions {
     /// scale from the weight as it stood at the start of the current batch of columns, without
     /// the updates from that batch's earlier columns. This is reproduced.
     pub block: usize,
+    /// The reference's `actorder`: quantize the columns in decreasing order of `H_ii` (the
+    /// inputs' energy), so that the most important ones are rounded while there is most room
+    /// to compensate. With per-tensor or per-output-channel scales only (groups of permuted
+    /// columns would not be blocks of the weight). Stochastic rounding then numbers the
+    /// elements in that order.
+    pub act_order: bool,
 }
 
 impl Default for GptqOptions {
@@ -45,6 +51,7 @@ impl Default for GptqOptions {
         GptqOptions {
             damp: 0.01,
             block: 128,
+            act_order: false,
         }
     }
 }
@@ -178,6 +185,16 @@ pub fn gptq(
             )));
         }
     };
+    if options.act_order {
+        if let Groups::Block(_) = groups {
+            return Err(bad(
+                "act_order needs per-tensor or per-output-channel scales (groups of reordered \
+                 columns are not blocks of the weight)"
+                    .into(),
+            ));
+        }
+        return act_order(spec, w, rows, cols, h, options);
+    }
     let u = inverse_hessian_upper(h, options.damp).map_err(bad)?;
     let batch = options.block.max(1);
     let dead: Vec<bool> = (0..cols).map(|i| h.h[i * cols + i] == 0.0).collect();
@@ -279,6 +296,50 @@ pub fn gptq(
     Ok(GptqWeight {
         values: out,
         scales,
+    })
+}
+
+/// GPTQ with the columns in decreasing order of `H_ii` (dead inputs counted as 1, as the
+/// reference sorts after setting them), then put back in place. Ties keep their order.
+fn act_order(
+    spec: &QuantSpec,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Hessian,
+    options: GptqOptions,
+) -> Result<GptqWeight> {
+    let diag = |i: usize| {
+        let d = h.h[i * cols + i];
+        if d == 0.0 { 1.0 } else { d }
+    };
+    let mut perm: Vec<usize> = (0..cols).collect();
+    perm.sort_by(|&a, &b| diag(b).total_cmp(&diag(a)));
+    let wp: Vec<f32> = (0..rows)
+        .flat_map(|r| perm.iter().map(move |&c| w[r * cols + c]))
+        .collect();
+    let mut hp = Hessian::new(cols);
+    for (i, &pi) in perm.iter().enumerate() {
+        for (j, &pj) in perm.iter().enumerate() {
+            hp.h[i * cols + j] = h.h[pi * cols + pj];
+        }
+    }
+    hp.samples = h.samples;
+    let inner = GptqOptions {
+        act_order: false,
+        ..options
+    };
+    let g = gptq(spec, &wp, rows, cols, &hp, inner)?;
+    let mut values = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for (k, &c) in perm.iter().enumerate() {
+            values[r * cols + c] = g.values[r * cols + k];
+        }
+    }
+    // Per-tensor and per-row scales do not depend on the column order.
+    Ok(GptqWeight {
+        values,
+        scales: g.scales,
     })
 }
 

@@ -180,8 +180,8 @@ fn dead_inputs_get_zero_weights_and_bad_calls_are_errors() {
 }
 
 /// The reference algorithm (IST-DASLab `fasterquant`, ported to float64 torch by
-/// `scripts/golden/gen_gptq_golden.py`) with lowbit's int4 quantizer, per channel and in
-/// groups, lazy batches of 128 and 32: the same weights up to the last bits of the linear
+/// `scripts/golden/gen_gptq_golden.py`) with lowbit's int4 quantizer, per channel (also in
+/// act order) and in groups, lazy batches of 128 and 32: the same weights up to the last bits of the linear
 /// algebra (the two sum in different orders, so a flip on a rounding boundary is possible in
 /// principle; on this data every value is equal, the lazy-batch case of groups wider than the
 /// batch included).
@@ -214,6 +214,7 @@ fn gptq_equals_the_reference_algorithm() {
     while let Some(head) = lines.next() {
         let f: Vec<&str> = head.split_whitespace().collect();
         let (group, block): (i64, usize) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        let act_order = f[4] == "1";
         let want = hex(lines.next().unwrap(), "q ");
         let spec = if group < 0 {
             int4.to_builder().per_channel(0).build().unwrap()
@@ -223,7 +224,12 @@ fn gptq_equals_the_reference_algorithm() {
                 .build()
                 .unwrap()
         };
-        let g = gptq(&spec, &w, rows, cols, &h, GptqOptions { damp: 0.01, block }).unwrap();
+        let opts = GptqOptions {
+            damp: 0.01,
+            block,
+            act_order,
+        };
+        let g = gptq(&spec, &w, rows, cols, &h, opts).unwrap();
         let same = g
             .values
             .iter()
@@ -240,5 +246,5 @@ fn gptq_equals_the_reference_algorithm() {
         assert!((eg - er).abs() < 0.01 * er, "{}: {eg} against {er}", f[1]);
         cases += 1;
     }
-    assert_eq!(cases, 3);
+    assert_eq!(cases, 4);
 }
