@@ -152,3 +152,51 @@ fn nvfp4_equals_torchao_bit_for_bit() {
         mismatches[..mismatches.len().min(40)].join("\n")
     );
 }
+
+/// The division convention on the engine's other paths: one big per-tensor group (threads
+/// inside it), blocks longer than the stack buffer, codes, and stochastic rounding, against
+/// `x / s` written out here.
+#[test]
+fn division_holds_on_big_groups_codes_and_stochastic_rounding() {
+    let n = (1 << 17) + 4099;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i as f32) * 0.618_034).sin() * (1.0 + (i % 97) as f32))
+        .collect();
+    let e4m3 = ScaleKind::E4M3 {
+        rounding: E4m3Rounding::Nearest,
+    };
+    let b = || QuantSpec::builder(Format::E2M1).scale(e4m3);
+    let specs = [
+        b().build().unwrap(),                     // per tensor: one big group
+        b().per_block(-1, 9000).build().unwrap(), // blocks longer than the 8192 buffer
+        b().per_block(-1, 16)
+            .rounding(lowbit_formats::Rounding::Stochastic { seed: 3 })
+            .build()
+            .unwrap(),
+    ];
+    for spec in specs {
+        let shape = [n];
+        let sc = spec.compute_scales(&x, &shape).unwrap();
+        let per = x.len().div_ceil(sc.values.len());
+        let mut fq = vec![0f32; n];
+        spec.fake_quantize(&x, &shape, &mut fq).unwrap();
+        let codes = spec.quantize(&x, &shape).unwrap().codes().unwrap();
+        let conv = spec.conversion();
+        for (i, &v) in x.iter().enumerate() {
+            let s = sc.values[i / per];
+            let rand = match conv.rounding {
+                lowbit_formats::Rounding::Stochastic { seed } => {
+                    lowbit_formats::stochastic_bits(seed, i as u64)
+                }
+                _ => 0,
+            };
+            let want = Format::E2M1.quantize_with(v / s, conv, rand) * s;
+            assert_eq!(fq[i].to_bits(), want.to_bits(), "{spec}: element {i}");
+            assert_eq!(
+                u32::from(codes[i]),
+                Format::E2M1.encode_with(v / s, conv, rand),
+                "{spec}: code {i}"
+            );
+        }
+    }
+}
