@@ -616,8 +616,19 @@ pub(crate) fn calibrate_layers(
             println!("GPTQ weights of {} layers", o.gptq.len());
         }
     }
-    // Only `mode: static` quantizers: dynamic ones stay dynamic, as the config says.
+    // The `mode: static` quantizers; dynamic ones stay dynamic, as the config says. A config
+    // that declares none is calibrated whole: every activation quantizer is frozen (what
+    // `lowbit calibrate` did before it read the modes).
+    let activations = layers.layers().iter().any(|l| {
+        l.op.quant()
+            .quantizers()
+            .any(|q| q.is_activation() && q.is_enabled())
+    });
     if layers.begin_static_calibration(method)? > 0 {
+        pass()?;
+    } else if activations {
+        println!("no `mode: static` quantizer in the config: freezing every activation quantizer");
+        layers.begin_calibration(method)?;
         pass()?;
     }
     Ok(layers.freeze()?)

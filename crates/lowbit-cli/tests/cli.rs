@@ -791,3 +791,23 @@ fn gptq_calibrates_then_runs() {
         .count();
     assert_eq!(gptq_layers, 2);
 }
+
+#[test]
+fn calibrate_freezes_a_dynamic_config_whole() {
+    // No `mode: static` quantizer: every activation quantizer is frozen (and `run` uses them).
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("dyn.yaml");
+    std::fs::write(&cfg, "defaults:\n  weight: int8\n  input: fp8_e4m3\n").unwrap();
+    let o = calibrate_tiny(&cfg, &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("freezing every activation quantizer"), "{out}");
+    let scales = json(&tmp.path().join("dyn.scales.json"));
+    let layers = scales["layers"].as_object().unwrap();
+    assert!(
+        layers.contains_key("fc1") && layers.contains_key("fc2"),
+        "{scales}"
+    );
+    let o = run_tiny(&cfg, "100", &tmp.path().join("runs"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
