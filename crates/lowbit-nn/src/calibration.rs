@@ -63,8 +63,14 @@ impl StaticScales {
             path: p.display().to_string(),
             message: e.to_string(),
         };
-        let mut doc = self.clone();
-        doc.gptq_layers = self.gptq.keys().cloned().collect();
+        // The JSON lists the GPTQ layers; their codes go to the files (no copy of them here).
+        let doc = StaticScales {
+            version: self.version,
+            layers: self.layers.clone(),
+            smoothing: self.smoothing.clone(),
+            gptq_layers: self.gptq.keys().cloned().collect(),
+            gptq: BTreeMap::new(),
+        };
         if !self.gptq.is_empty() {
             let dir = Self::gptq_dir(path);
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;

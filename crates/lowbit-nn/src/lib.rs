@@ -36,7 +36,8 @@
 //!   `cuda.rs` + `kernels/*.cu` (feature `cuda`) run it: the same ops on the GPU, bit for bit;
 //!   the tests also run it through the host emulator `kernels/emulator/` (docs/cuda.md).
 //! - [`Quantizer`], [`Role`] (`quantizer.rs`): one role of one layer: spec, calibration, mode.
-//! - [`QuantOp`], [`LayerQuant`] (`op.rs`): the trait every quantized op implements.
+//! - [`QuantOp`], [`LayerQuant`] (`op.rs`): the trait every quantized op implements;
+//!   `op/observe.rs`: a layer's FP32 observation pass (smoothing factors, GPTQ weights).
 //! - [`Registry`], [`OpFactory`], [`OpParams`] (`registry.rs`): op kind → implementation.
 //! - [`QBuilder`], [`LayerTable`], [`QuantModel`] (`builder.rs`): builds models by layer name.
 //! - [`StaticScales`] (`calibration.rs`): calibrate → freeze → save/load scales.

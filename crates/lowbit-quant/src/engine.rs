@@ -654,59 +654,35 @@ pub(crate) fn divides(spec: &QuantSpec) -> bool {
     )
 }
 
-/// Elements per stack buffer of the division path.
+/// Elements per stack buffer of the division path's codes.
 const DIV_BUF: usize = 8192;
 
-/// The outputs of the division path from already divided values `t`.
-trait DivideSink: Sized {
-    /// Quantizes or encodes `t` (values `x / s`, whose blocks of `block` have the effective
-    /// scales `effs`) into `d`; element 0 has global index `first`.
-    fn emit(
-        codec: &Codec,
-        t: &[f32],
-        d: &mut [Self],
-        block: usize,
-        effs: &[f32],
-        first: u64,
-    ) -> Result<()>;
-}
-
-impl DivideSink for f32 {
-    fn emit(
-        codec: &Codec,
-        t: &[f32],
-        d: &mut [f32],
-        block: usize,
-        effs: &[f32],
-        first: u64,
-    ) -> Result<()> {
-        // Scale 1: `x · 1` and `q · 1` are exact, so this is `Q(t)`.
-        codec.quantize_scaled_slice(t, d, 1.0, first)?;
-        for (db, &e) in d.chunks_mut(block).zip(effs) {
-            if e.is_nan() {
-                // As `fake_block`: a NaN scale makes the block NaN.
-                db.fill(f32::NAN);
-            } else {
-                db.iter_mut().for_each(|v| *v *= e);
-            }
-        }
-        Ok(())
+/// [`fake_block`] by division ([`divides`]): `Q(x / s) · s`, the codec's division kernel with
+/// one scale for the whole block; a NaN scale makes the block NaN.
+pub(crate) fn fake_block_div(
+    codec: &Codec,
+    src: &[f32],
+    dst: &mut [f32],
+    eff: f32,
+    first: u64,
+) -> Result<()> {
+    if eff.is_nan() {
+        dst.fill(f32::NAN);
+        return Ok(());
     }
-}
-
-impl DivideSink for u8 {
-    fn emit(codec: &Codec, t: &[f32], d: &mut [u8], _: usize, _: &[f32], first: u64) -> Result<()> {
-        Ok(codec.encode_scaled_slice(t, d, 1.0, first)?)
+    if src.is_empty() {
+        return Ok(());
     }
+    Ok(codec.quantize_blocks_fused_div(src, dst, src.len(), first, |_, _, sc| sc.fill(eff))?)
 }
 
-/// Symmetric blocks by division ([`divides`]): `Q(x / s) · s` (or the codes of `x / s`) for
-/// consecutive blocks of `block` elements with parameters `p`, through a stack buffer.
-fn divide_blocks<T: DivideSink>(
+/// The codes of symmetric blocks by division ([`divides`]): `encode(x / s)` for consecutive
+/// blocks of `block` elements with parameters `p`, the quotients through a stack buffer.
+fn encode_blocks_div(
     codec: &Codec,
     effective: impl Fn(Param) -> f32,
     s: &[f32],
-    d: &mut [T],
+    d: &mut [u8],
     p: &[Param],
     block: usize,
     first: u64,
@@ -719,13 +695,12 @@ fn divide_blocks<T: DivideSink>(
                 let t = &mut buf[..sc.len()];
                 t.iter_mut().zip(sc).for_each(|(t, x)| *t = x / e);
                 let at = first + (j * block + c * DIV_BUF) as u64;
-                T::emit(codec, t, dc, DIV_BUF, &[e], at)?;
+                codec.encode_scaled_slice(t, dc, 1.0, at)?;
             }
         }
         return Ok(());
     }
     let per = DIV_BUF / block;
-    let mut effs = [0.0f32; DIV_BUF];
     for (c, ((sc, dc), pc)) in s
         .chunks(per * block)
         .zip(d.chunks_mut(per * block))
@@ -733,48 +708,14 @@ fn divide_blocks<T: DivideSink>(
         .enumerate()
     {
         let t = &mut buf[..sc.len()];
-        for (j, ((tb, sb), &pj)) in t
-            .chunks_mut(block)
-            .zip(sc.chunks(block))
-            .zip(pc)
-            .enumerate()
-        {
+        for ((tb, sb), &pj) in t.chunks_mut(block).zip(sc.chunks(block)).zip(pc) {
             let e = effective(pj);
-            effs[j] = e;
             tb.iter_mut().zip(sb).for_each(|(t, x)| *t = x / e);
         }
-        let at = first + (c * per * block) as u64;
-        T::emit(codec, t, dc, block, &effs[..pc.len()], at)?;
+        // Scale 1: `x · 1` is exact, so these are the codes of the quotients.
+        codec.encode_scaled_slice(t, dc, 1.0, first + (c * per * block) as u64)?;
     }
     Ok(())
-}
-
-/// One big block by division, with threads over chunks of it.
-fn divide_big<T: DivideSink + Send>(
-    codec: &Codec,
-    s: &[f32],
-    d: &mut [T],
-    eff: f32,
-    first: u64,
-) -> Result<()> {
-    d.par_chunks_mut(REDUCE_CHUNK)
-        .zip(s.par_chunks(REDUCE_CHUNK))
-        .enumerate()
-        .try_for_each(|(c, (d, s))| {
-            let p = [Param {
-                scale: eff,
-                zero: 0.0,
-            }];
-            divide_blocks(
-                codec,
-                |p| p.scale,
-                s,
-                d,
-                &p,
-                s.len(),
-                first + (c * REDUCE_CHUNK) as u64,
-            )
-        })
 }
 
 impl Kern {
@@ -1169,11 +1110,7 @@ impl Sink for f32 {
                 if is_special(eff) {
                     let at = first + (j * block) as u64;
                     if k.divide {
-                        let p = [Param {
-                            scale: eff,
-                            zero: 0.0,
-                        }];
-                        divide_blocks(&k.codec, |p| p.scale, sb, db, &p, block, at)?;
+                        fake_block_div(&k.codec, sb, db, eff, at)?;
                     } else {
                         fake_block(&k.codec, sb, db, eff, at)?;
                     }
@@ -1194,7 +1131,14 @@ impl Sink for f32 {
             return Ok(());
         }
         if k.divide {
-            return divide_big(&k.codec, s, d, k.effective(p), first);
+            let eff = k.effective(p);
+            return d
+                .par_chunks_mut(REDUCE_CHUNK)
+                .zip(s.par_chunks(REDUCE_CHUNK))
+                .enumerate()
+                .try_for_each(|(c, (d, s))| {
+                    fake_block_div(&k.codec, s, d, eff, first + (c * REDUCE_CHUNK) as u64)
+                });
         }
         fake_block(&k.pcodec, s, d, k.effective(p), first)
     }
@@ -1210,7 +1154,7 @@ impl Sink for u8 {
         first: u64,
     ) -> Result<()> {
         if k.divide {
-            return divide_blocks(&k.codec, |p| k.effective(p), s, d, p, block, first);
+            return encode_blocks_div(&k.codec, |p| k.effective(p), s, d, p, block, first);
         }
         for (j, ((sb, db), &pj)) in s
             .chunks(block)
@@ -1239,7 +1183,15 @@ impl Sink for u8 {
             return Ok(());
         }
         if k.divide {
-            return divide_big(&k.codec, s, d, k.effective(p), first);
+            let p = [p];
+            return d
+                .par_chunks_mut(REDUCE_CHUNK)
+                .zip(s.par_chunks(REDUCE_CHUNK))
+                .enumerate()
+                .try_for_each(|(c, (d, s))| {
+                    let at = first + (c * REDUCE_CHUNK) as u64;
+                    encode_blocks_div(&k.codec, |p| k.effective(p), s, d, &p, s.len(), at)
+                });
         }
         encode_block(&k.pcodec, s, d, k.effective(p), first)
     }

@@ -20,7 +20,7 @@
 
 use rayon::prelude::*;
 
-use crate::engine::{Scales, affine_fake_block, divides, fake_block};
+use crate::engine::{Scales, affine_fake_block, divides, fake_block, fake_block_div};
 use crate::error::{QuantError, Result};
 use crate::layout::resolve_axis;
 use crate::scale::{Param, affine_from_minmax, effective, nvfp4_tensor_scale, scale_from_amax};
@@ -352,13 +352,10 @@ fn fake_one(codec: &Codec, spec: &QuantSpec, x: f32, p: Param, ts: f32, index: u
     }
     let eff = effective(spec, p.scale, ts);
     if divides(spec) {
-        if eff.is_nan() {
-            return Ok(f32::NAN);
-        }
-        codec.quantize_scaled_slice(&[x / eff], &mut out, 1.0, index)?;
-        return Ok(out[0] * eff);
+        fake_block_div(codec, &[x], &mut out, eff, index)?;
+    } else {
+        fake_block(codec, &[x], &mut out, eff, index)?;
     }
-    fake_block(codec, &[x], &mut out, eff, index)?;
     Ok(out[0])
 }
 
