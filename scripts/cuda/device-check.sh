@@ -16,4 +16,17 @@ timeout 200 /tmp/b/cuda_test 2>&1 | tee "$OUT/test.log" | tail -40
 cd /work/main
 timeout 150 /tmp/b/cuda_bench --bench --warm-up-time 1 --measurement-time 2 2>&1 | grep -v '^Warning\|^$' | tee "$OUT/bench.log"
 python3 .devrun/bench-ratios.py "$OUT/bench.log" 2>&1 | tee "$OUT/ratios.txt"
+# Timing variants of the kernels (scripts/cuda/ptx-variants.sh), each under its grid limit.
+if [ -f .devrun/ptx/variants.txt ]; then
+    mkdir -p /tmp/ptx "$OUT/variants"
+    while read -r name blocks _; do
+        xz -dc ".devrun/ptx/$name.ptx.xz" > "/tmp/ptx/$name.ptx"
+        env LOWBIT_CUDA_PTX="/tmp/ptx/$name.ptx" \
+            $( [ "$blocks" != 0 ] && echo LOWBIT_CUDA_MAX_BLOCKS=$blocks ) \
+            timeout 120 /tmp/b/cuda_bench --bench --warm-up-time 0.5 --measurement-time 1 < /dev/null 2>&1 |
+            grep -v '^Warning\|^$' > "$OUT/variants/$name.log"
+        python3 .devrun/bench-ratios.py "$OUT/variants/$name.log" > "$OUT/variants/$name.txt" 2>&1
+        echo "== $name (max_blocks $blocks)"; cat "$OUT/variants/$name.txt"
+    done < .devrun/ptx/variants.txt | tee "$OUT/variants.txt"
+fi
 timeout 60 /tmp/b/lowbit run --device cuda --limit 500 -c configs/mxfp8_e4m3.yaml --out /tmp/runs 2>&1 | tail -12 | tee "$OUT/cli.log"

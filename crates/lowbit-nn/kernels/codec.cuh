@@ -486,18 +486,25 @@ struct LbApply {
     int mode;  // 0: q(x * inv) * eff; 1: NaN; 2: prescaled; 3: q(x / eff) * eff
     float eff;
     float inv;
+    // eff (and inv, mode 0) finite and non-zero: a product or quotient with them is NaN only
+    // for a NaN x (no inf · 0, 0 / 0, inf / inf), so the x86 NaN rule reduces to x quieted.
+    int clean;
 };
+
+LB_D bool finite_nonzero(float x) { return is_finite(x) && x != 0.0f; }
 
 LB_D LbApply prepare_sym(float eff, int kind = SK_F32) {
     LbApply p;
     p.eff = eff;
     p.inv = 0.0f;
+    p.clean = 0;
     if (is_nan(eff)) {
         p.mode = 1;
         return p;
     }
     if (kind == SK_NVFP4 || kind == SK_E4M3) {
         p.mode = 3;
+        p.clean = finite_nonzero(eff);
         return p;
     }
     u32 eb = f_bits(eff);
@@ -506,6 +513,7 @@ LB_D LbApply prepare_sym(float eff, int kind = SK_F32) {
     if ((eb & 0x807FFFFFu) == 0u && eb >= 0x00800000u && eb <= 0x7E800000u) {
         p.mode = 0;
         p.inv = bits_f((254u - (eb >> 23)) << 23);
+        p.clean = 1;
         return p;
     }
     bool normal = (eb & 0x7F800000u) != 0u && is_finite(eff);
@@ -519,8 +527,15 @@ LB_D LbApply prepare_sym(float eff, int kind = SK_F32) {
     }
     p.mode = 0;
     p.inv = inv;
+    p.clean = finite_nonzero(eff) && finite_nonzero(inv);
     return p;
 }
+
+// a · b and a / b for b finite and non-zero: the x86 NaN rule is then `a` quieted when a is
+// NaN (GPU arithmetic would return the canonical NaN).
+LB_D float quiet_nan_of(float a, float r) { return is_nan(a) ? bits_f(f_bits(a) | 0x00400000u) : r; }
+LB_D float mul_clean(float a, float b) { return quiet_nan_of(a, __fmul_rn(a, b)); }
+LB_D float div_clean(float a, float b) { return quiet_nan_of(a, __fdiv_rn(a, b)); }
 
 // The rare modes of apply_sym, out of line: a NaN scale, or the 2^64 prescale.
 LB_SLOW float apply_sym_rare(LbFormat f, LbApply p, float x, u64 index) {
@@ -536,6 +551,40 @@ LB_D float apply_sym(const LbFormat& f, const LbApply& p, float x, u64 index) {
     if (p.mode == 0) return mul(quantize_elem(f, mul(x, p.inv), index), p.eff);
     if (p.mode == 3) return mul(quantize_elem(f, div(x, p.eff), index), p.eff);
     return apply_sym_rare(f, p, x, index);
+}
+
+// apply_sym for 4 consecutive elements (work indices base..base+3) through the reference
+// paths, out of line.
+struct Quad {
+    float v[4];
+};
+LB_SLOW Quad apply_sym4_slow(LbFormat f, LbApply p, Quad x, u64 base) {
+    Quad r;
+#pragma unroll
+    for (int j = 0; j < 4; j++) r.v[j] = apply_sym(f, p, x.v[j], base + (u64)j);
+    return r;
+}
+
+// apply_sym for 4 consecutive elements, the branch taken once for the quad: inline, for
+// clean scales, the lane fast path with the reciprocal or the division and integers without
+// stochastic rounding (IntFormat::round_value, a few instructions); everything else out of
+// line.
+LB_D void apply_sym4(const LbFormat& f, const LbApply& p, const float v[4], float o[4], u64 base) {
+    if (f.fast && p.mode == 0 && p.clean) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) o[j] = mul_clean(quantize_fast(f, mul_clean(v[j], p.inv)), p.eff);
+    } else if (f.fast && p.mode == 3 && p.clean) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) o[j] = mul_clean(quantize_fast(f, div_clean(v[j], p.eff)), p.eff);
+    } else if (f.c.is_int && f.c.rounding != R_STOCHASTIC && p.mode == 0 && p.clean) {
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            o[j] = mul_clean(int_round_value(f.c, mul_clean(v[j], p.inv), 0u), p.eff);
+    } else {
+        Quad r = apply_sym4_slow(f, p, Quad{{v[0], v[1], v[2], v[3]}}, base);
+#pragma unroll
+        for (int j = 0; j < 4; j++) o[j] = r.v[j];
+    }
 }
 
 // engine::affine_fake_block for one element: (clamp(round(x · (1/s)) + z) − z) · s.

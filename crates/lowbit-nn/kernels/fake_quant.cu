@@ -6,8 +6,13 @@
 //   lb_reduce_*        per-group abs-max (symmetric) or min/max/NaN (asymmetric), warp-reduced,
 //                      flushed with atomics on ordered integer keys
 //   lb_apply_*         every element: q(x · (1/s)) · s with its group's scale, the affine
-//                      (round(x/s + z) − z) · s, the raw element cast, or the clipped-STE mask;
-//                      the scale frozen, or computed from the group's statistics (dynamic)
+//                      (clamp(round(x/s) + z) − z) · s, the raw element cast, or the
+//                      clipped-STE mask; the scale frozen, or computed from the group's
+//                      statistics (dynamic)
+//   lb_apply_sym_*     the same entry for symmetric fake-quant in aligned quads only (the
+//                      group's scale prepared once per run, the elements on the lean path)
+//   lb_cast_*          the same entry for the bare cast on the lane fast path only
+//                      (one entry point per path: each gets the registers of its own code)
 //   lb_fused_block_*   dynamic blocks of 4..128 contiguous elements (MX, NVFP4, int4 groups):
 //                      one pass computes the block's amax, its scale and its outputs
 //   lb_tiles_gather_*, lb_tiles_scatter_*
@@ -22,14 +27,34 @@
 // LB_UNROLL · 32 quads (4 consecutive elements); lane l takes quads tile + u·32 + l, so each
 // load instruction of a warp reads 512 contiguous bytes (f32), and every thread issues its
 // LB_UNROLL loads before it computes anything. The reference codec and the rare paths are
-// out of line (codec.cuh), so the unrolled fast path stays small.
+// out of line (codec.cuh), so the unrolled fast path stays small. Tried on the H200 and
+// dropped: software pipelining of the tile loop (the next tile's loads before this tile's
+// computation, with capped grids), 8 quads at 2 blocks per SM, 2 quads at 6 blocks for the
+// element kernels (all slower or within the spread; docs/cuda.md).
 #include <cuda_fp16.h>
 #include "codec.cuh"
 
+// The tile shapes and register budgets, measured on an H200 (docs/cuda.md, "Speed"); each
+// can be overridden with -D for timing experiments (scripts/cuda/ptx-variants.sh).
+//
+// Element, cast, reduction kernels: LB_UNROLL quads per lane and step, at least
+// LB_MIN_BLOCKS blocks of 256 threads per SM (4: at most 64 registers a thread).
+#ifndef LB_UNROLL
 #define LB_UNROLL 4
-// At least 3 blocks of 256 threads per SM (at most 85 registers a thread, no spills with
-// nvcc 13.0 for sm_90): 768 threads, each with LB_UNROLL 16-byte loads in flight.
-#define LB_BOUNDS __launch_bounds__(256, 3)
+#endif
+#ifndef LB_MIN_BLOCKS
+#define LB_MIN_BLOCKS 4
+#endif
+#define LB_BOUNDS __launch_bounds__(256, LB_MIN_BLOCKS)
+// The fused block kernel: the same by default (on the H200, 2 quads at 5 or 6 blocks per SM
+// measured within the run-to-run spread of these).
+#ifndef LB_FUSED_UNROLL
+#define LB_FUSED_UNROLL LB_UNROLL
+#endif
+#ifndef LB_FUSED_MIN_BLOCKS
+#define LB_FUSED_MIN_BLOCKS LB_MIN_BLOCKS
+#endif
+#define LB_FUSED_BOUNDS __launch_bounds__(256, LB_FUSED_MIN_BLOCKS)
 
 // Mirrors the Rust `#[repr(C)] struct DevGroups` in src/kernel_plan/params.rs.
 struct LbGroups {
@@ -350,18 +375,18 @@ LB_D float apply_one(const LbFormat& F, const LbScale& S, const ScaleSource& src
 template <typename I> struct WarpTiles {
     I lane, first, step;
 };
-template <typename I> LB_D WarpTiles<I> warp_tiles() {
+template <typename I, int U> LB_D WarpTiles<I> warp_tiles() {
     I warp = ((I)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     I warps = ((I)gridDim.x * blockDim.x) >> 5;
-    return WarpTiles<I>{(I)(threadIdx.x & 31), warp * (32 * LB_UNROLL), warps * (32 * LB_UNROLL)};
+    return WarpTiles<I>{(I)(threadIdx.x & 31), warp * (32 * U), warps * (32 * U)};
 }
 
 // A thread's LB_UNROLL quads of `tile` (zeros past the first `nq` quads), every load issued
 // before any value is used.
-template <typename T, typename I>
-LB_D void load_tile(const T* x, I tile, I lane, I nq, float v[LB_UNROLL][4]) {
+template <typename T, typename I, int U>
+LB_D void load_tile(const T* x, I tile, I lane, I nq, float v[U][4]) {
 #pragma unroll
-    for (int u = 0; u < LB_UNROLL; u++) {
+    for (int u = 0; u < U; u++) {
         I q = tile + u * 32 + lane;
         v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
         if (q < nq) Vec4<T>::load(x, 4 * q, v[u]);
@@ -373,10 +398,10 @@ LB_D void load_tile(const T* x, I tile, I lane, I nq, float v[LB_UNROLL][4]) {
 // inputs, outputs)`, then the store.
 template <typename T, typename I, typename Op>
 LB_D void quad_tiles(const T* x, T* y, I nq, Op& op) {
-    WarpTiles<I> w = warp_tiles<I>();
+    WarpTiles<I> w = warp_tiles<I, LB_UNROLL>();
     for (I tile = w.first; tile < nq; tile += w.step) {
         float v[LB_UNROLL][4];
-        load_tile<T, I>(x, tile, w.lane, nq, v);
+        load_tile<T, I, LB_UNROLL>(x, tile, w.lane, nq, v);
 #pragma unroll
         for (int u = 0; u < LB_UNROLL; u++) {
             I q = tile + u * 32 + w.lane;
@@ -425,12 +450,41 @@ template <typename I> struct Scaled {
     }
 };
 
+// Symmetric fake-quant with the group's scale (every aligned quad in one group, with
+// consecutive work indices): the group's scale is prepared once per run, the elements take
+// the lean q(x · (1/s)) · s (or q(x / s) · s) path.
+template <typename I> struct ScaledSym {
+    const LbGroups& G;
+    const LbFormat& F;
+    const LbScale& S;
+    ScaleSource src;
+    i64 g;
+    LbApply p;
+    I run_g, run_w0, run_lo, run_hi;
+    LB_D void operator()(I base, const float v[4], float o[4]) {
+        if (base < run_lo || base >= run_hi) {
+            locate_run<I>(G, base, &run_g, &run_w0, &run_lo, &run_hi);
+            if ((i64)run_g != g) {
+                g = (i64)run_g;
+                float sc = src.from_stats ? group_scale(src.stats, g, F.c, S, src.ts).sc
+                                          : src.scales[g];
+                p = prepare_sym(effective_scale(S, sc, src.ts), S.kind);
+            }
+        }
+        apply_sym4(F, p, v, o, (u64)(run_w0 + (base - run_lo)));
+    }
+};
+
+// Which code an element kernel carries (one entry point each, so each has the registers of
+// its own path): everything; the bare cast on the lane fast path; symmetric fake-quant.
+enum { P_ANY = 0, P_CAST = 1, P_SYM = 2 };
+
 // Every element: the bare cast (SK_UNIT), or its group's fake-quant / affine fake-quant /
 // clipped-STE mask, with frozen scales or (`from_stats`) scales computed here from the
 // reduction's statistics and the tensor amax (NVFP4). With `quad` set (host: x is 4-element aligned and every aligned run of 4
 // elements lies in one group, whose work indices are then consecutive) the quads go through
 // the tile loop; the rest (or everything, without `quad`) one element per thread and step.
-template <typename T, typename I>
+template <typename T, typename I, int P>
 LB_D void apply_impl(const T* x, T* y, const LbGroups& G, const LbFormat& F, const LbScale& S,
                      const float* scales, const float* zeros, const float* ts_p,
                      const u32* stats, const u32* tensor_amax, int from_stats, int mode,
@@ -445,7 +499,13 @@ LB_D void apply_impl(const T* x, T* y, const LbGroups& G, const LbFormat& F, con
     I n = (I)G.n;
     I nq = quad ? n / 4 : 0;
     Scaled<I> scaled{G, F, S, src, mode, {-1, 0.0f, 0.0f, prepare_sym(1.0f)}, 0, 0, 0, 0};
-    if (nq > 0) {
+    if (P == P_CAST) {
+        CastFast op{F};
+        quad_tiles<T, I>(x, y, nq, op);
+    } else if (P == P_SYM) {
+        ScaledSym<I> op{G, F, S, src, -1, prepare_sym(1.0f), 0, 0, 0, 0};
+        quad_tiles<T, I>(x, y, nq, op);
+    } else if (nq > 0) {
         if (S.kind == SK_UNIT && F.fast) {
             CastFast op{F};
             quad_tiles<T, I>(x, y, nq, op);
@@ -460,7 +520,9 @@ LB_D void apply_impl(const T* x, T* y, const LbGroups& G, const LbFormat& F, con
     I t = (I)blockIdx.x * blockDim.x + threadIdx.x;
     for (I idx = 4 * nq + t; idx < n; idx += stride) {
         float v = Io<T>::load(x, idx), o;
-        if (S.kind == SK_UNIT) {
+        if (P == P_CAST) {
+            o = quantize_fast(F, v);
+        } else if (S.kind == SK_UNIT) {
             o = quantize_elem(F, v, (u64)idx);
         } else {
             I g, w;
@@ -479,10 +541,10 @@ LB_D void amax_impl(const T* x, i64 n, u32* st, int vec) {
     i64 stride = (i64)gridDim.x * blockDim.x;
     i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     i64 nq = vec ? n / 4 : 0;
-    WarpTiles<i64> w = warp_tiles<i64>();
+    WarpTiles<i64> w = warp_tiles<i64, LB_UNROLL>();
     for (i64 tile = w.first; tile < nq; tile += w.step) {
         float v[LB_UNROLL][4];
-        load_tile<T, i64>(x, tile, w.lane, nq, v);
+        load_tile<T, i64, LB_UNROLL>(x, tile, w.lane, nq, v);
 #pragma unroll
         for (int u = 0; u < LB_UNROLL; u++)
             for (int j = 0; j < 4; j++) a = max(a, f_bits(v[u][j]) & 0x7FFFFFFFu);
@@ -503,12 +565,13 @@ LB_D void fused_block_impl(const T* x, T* y, i64 n, int lanes, const LbFormat& F
                            const LbScale& S, const u32* tensor_amax) {
     float ts = S.kind == SK_NVFP4 ? nvfp4_tensor_scale(S, bits_f(tensor_amax[0])) : 1.0f;
     i64 nq = n / 4;
-    WarpTiles<i64> w = warp_tiles<i64>();
+    constexpr int U = LB_FUSED_UNROLL;
+    WarpTiles<i64> w = warp_tiles<i64, U>();
     for (i64 tile = w.first; tile < nq; tile += w.step) {
-        float v[LB_UNROLL][4];
-        load_tile<T, i64>(x, tile, w.lane, nq, v);
+        float v[U][4];
+        load_tile<T, i64, U>(x, tile, w.lane, nq, v);
 #pragma unroll
-        for (int u = 0; u < LB_UNROLL; u++) {
+        for (int u = 0; u < U; u++) {
             i64 q = tile + u * 32 + w.lane;
             u32 a = 0u;
 #pragma unroll
@@ -519,8 +582,7 @@ LB_D void fused_block_impl(const T* x, T* y, i64 n, int lanes, const LbFormat& F
                 LbApply p = prepare_sym(effective_scale(S, scale_from_amax(S, bits_f(a), ts), ts),
                                         S.kind);
                 float o[4];
-#pragma unroll
-                for (int j = 0; j < 4; j++) o[j] = apply_sym(F, p, v[u][j], (u64)(4 * q + j));
+                apply_sym4(F, p, v[u], o, (u64)(4 * q));
                 Vec4<T>::store(y, 4 * q, o);
             }
         }
@@ -584,6 +646,17 @@ LB_D void tiles_scatter_impl(const float* w, T* y, LbTiles t, int wide) {
     else tiles_scatter_loop<T, u64>(w, y, t);
 }
 
+// The element kernels: one entry point per path (P_*), dtype and index type, all with the
+// same parameters (the host picks the name: kernel_plan's `apply`).
+#define LB_APPLY_ENTRY(T, SUF, I, NAME, P)                                                      \
+    extern "C" __global__ void LB_BOUNDS NAME##SUF##_##I(                                       \
+        const T* x, T* y, LbGroups G, LbFormat F, LbScale S, const float* scales,                \
+        const float* zeros, const float* ts, const u32* stats, const u32* tensor_amax,          \
+        int from_stats, int mode, int quad) {                                                   \
+        apply_impl<T, I, P>(x, y, G, F, S, scales, zeros, ts, stats, tensor_amax, from_stats,     \
+                            mode, quad);                                                        \
+    }
+
 #define LB_INSTANTIATE(T, SUF)                                                                  \
     extern "C" __global__ void lb_tiles_gather_##SUF(const T* x, float* w, i64 n, i64 m,        \
                                                      i64 ncols, i64 rows, i64 cols,             \
@@ -603,29 +676,24 @@ LB_D void tiles_scatter_impl(const float* w, T* y, LbTiles t, int wide) {
                                                      i64 per_warp, int quad) {                  \
         reduce_impl<T, u64>(x, G, st, asym, per_warp, quad);                                    \
     }                                                                                           \
-    extern "C" __global__ void LB_BOUNDS lb_apply_##SUF##_u32(                                  \
-        const T* x, T* y, LbGroups G, LbFormat F, LbScale S, const float* scales,                \
-        const float* zeros, const float* ts, const u32* stats, const u32* tensor_amax,          \
-        int from_stats, int mode, int quad) {                                                   \
-        apply_impl<T, u32>(x, y, G, F, S, scales, zeros, ts, stats, tensor_amax, from_stats,      \
-                          mode, quad);                                                          \
-    }                                                                                           \
-    extern "C" __global__ void LB_BOUNDS lb_apply_##SUF##_u64(                                  \
-        const T* x, T* y, LbGroups G, LbFormat F, LbScale S, const float* scales,                \
-        const float* zeros, const float* ts, const u32* stats, const u32* tensor_amax,          \
-        int from_stats, int mode, int quad) {                                                   \
-        apply_impl<T, u64>(x, y, G, F, S, scales, zeros, ts, stats, tensor_amax, from_stats,      \
-                          mode, quad);                                                          \
-    }                                                                                           \
+    LB_APPLY_ENTRY(T, SUF, u32, lb_apply_, P_ANY)                                               \
+    LB_APPLY_ENTRY(T, SUF, u64, lb_apply_, P_ANY)                                               \
+    LB_APPLY_ENTRY(T, SUF, u32, lb_cast_, P_CAST)                                               \
+    LB_APPLY_ENTRY(T, SUF, u64, lb_cast_, P_CAST)                                               \
+    LB_APPLY_ENTRY(T, SUF, u32, lb_apply_sym_, P_SYM)                                           \
+    LB_APPLY_ENTRY(T, SUF, u64, lb_apply_sym_, P_SYM)                                           \
     extern "C" __global__ void lb_amax_##SUF(const T* x, i64 n, u32* st, int vec) {              \
         amax_impl<T>(x, n, st, vec);                                                            \
     }                                                                                           \
-    extern "C" __global__ void LB_BOUNDS lb_fused_block_##SUF(const T* x, T* y, i64 n, int lanes,          \
+    extern "C" __global__ void LB_FUSED_BOUNDS lb_fused_block_##SUF(const T* x, T* y, i64 n, int lanes,          \
                                                     LbFormat F, LbScale S,                      \
                                                     const u32* tensor_amax) {                   \
         fused_block_impl<T>(x, y, n, lanes, F, S, tensor_amax);                                 \
     }
 
 LB_INSTANTIATE(float, f32)
+// LB_ONLY_F32: a smaller module for timing experiments (docs/cuda.md, "Tuning the kernels").
+#ifndef LB_ONLY_F32
 LB_INSTANTIATE(F16, f16)
 LB_INSTANTIATE(BF16, bf16)
+#endif

@@ -10,12 +10,59 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::{CudaDevice, CudaStorage, DType, Layout};
 
 use crate::kernel_plan::{
-    Arg, Buffer, DevFormat, DevGroups, DevScale, Job, KernelDType, THREADS, plan,
+    Arg, Buffer, DevFormat, DevGroups, DevScale, Job, KernelDType, THREADS, plan_with,
 };
 
 /// The PTX of `kernels/fake_quant.cu`.
 pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fake_quant.ptx"));
 const MODULE: &str = "lowbit_fake_quant";
+
+/// Kernel development knobs, read once (docs/cuda.md, "Tuning the kernels"): the PTX to load
+/// instead of the embedded one (`LOWBIT_CUDA_PTX`, a file compiled from this build's
+/// `kernels/` with other `LB_*` macros: the same entry points and parameters), and a grid
+/// limit for every launch (`LOWBIT_CUDA_MAX_BLOCKS`). Neither changes a result.
+struct Knobs {
+    module: &'static str,
+    ptx: std::borrow::Cow<'static, str>,
+    options: crate::kernel_plan::PlanOptions,
+}
+
+fn knobs() -> candle_core::Result<&'static Knobs> {
+    static KNOBS: std::sync::OnceLock<std::result::Result<Knobs, String>> =
+        std::sync::OnceLock::new();
+    let k = KNOBS.get_or_init(|| {
+        let mut options = crate::kernel_plan::PlanOptions::default();
+        if let Some(v) = std::env::var_os("LOWBIT_CUDA_MAX_BLOCKS") {
+            let v = v.to_string_lossy();
+            options.max_blocks = v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|b| *b >= 1)
+                .ok_or_else(|| {
+                    format!("LOWBIT_CUDA_MAX_BLOCKS={v:?}: expected a block count ≥ 1")
+                })?;
+        }
+        match std::env::var_os("LOWBIT_CUDA_PTX") {
+            Some(path) => {
+                let ptx = std::fs::read_to_string(&path).map_err(|e| {
+                    format!("LOWBIT_CUDA_PTX={}: cannot read it: {e}", path.display())
+                })?;
+                Ok(Knobs {
+                    module: "lowbit_fake_quant_override",
+                    ptx: ptx.into(),
+                    options,
+                })
+            }
+            None => Ok(Knobs {
+                module: MODULE,
+                ptx: PTX.into(),
+                options,
+            }),
+        }
+    });
+    k.as_ref().map_err(|e| candle_core::Error::Msg(e.clone()))
+}
 
 // SAFETY: plain `#[repr(C)]` data with the layout of the C struct `LbFormat`.
 unsafe impl DeviceRepr for DevFormat {}
@@ -42,8 +89,10 @@ pub(crate) fn run(
         candle_core::bail!("lowbit cuda: internal: contiguous layout without offsets");
     };
     let dims = layout.dims();
-    let plan_for =
-        |dtype| plan(job, dims, a, dtype).map_err(|e| candle_core::Error::Msg(e.to_string()));
+    let options = knobs()?.options;
+    let plan_for = |dtype| {
+        plan_with(job, dims, a, dtype, options).map_err(|e| candle_core::Error::Msg(e.to_string()))
+    };
     match storage.dtype() {
         DType::F32 => {
             let s = storage.as_cuda_slice::<f32>()?.slice(a..b);
@@ -96,7 +145,8 @@ fn execute<T: DeviceRepr + candle_core::cuda_backend::CudaDType>(
         });
     }
     for l in &plan.launches {
-        let func = dev.get_or_load_custom_func(&l.kernel, MODULE, PTX)?;
+        let k = knobs()?;
+        let func = dev.get_or_load_custom_func(&l.kernel, k.module, &k.ptx)?;
         let written: Vec<usize> = l
             .args
             .iter()

@@ -119,6 +119,11 @@ fn ste_mask_on_the_gpu_matches_the_cpu() {
 }
 
 #[test]
+fn frozen_scales_on_special_values_match_the_cpu() {
+    kernel_cases::frozen_scales_on_specials(&Gpu(gpu()));
+}
+
+#[test]
 fn rounding_conventions_on_the_gpu_match_the_cpu() {
     kernel_cases::rounding_conventions(&Gpu(gpu()));
 }

@@ -310,6 +310,7 @@ on_emulator! {
     adversarial_mx_and_nvfp4_blocks_match_the_cpu => kernel_cases::adversarial_blocks;
     ste_mask_matches_the_cpu => kernel_cases::ste_masks;
     rounding_conventions_match_the_cpu => kernel_cases::rounding_conventions;
+    frozen_scales_on_special_values_match_the_cpu => kernel_cases::frozen_scales_on_specials;
 }
 
 /// The grid-stride loops (a warp taking several tiles, the reduction's longer ranges), which

@@ -633,6 +633,10 @@ void register_kernels() {
     LB_EMU_KERNEL(lb_reduce_f32_u64);
     LB_EMU_KERNEL(lb_apply_f32_u32);
     LB_EMU_KERNEL(lb_apply_f32_u64);
+    LB_EMU_KERNEL(lb_cast_f32_u32);
+    LB_EMU_KERNEL(lb_cast_f32_u64);
+    LB_EMU_KERNEL(lb_apply_sym_f32_u32);
+    LB_EMU_KERNEL(lb_apply_sym_f32_u64);
     LB_EMU_KERNEL(lb_amax_f32);
     LB_EMU_KERNEL(lb_fused_block_f32);
     LB_EMU_KERNEL(lb_tiles_gather_f32);
@@ -642,6 +646,10 @@ void register_kernels() {
     LB_EMU_KERNEL(lb_reduce_f16_u64);
     LB_EMU_KERNEL(lb_apply_f16_u32);
     LB_EMU_KERNEL(lb_apply_f16_u64);
+    LB_EMU_KERNEL(lb_cast_f16_u32);
+    LB_EMU_KERNEL(lb_cast_f16_u64);
+    LB_EMU_KERNEL(lb_apply_sym_f16_u32);
+    LB_EMU_KERNEL(lb_apply_sym_f16_u64);
     LB_EMU_KERNEL(lb_amax_f16);
     LB_EMU_KERNEL(lb_fused_block_f16);
     LB_EMU_KERNEL(lb_tiles_gather_f16);
@@ -651,6 +659,10 @@ void register_kernels() {
     LB_EMU_KERNEL(lb_reduce_bf16_u64);
     LB_EMU_KERNEL(lb_apply_bf16_u32);
     LB_EMU_KERNEL(lb_apply_bf16_u64);
+    LB_EMU_KERNEL(lb_cast_bf16_u32);
+    LB_EMU_KERNEL(lb_cast_bf16_u64);
+    LB_EMU_KERNEL(lb_apply_sym_bf16_u32);
+    LB_EMU_KERNEL(lb_apply_sym_bf16_u64);
     LB_EMU_KERNEL(lb_amax_bf16);
     LB_EMU_KERNEL(lb_fused_block_bf16);
     LB_EMU_KERNEL(lb_tiles_gather_bf16);

@@ -343,12 +343,22 @@ pub fn plan_with(
                 (tensor_amax, tensor_amax, tensor_amax, stats, tensor_amax, 1)
             }
         };
+        // The entry point with only the code this job needs (its own register budget): the
+        // bare cast on the lane fast path, symmetric fake-quant in quads, or everything
+        // (masks, affine, unaligned tensors, the reference cast).
+        let kernel = if quad == 1 && s.kind == 4 && f.fast == 1 {
+            "lb_cast"
+        } else if quad == 1 && s.kind != 4 && s.asym == 0 && mode == 0 {
+            "lb_apply_sym"
+        } else {
+            "lb_apply"
+        };
         // One tile of UNROLL quads per thread; grid-stride beyond 2^20 blocks.
         let grid = (n as u64)
             .div_ceil(4 * UNROLL * THREADS as u64)
             .min(1 << 20);
         p.launch(
-            format!("lb_apply_{sfx}_{idx}"),
+            format!("{kernel}_{sfx}_{idx}"),
             grid,
             vec![
                 read(x),
@@ -628,19 +638,44 @@ mod tests {
         );
         assert_eq!(
             kernels("fp8_e4m3", &[8, 64], 0),
-            ["lb_amax_f32", "lb_apply_f32_u32"]
+            ["lb_amax_f32", "lb_apply_sym_f32_u32"]
         );
         assert_eq!(
             kernels("int8", &[8, 64], 0),
-            ["lb_reduce_f32_u32", "lb_apply_f32_u32"]
+            ["lb_reduce_f32_u32", "lb_apply_sym_f32_u32"]
         );
+        // Asymmetric integers take the general element kernel.
+        let asym = "int8"
+            .parse::<QuantSpec>()
+            .and_then(|s| s.to_builder().asymmetric(true).build())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let job = Job::Spec {
+            spec: &asym,
+            frozen: None,
+            output: Output::Fake,
+        };
+        let p = plan(&job, &[8, 64], 0, KernelDType::F32).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = p.launches.iter().map(|l| l.kernel.as_str()).collect();
+        assert_eq!(
+            names,
+            ["lb_stats_init", "lb_reduce_f32_u32", "lb_apply_f32_u32"]
+        );
+        // The bare cast on the lane fast path: its own entry point.
+        let cast = Job::Element {
+            format: Format::E4M3FN,
+            conv: Conversion::SATURATE,
+        };
+        let p = plan(&cast, &[8, 64], 0, KernelDType::F32).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.launches[0].kernel, "lb_cast_f32_u32");
+        let p = plan(&cast, &[8, 64], 1, KernelDType::F32).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.launches[0].kernel, "lb_apply_f32_u32");
         // 2-D tiles: gathered into the tile-major matrix, the block plan there, scattered back.
         assert_eq!(
             kernels("fp8_e4m3_tile128x128", &[256, 384], 0),
             [
                 "lb_tiles_gather_f32",
                 "lb_reduce_f32_u32",
-                "lb_apply_f32_u32",
+                "lb_apply_sym_f32_u32",
                 "lb_tiles_scatter_f32"
             ]
         );

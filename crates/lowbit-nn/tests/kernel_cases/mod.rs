@@ -423,7 +423,6 @@ pub fn check(
         .unwrap()
         .to_dtype(dtype)
         .unwrap();
-    let inputs: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
     let frozen = (spec.mode() == ScaleMode::Static).then(|| {
         let host = cpu
             .to_dtype(DType::F32)
@@ -441,6 +440,24 @@ pub fn check(
                 .unwrap(),
         )
     });
+    check_with(r, spec, shape, x, dtype, start, frozen)
+}
+
+/// [`check`] with the given frozen scales (`None` for a dynamic spec).
+pub fn check_with(
+    r: &dyn Runner,
+    spec: QuantSpec,
+    shape: &[usize],
+    x: &[f32],
+    dtype: DType,
+    start: usize,
+    frozen: Option<Arc<lowbit_quant::Scales>>,
+) -> Option<String> {
+    let cpu = Tensor::from_slice(x, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
+    let inputs: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
     let op = fq(spec, frozen);
     let want = bits(&cpu.apply_op1_no_bwd(&op).unwrap());
     let got = r.fake_quant(&op, x, shape, dtype, start);
@@ -478,6 +495,66 @@ pub fn every_quantizer(r: &dyn Runner, shapes: &[&[usize]]) {
         }
     }
     assert!(count > 200, "{count} cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Frozen scales computed on finite data, applied to data with ±NaN, ±inf, ±f32::MAX and
+/// subnormals (clean scales, unclean elements: dynamic scales of such data are NaN, so only
+/// frozen ones reach this), then the same with every third scale replaced by an odd value
+/// (0, negative, ±inf, ±NaN, subnormal, f32::MAX, 2^127): every variant that fits.
+pub fn frozen_scales_on_specials(r: &dyn Runner) {
+    let shape = [64usize, 256];
+    let n = 64 * 256;
+    let clean = finite_data(n, 21);
+    let x = data(n, 22);
+    let odd = [
+        0.0,
+        -0.75,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(1),
+        3.0e-39,
+        f32::MAX,
+        2f32.powi(127),
+        -6.5e-3,
+    ];
+    let mut count = 0;
+    let mut failures = Vec::new();
+    for s in variants() {
+        if !fits(&s, &shape) {
+            continue;
+        }
+        let dynamic = s.to_builder().mode(ScaleMode::Dynamic).build().unwrap();
+        let frozen = s.to_builder().mode(ScaleMode::Static).build().unwrap();
+        let mut sc = dynamic.compute_scales(&clean, &shape).unwrap();
+        let run = |sc: &lowbit_quant::Scales| {
+            check_with(
+                r,
+                frozen,
+                &shape,
+                &x,
+                DType::F32,
+                0,
+                Some(Arc::new(sc.clone())),
+            )
+        };
+        failures.extend(run(&sc));
+        for (i, v) in sc.values.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                *v = odd[(i / 3) % odd.len()];
+            }
+        }
+        failures.extend(run(&sc));
+        count += 2;
+    }
+    assert!(count > 100, "{count} cases");
     assert!(
         failures.is_empty(),
         "{} of {count} cases differ:\n{}",
