@@ -419,11 +419,25 @@ pub fn check(
     dtype: DType,
     start: usize,
 ) -> Option<String> {
+    check_with(r, spec, shape, x, dtype, start, None)
+}
+
+/// [`check`] with the given frozen scales (`None`: a static spec gets the scales the CPU
+/// engine computes for `x`).
+pub fn check_with(
+    r: &dyn Runner,
+    spec: QuantSpec,
+    shape: &[usize],
+    x: &[f32],
+    dtype: DType,
+    start: usize,
+    frozen: Option<Arc<lowbit_quant::Scales>>,
+) -> Option<String> {
     let cpu = Tensor::from_slice(x, shape, &Device::Cpu)
         .unwrap()
         .to_dtype(dtype)
         .unwrap();
-    let frozen = (spec.mode() == ScaleMode::Static).then(|| {
+    let computed = || {
         let host = cpu
             .to_dtype(DType::F32)
             .unwrap()
@@ -439,24 +453,8 @@ pub fn check(
                 .compute_scales(&host, shape)
                 .unwrap(),
         )
-    });
-    check_with(r, spec, shape, x, dtype, start, frozen)
-}
-
-/// [`check`] with the given frozen scales (`None` for a dynamic spec).
-pub fn check_with(
-    r: &dyn Runner,
-    spec: QuantSpec,
-    shape: &[usize],
-    x: &[f32],
-    dtype: DType,
-    start: usize,
-    frozen: Option<Arc<lowbit_quant::Scales>>,
-) -> Option<String> {
-    let cpu = Tensor::from_slice(x, shape, &Device::Cpu)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap();
+    };
+    let frozen = frozen.or_else(|| (spec.mode() == ScaleMode::Static).then(computed));
     let inputs: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
     let op = fq(spec, frozen);
     let want = bits(&cpu.apply_op1_no_bwd(&op).unwrap());
