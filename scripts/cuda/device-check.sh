@@ -29,4 +29,15 @@ if [ -f .devrun/ptx/variants.txt ]; then
         echo "== $name (max_blocks $blocks)"; cat "$OUT/variants/$name.txt"
     done < .devrun/ptx/variants.txt | tee "$OUT/variants.txt"
 fi
+# With LOWBIT_NCU=1: Nsight Compute on one launch each of the fused block kernel (mxfp8_e4m3)
+# and the symmetric element kernel (frozen fp8_e4m3): throughput, occupancy, warp stalls.
+NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+if [ -n "${LOWBIT_NCU:-}" ] && [ -n "$NCU" ]; then
+    timeout 150 "$NCU" --launch-count 2 -k regex:'lb_fused_block|lb_apply_sym' \
+        --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section WarpStateStats --section ComputeWorkloadAnalysis \
+        /tmp/b/cuda_bench --bench --warm-up-time 0.3 --measurement-time 0.5 \
+        'fake_quant/(mxfp8_e4m3|fp8_e4m3_static)' < /dev/null > "$OUT/ncu.txt" 2>&1
+    echo "ncu: $? (ncu.txt)"
+fi
 timeout 60 /tmp/b/lowbit run --device cuda --limit 500 -c configs/mxfp8_e4m3.yaml --out /tmp/runs 2>&1 | tail -12 | tee "$OUT/cli.log"
