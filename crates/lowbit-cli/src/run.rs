@@ -606,9 +606,7 @@ pub(crate) fn calibrate_layers(
     method: lowbit_quant::Method,
 ) -> Result<StaticScales> {
     if layers.observes() {
-        layers.begin_observation()?;
-        pass()?;
-        let o = layers.finish_observation()?;
+        let o = layers.observe(pass)?;
         if !o.smoothing.is_empty() {
             println!("smoothing factors of {} layers", o.smoothing.len());
         }

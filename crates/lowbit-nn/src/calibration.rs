@@ -164,6 +164,86 @@ impl LayerTable {
         Ok(out)
     }
 
+    /// The whole observation step on the batches `pass` runs: [`begin_observation`], a pass,
+    /// [`finish_observation`], and for GPTQ layers with `sequential: true` the reference's
+    /// order: they are taken in the order their inputs came, in groups of consecutive layers
+    /// that read the same tensor (q, k and v), and each group after the first observes one
+    /// more FP32 pass in which every GPTQ weight installed so far stands in for its FP32
+    /// weight (activations unquantized, as in the reference). Leaves the model in
+    /// [`Mode::Fp32`], as `finish_observation` does.
+    ///
+    /// [`begin_observation`]: Self::begin_observation
+    /// [`finish_observation`]: Self::finish_observation
+    pub fn observe<E: From<NnError>>(
+        &self,
+        mut pass: impl FnMut() -> std::result::Result<(), E>,
+    ) -> std::result::Result<Observations, E> {
+        self.begin_observation()?;
+        pass()?;
+        let sequential = |l: &&crate::LayerEntry| {
+            l.op.quant()
+                .enabled_gptq()
+                .is_some_and(|g: crate::Gptq| g.sequential)
+        };
+        let mut order: Vec<(u64, u64, &crate::LayerEntry)> = self
+            .layers()
+            .iter()
+            .filter(sequential)
+            .filter_map(|l| l.op.quant().gptq_first_input().map(|(o, f)| (o, f, l)))
+            .collect();
+        order.sort_by_key(|(o, _, _)| *o);
+        let mut groups: Vec<Vec<&crate::LayerEntry>> = Vec::new();
+        let mut last = None;
+        for (_, f, l) in order {
+            match groups.last_mut() {
+                Some(g) if last == Some(f) => g.push(l),
+                _ => groups.push(vec![l]),
+            }
+            last = Some(f);
+        }
+        let later: std::collections::BTreeSet<&str> = groups
+            .iter()
+            .skip(1)
+            .flatten()
+            .map(|l| l.name.as_str())
+            .collect();
+        let mut out = Observations::default();
+        for l in self.layers() {
+            if later.contains(l.name.as_str()) {
+                continue;
+            }
+            let q = l.op.quant();
+            if let Some(f) = q.freeze_smoothing()? {
+                out.smoothing.insert(l.name.clone(), f);
+            }
+            if let Some(t) = q.freeze_gptq()? {
+                out.gptq.insert(l.name.clone(), t);
+            }
+        }
+        let result = (|| {
+            for group in groups.iter().skip(1) {
+                for l in self.layers() {
+                    l.op.quant().set_gptq_substitute(true)?;
+                }
+                for l in group {
+                    l.op.quant().begin_observation()?;
+                }
+                pass()?;
+                for l in group {
+                    if let Some(t) = l.op.quant().freeze_gptq()? {
+                        out.gptq.insert(l.name.clone(), t);
+                    }
+                }
+            }
+            Ok::<(), E>(())
+        })();
+        for l in self.layers() {
+            l.op.quant().set_gptq_substitute(false)?;
+        }
+        result?;
+        Ok(out)
+    }
+
     /// Starts calibration: every activation quantizer gets a fresh calibrator using `method`,
     /// and the model switches to [`Mode::Calibrate`]. Run forward passes next.
     pub fn begin_calibration(&self, method: Method) -> Result<()> {

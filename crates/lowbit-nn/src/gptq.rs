@@ -5,9 +5,13 @@
 //! scales, a [`QuantizedTensor`]) replaces round-to-nearest of the weight in the quantized and
 //! calibration passes, and travels with the static scales (`<config>.scales.gptq/`).
 //!
-//! The inputs are the FP32 model's (every layer sees unquantized activations while observing),
-//! as in GPTQ's one-shot variants; the paper's sequential form feeds each layer the outputs
-//! of the layers already quantized.
+//! By default the inputs are the FP32 model's (every layer sees unquantized activations while
+//! observing), as in GPTQ's one-shot variants. With `sequential: true` a layer's inputs come
+//! from the model whose earlier GPTQ layers already hold their GPTQ weights (activations
+//! unquantized), as in the paper and the reference implementation: [`LayerTable::observe`]
+//! runs one pass per group of layers that read the same input (q/k/v projections form one).
+//!
+//! [`LayerTable::observe`]: crate::LayerTable::observe
 //!
 //! [`LayerTable::begin_observation`]: crate::LayerTable::begin_observation
 //! [`LayerTable::finish_observation`]: crate::LayerTable::finish_observation
@@ -41,6 +45,10 @@ pub struct Gptq {
     /// scales only).
     #[serde(default)]
     pub act_order: bool,
+    /// Inputs from the model whose earlier GPTQ layers are already quantized (the
+    /// reference's order), instead of the FP32 model's.
+    #[serde(default)]
+    pub sequential: bool,
 }
 
 impl Default for Gptq {
@@ -49,6 +57,7 @@ impl Default for Gptq {
             damp: default_damp(),
             block: default_block(),
             act_order: false,
+            sequential: false,
         }
     }
 }
@@ -87,6 +96,9 @@ impl std::fmt::Display for Gptq {
         }
         if self.act_order {
             write!(out, " act order")?;
+        }
+        if self.sequential {
+            write!(out, " sequential")?;
         }
         Ok(())
     }

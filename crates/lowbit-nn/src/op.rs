@@ -353,6 +353,14 @@ impl LayerQuant {
         // that quantizer is active), cached like it.
         let gptq = if slot == 0 { self.gptq_now(p)? } else { None };
         let q = q.as_ref().filter(|q| q.is_active());
+        // Sequential GPTQ's observation passes: earlier layers' GPTQ weights in the FP32 model.
+        if slot == 0
+            && q.is_none()
+            && let Some(g) = self.gptq_substitute(p)?
+        {
+            self.remember_weight(&g);
+            return Ok(g);
+        }
         if q.is_none() && !turns {
             if slot == 0 {
                 self.remember_weight(p);

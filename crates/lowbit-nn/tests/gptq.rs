@@ -190,3 +190,122 @@ fn gptq_errors_name_the_layer_and_the_fix() {
     let e = table.finish_observation().unwrap_err().to_string();
     assert!(e.contains("`l`") && e.contains("act_order"), "{e}");
 }
+
+/// Three linear layers: `a` and `b` read `x`, `c` reads `a`'s output. Returns the table and
+/// the GPTQ weights `table.observe` installs on `batches`, with the number of passes it ran.
+fn observe_chain(
+    yaml: &str,
+    w: &[(Tensor, Tensor)],
+    batches: &[Tensor],
+) -> (
+    std::collections::BTreeMap<String, lowbit_quant::QuantizedTensor>,
+    usize,
+) {
+    let mut weights = std::collections::HashMap::new();
+    for (name, (wt, bt)) in ["a", "b", "c"].iter().zip(w) {
+        weights.insert(format!("{name}.weight"), wt.clone());
+        weights.insert(format!("{name}.bias"), bt.clone());
+    }
+    let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &Device::Cpu);
+    let config = QuantConfig::from_yaml(yaml, "seq.yaml").unwrap();
+    let builder = lowbit_nn::QBuilder::new(vb, &config, lowbit_nn::Registry::default()).unwrap();
+    let op = |name: &str, (wt, _): &(Tensor, Tensor)| {
+        let (out_dim, in_dim) = wt.dims2().unwrap();
+        builder
+            .op(
+                "linear",
+                name,
+                lowbit_nn::OpParams::Linear {
+                    in_dim,
+                    out_dim,
+                    bias: true,
+                },
+            )
+            .unwrap()
+    };
+    let (a, b, c) = (op("a", &w[0]), op("b", &w[1]), op("c", &w[2]));
+    let table = builder.finish().unwrap();
+    let mut passes = 0;
+    let o = table
+        .observe(|| {
+            passes += 1;
+            for x in batches {
+                let ya = a.forward1(x)?;
+                b.forward1(x)?;
+                c.forward1(&ya)?;
+            }
+            Ok::<(), lowbit_nn::NnError>(())
+        })
+        .unwrap();
+    assert!(o.smoothing.is_empty());
+    (o.gptq, passes)
+}
+
+#[test]
+fn sequential_gptq_feeds_each_group_the_outputs_of_the_quantized_layers_before_it() {
+    let cols = 32;
+    let mut r = Rng(77);
+    let w: Vec<(Tensor, Tensor)> = [(cols, cols), (cols, cols), (8, cols)]
+        .iter()
+        .map(|&(o, i)| (r.tensor(&[o, i], 0.3), r.tensor(&[o], 0.1)))
+        .collect();
+    let mix = r.vec(cols * cols, 0.3);
+    let batches: Vec<Tensor> = (0..2).map(|_| inputs(&mut r, 30, cols, &mix)).collect();
+    let spec: QuantSpec = "int4"
+        .parse::<QuantSpec>()
+        .unwrap()
+        .to_builder()
+        .per_block(-1, 16)
+        .build()
+        .unwrap();
+    let gptq_of = |wt: &Tensor, ins: &[Tensor]| {
+        let (rows, cols) = wt.dims2().unwrap();
+        let mut h = Hessian::new(cols);
+        for x in ins {
+            h.add(&f32s(x)).unwrap();
+        }
+        let g = gptq(&spec, &f32s(wt), rows, cols, &h, GptqOptions::default()).unwrap();
+        g.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let bits = |t: &lowbit_quant::QuantizedTensor| {
+        t.dequantize()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    let lin = |(wt, bt): &(Tensor, Tensor), x: &Tensor| {
+        candle_nn::Linear::new(wt.clone(), Some(bt.clone()))
+            .forward(x)
+            .unwrap()
+    };
+    let weight = "weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }";
+
+    // Sequential: `a` and `b` read the same tensor (one group, the first pass), `c` gets a
+    // second pass in which `a` computes with its GPTQ weight.
+    let (seq, passes) = observe_chain(
+        &format!("defaults: {{ {weight}, gptq: {{ sequential: true }} }}"),
+        &w,
+        &batches,
+    );
+    assert_eq!(passes, 2);
+    assert_eq!(bits(&seq["a"]), gptq_of(&w[0].0, &batches));
+    assert_eq!(bits(&seq["b"]), gptq_of(&w[1].0, &batches));
+    let wa = Tensor::from_vec(seq["a"].dequantize().unwrap(), (cols, cols), &Device::Cpu).unwrap();
+    let quantized_a: Vec<Tensor> = batches
+        .iter()
+        .map(|x| lin(&(wa.clone(), w[0].1.clone()), x))
+        .collect();
+    assert_eq!(bits(&seq["c"]), gptq_of(&w[2].0, &quantized_a));
+
+    // One-shot: every layer from the FP32 model's inputs, in one pass.
+    let (one, passes) = observe_chain(
+        &format!("defaults: {{ {weight}, gptq: {{}} }}"),
+        &w,
+        &batches,
+    );
+    assert_eq!(passes, 1);
+    let fp32_a: Vec<Tensor> = batches.iter().map(|x| lin(&w[0], x)).collect();
+    assert_eq!(bits(&one["c"]), gptq_of(&w[2].0, &fp32_a));
+    assert_ne!(bits(&one["c"]), bits(&seq["c"]));
+}

@@ -29,6 +29,21 @@ pub(super) struct Observation {
     weight_seen: Option<Tensor>,
     /// GPTQ: the quantized weight.
     gptq: Option<Arc<GptqInstalled>>,
+    /// GPTQ: when the first input of this observation came (a process-wide sequence number)
+    /// and a fingerprint of its values (layers that read the same tensor share it).
+    first_input: Option<(u64, u64)>,
+    /// GPTQ, sequential: the installed weight stands in for the FP32 weight in FP32 passes.
+    substitute: bool,
+}
+
+/// Orders the first inputs of the layers' observations.
+static INPUT_SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// FNV-1a over the bits of `v`.
+fn fingerprint(v: &[f32]) -> u64 {
+    v.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, x| {
+        (h ^ u64::from(x.to_bits())).wrapping_mul(0x100_0000_01B3)
+    })
 }
 
 impl LayerQuant {
@@ -81,8 +96,37 @@ impl LayerQuant {
             st.weight_amax = None;
             st.hessian = None;
             st.weight_seen = None;
+            st.first_input = None;
         }
         Ok(())
+    }
+
+    /// GPTQ: when the layer's first input of the current observation came, and a fingerprint
+    /// of its values ([`crate::LayerTable::observe`] orders and groups sequential layers by
+    /// them).
+    pub(crate) fn gptq_first_input(&self) -> Option<(u64, u64)> {
+        self.observed.lock().ok()?.first_input
+    }
+
+    /// GPTQ, sequential: whether the installed GPTQ weight stands in for the FP32 weight in
+    /// FP32 passes (the observation passes of later layers).
+    pub(crate) fn set_gptq_substitute(&self, on: bool) -> Result<()> {
+        self.observation()?.substitute = on;
+        Ok(())
+    }
+
+    /// The installed GPTQ weight when it stands in for the FP32 weight now.
+    pub(super) fn gptq_substitute(&self, p: &Tensor) -> Result<Option<Tensor>> {
+        if self.gptq.is_none() {
+            return Ok(None);
+        }
+        let st = self.observation()?;
+        match &st.gptq {
+            Some(g) if st.substitute && g.values.dims() == p.dims() => {
+                Ok(Some(g.values.to_dtype(p.dtype())?.to_device(p.device())?))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Whether the layer needs an observation pass (it smooths or runs GPTQ, and is enabled).
@@ -304,6 +348,10 @@ impl LayerQuant {
                     .to_device(&candle_core::Device::Cpu)?
                     .flatten_all()?
                     .to_vec1::<f32>()?;
+                if st.first_input.is_none() {
+                    let order = INPUT_SEQUENCE.fetch_add(1, Ordering::SeqCst);
+                    st.first_input = Some((order, fingerprint(&v)));
+                }
                 let h = st
                     .hessian
                     .get_or_insert_with(|| lowbit_quant::Hessian::new(width));
