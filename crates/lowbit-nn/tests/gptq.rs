@@ -25,6 +25,14 @@ fn inputs(r: &mut Rng, n: usize, cols: usize, mix: &[f32]) -> Tensor {
     Tensor::from_vec(x, (n, cols), &Device::Cpu).unwrap()
 }
 
+/// The weight spec of the YAML configs here: int4 in blocks of 16 along the input axis.
+fn int4_g16() -> QuantSpec {
+    "int4"
+        .parse::<QuantSpec>()
+        .and_then(|s| s.to_builder().per_block(-1, 16).build())
+        .unwrap()
+}
+
 const YAML: &str = "defaults: { weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }, gptq: {} }";
 
 #[test]
@@ -43,13 +51,7 @@ fn the_layer_uses_the_gptq_weight_of_its_calibration_inputs() {
     let o = table.finish_observation().unwrap();
     assert_eq!(o.gptq.len(), 1);
     // The same GPTQ computed here from the same inputs.
-    let spec: QuantSpec = "int4"
-        .parse::<QuantSpec>()
-        .unwrap()
-        .to_builder()
-        .per_block(-1, 16)
-        .build()
-        .unwrap();
+    let spec = int4_g16();
     let mut h = Hessian::new(cols);
     for b in &batches {
         h.add(&f32s(b)).unwrap();
@@ -251,13 +253,7 @@ fn sequential_gptq_feeds_each_group_the_outputs_of_the_quantized_layers_before_i
         .collect();
     let mix = r.vec(cols * cols, 0.3);
     let batches: Vec<Tensor> = (0..2).map(|_| inputs(&mut r, 30, cols, &mix)).collect();
-    let spec: QuantSpec = "int4"
-        .parse::<QuantSpec>()
-        .unwrap()
-        .to_builder()
-        .per_block(-1, 16)
-        .build()
-        .unwrap();
+    let spec = int4_g16();
     let gptq_of = |wt: &Tensor, ins: &[Tensor]| {
         let (rows, cols) = wt.dims2().unwrap();
         let mut h = Hessian::new(cols);
