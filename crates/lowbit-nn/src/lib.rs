@@ -47,7 +47,7 @@
 //! - [`Smoothing`] (`smoothing.rs`): SmoothQuant's calibrated per-channel factors moving a
 //!   linear layer's activation outliers into its weight (a config's `smoothing`).
 //! - [`Gptq`] (`gptq.rs`): GPTQ of a linear layer's weight from its calibration inputs (a
-//!   config's `gptq`).
+//!   config's `gptq`; one-shot or sequential, [`LayerTable::observe`]).
 //! - [`ModelContext`], [`Mode`], [`TapRecord`] (`context.rs`): mode, training flag, taps.
 //! - [`layers`]: the built-in layers, and the CPU convolution kernels `QConv2d` runs
 //!   ([`layers::TiledConv2d`], [`layers::DepthwiseConv2d`]: candle's bits, 3–10× faster, with
