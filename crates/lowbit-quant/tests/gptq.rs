@@ -6,6 +6,9 @@
 use lowbit_formats::Format;
 use lowbit_quant::{GptqOptions, Hessian, QuantSpec, check_compliance, gptq};
 
+mod golden_io;
+use golden_io::hex32;
+
 /// SplitMix64 values in [-1, 1).
 struct Rng(u64);
 impl Rng {
@@ -190,10 +193,9 @@ fn gptq_equals_the_reference_algorithm() {
     let text = include_str!("golden/gptq_reference.txt");
     let mut lines = text.lines().filter(|l| !l.starts_with('#'));
     let hex = |l: &str, tag: &str| -> Vec<f32> {
-        l.strip_prefix(tag)
-            .unwrap()
-            .split_whitespace()
-            .map(|w| f32::from_bits(u32::from_str_radix(w, 16).unwrap()))
+        hex32(l.strip_prefix(tag).unwrap())
+            .into_iter()
+            .map(f32::from_bits)
             .collect()
     };
     let shape: Vec<usize> = lines

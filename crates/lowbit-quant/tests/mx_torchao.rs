@@ -10,6 +10,9 @@ use std::collections::HashMap;
 
 use lowbit_quant::{E8m0Rounding, QuantSpec, ScaleKind};
 
+mod golden_io;
+use golden_io::{assert_no_mismatches, hex_bytes, hex32, packed_codes, take, value_mismatches};
+
 const GOLDEN: &str = include_str!("golden/mx_torchao.txt");
 
 struct Case {
@@ -21,38 +24,21 @@ struct Case {
     dequantized: Vec<u32>,
 }
 
-fn hex_words(s: &str) -> Vec<u32> {
-    s.split_whitespace()
-        .map(|w| u32::from_str_radix(w, 16).unwrap())
-        .collect()
-}
-
 /// The inputs (name → (rows, cols, values)) and the cases.
 #[allow(clippy::type_complexity)]
 fn parse() -> (HashMap<String, (usize, usize, Vec<f32>)>, Vec<Case>) {
     let mut inputs = HashMap::new();
     let mut cases = Vec::new();
-    let mut lines = GOLDEN.lines().filter(|l| !l.starts_with('#')).peekable();
+    let mut lines = GOLDEN.lines().filter(|l| !l.starts_with('#'));
     let mut rows_of = HashMap::new();
     while let Some(head) = lines.next() {
         let f: Vec<&str> = head.split_whitespace().collect();
-        let mut take = |tag: &str, rows: usize| -> Vec<String> {
-            (0..rows)
-                .map(|_| {
-                    let l = lines.next().unwrap();
-                    l.strip_prefix(tag)
-                        .unwrap_or_else(|| panic!("{tag}: {l}"))
-                        .trim()
-                        .to_string()
-                })
-                .collect()
-        };
         match f[0] {
             "input" => {
                 let (rows, cols): (usize, usize) = (f[2].parse().unwrap(), f[3].parse().unwrap());
-                let x: Vec<f32> = take("x ", rows)
+                let x: Vec<f32> = take(&mut lines, "x ", rows)
                     .iter()
-                    .flat_map(|l| hex_words(l))
+                    .flat_map(|l| hex32(l))
                     .map(f32::from_bits)
                     .collect();
                 assert_eq!(x.len(), rows * cols);
@@ -61,23 +47,18 @@ fn parse() -> (HashMap<String, (usize, usize, Vec<f32>)>, Vec<Case>) {
             }
             "case" => {
                 let rows = rows_of[f[3]];
-                let scale_bytes = take("s ", rows)
+                let scale_bytes = take(&mut lines, "s ", rows)
                     .iter()
-                    .flat_map(|l| {
-                        l.split_whitespace()
-                            .map(|w| u8::from_str_radix(w, 16).unwrap())
-                            .collect::<Vec<_>>()
-                    })
+                    .flat_map(|l| hex_bytes(l))
                     .collect();
-                let codes = take("c ", rows)
+                let codes = take(&mut lines, "c ", rows)
                     .iter()
-                    .flat_map(|l| {
-                        (0..l.len() / 2)
-                            .map(|i| u8::from_str_radix(&l[2 * i..2 * i + 2], 16).unwrap())
-                            .collect::<Vec<_>>()
-                    })
+                    .flat_map(|l| packed_codes(l, 2))
                     .collect();
-                let dequantized = take("d ", rows).iter().flat_map(|l| hex_words(l)).collect();
+                let dequantized = take(&mut lines, "d ", rows)
+                    .iter()
+                    .flat_map(|l| hex32(l))
+                    .collect();
                 cases.push(Case {
                     format: f[1].to_string(),
                     rule: f[2].to_string(),
@@ -150,20 +131,7 @@ fn mx_equals_torchao_bit_for_bit() {
         }
         let mut fq = vec![0f32; x.len()];
         spec.fake_quantize(x, &shape, &mut fq).unwrap();
-        for (i, (&g, &w)) in fq.iter().zip(&c.dequantized).enumerate() {
-            if g.to_bits() != w && !(g.is_nan() && f32::from_bits(w).is_nan()) {
-                mismatches.push(format!(
-                    "{what}: element {i} ({:e}): fake-quant {g:e}, torchao {:e}",
-                    x[i],
-                    f32::from_bits(w)
-                ));
-            }
-        }
+        mismatches.extend(value_mismatches(&what, x, &fq, &c.dequantized, true));
     }
-    assert!(
-        mismatches.is_empty(),
-        "{} mismatches:\n{}",
-        mismatches.len(),
-        mismatches[..mismatches.len().min(40)].join("\n")
-    );
+    assert_no_mismatches(&mismatches);
 }

@@ -9,6 +9,9 @@
 use lowbit_formats::Format;
 use lowbit_quant::{E4m3Rounding, QuantSpec, ScaleKind};
 
+mod golden_io;
+use golden_io::{assert_no_mismatches, hex_bytes, hex32, packed_codes, take, value_mismatches};
+
 const GOLDEN: &str = include_str!("golden/nvfp4_torchao.txt");
 
 struct Case {
@@ -23,12 +26,6 @@ struct Case {
     dequantized: Vec<u32>,
 }
 
-fn hex32(s: &str) -> Vec<u32> {
-    s.split_whitespace()
-        .map(|w| u32::from_str_radix(w, 16).unwrap())
-        .collect()
-}
-
 fn parse() -> Vec<Case> {
     let mut out = Vec::new();
     let mut lines = GOLDEN.lines().filter(|l| !l.starts_with('#'));
@@ -36,37 +33,23 @@ fn parse() -> Vec<Case> {
         let f: Vec<&str> = head.split_whitespace().collect();
         assert_eq!(f[0], "case", "{head}");
         let (rows, cols): (usize, usize) = (f[3].parse().unwrap(), f[4].parse().unwrap());
-        let mut take = |tag: &str| -> Vec<String> {
-            (0..rows)
-                .map(|_| {
-                    let l = lines.next().unwrap();
-                    let rest = l.strip_prefix(tag).unwrap_or_else(|| panic!("{tag}: {l}"));
-                    rest.trim().to_string()
-                })
-                .collect()
-        };
-        let x: Vec<f32> = take("x ")
+        let x: Vec<f32> = take(&mut lines, "x ", rows)
             .iter()
             .flat_map(|l| hex32(l))
             .map(f32::from_bits)
             .collect();
-        let scale_bytes: Vec<u8> = take("s ")
+        let scale_bytes: Vec<u8> = take(&mut lines, "s ", rows)
             .iter()
-            .flat_map(|l| {
-                l.split_whitespace()
-                    .map(|w| u8::from_str_radix(w, 16).unwrap())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|l| hex_bytes(l))
             .collect();
-        let codes: Vec<u8> = take("c ")
+        let codes: Vec<u8> = take(&mut lines, "c ", rows)
             .iter()
-            .flat_map(|l| {
-                l.chars()
-                    .map(|c| c.to_digit(16).unwrap() as u8)
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|l| packed_codes(l, 1))
             .collect();
-        let dequantized: Vec<u32> = take("d ").iter().flat_map(|l| hex32(l)).collect();
+        let dequantized: Vec<u32> = take(&mut lines, "d ", rows)
+            .iter()
+            .flat_map(|l| hex32(l))
+            .collect();
         assert_eq!(x.len(), rows * cols);
         assert_eq!(codes.len(), rows * cols);
         assert_eq!(scale_bytes.len(), rows * cols / 16);
@@ -135,22 +118,9 @@ fn nvfp4_equals_torchao_bit_for_bit() {
         // Dequantized values: torchao's e2m1 * (tensor_scale * block_scale).
         let mut fq = vec![0f32; c.x.len()];
         spec.fake_quantize(&c.x, &shape, &mut fq).unwrap();
-        for (i, (&got, &want)) in fq.iter().zip(&c.dequantized).enumerate() {
-            if got.to_bits() != want && !(got.is_nan() && f32::from_bits(want).is_nan()) {
-                mismatches.push(format!(
-                    "{what}: element {i} ({:e}): fake-quant {got:e}, torchao {:e}",
-                    c.x[i],
-                    f32::from_bits(want)
-                ));
-            }
-        }
+        mismatches.extend(value_mismatches(&what, &c.x, &fq, &c.dequantized, true));
     }
-    assert!(
-        mismatches.is_empty(),
-        "{} mismatches:\n{}",
-        mismatches.len(),
-        mismatches[..mismatches.len().min(40)].join("\n")
-    );
+    assert_no_mismatches(&mismatches);
 }
 
 /// The division convention on the engine's other paths: one big per-tensor group (threads

@@ -13,11 +13,8 @@ use lowbit_quant::QuantSpec;
 
 const GOLDEN: &str = include_str!("golden/torch_fake_quant.txt");
 
-fn hex_words(s: &str) -> Vec<u32> {
-    s.split_whitespace()
-        .map(|w| u32::from_str_radix(w, 16).unwrap())
-        .collect()
-}
+mod golden_io;
+use golden_io::{assert_no_mismatches, hex32, take, value_mismatches};
 
 /// The lowbit spec of each of the script's specs.
 fn spec(name: &str) -> QuantSpec {
@@ -47,8 +44,9 @@ fn integer_fake_quant_equals_pytorch_bit_for_bit() {
         match f[0] {
             "input" => {
                 let (rows, cols): (usize, usize) = (f[2].parse().unwrap(), f[3].parse().unwrap());
-                let x: Vec<f32> = (0..rows)
-                    .flat_map(|_| hex_words(lines.next().unwrap().strip_prefix("x ").unwrap()))
+                let x: Vec<f32> = take(&mut lines, "x ", rows)
+                    .iter()
+                    .flat_map(|l| hex32(l))
                     .map(f32::from_bits)
                     .collect();
                 inputs.insert(f[1].to_string(), (rows, cols, x));
@@ -57,17 +55,14 @@ fn integer_fake_quant_equals_pytorch_bit_for_bit() {
                 cases += 1;
                 let (rows, cols, x) = &inputs[f[2]];
                 let what = format!("{} on {}", f[1], f[2]);
-                let scales = hex_words(lines.next().unwrap().strip_prefix("s ").unwrap());
-                let zeros: Vec<f32> = lines
-                    .next()
-                    .unwrap()
-                    .strip_prefix("z ")
-                    .unwrap()
+                let scales = hex32(take(&mut lines, "s ", 1)[0]);
+                let zeros: Vec<f32> = take(&mut lines, "z ", 1)[0]
                     .split_whitespace()
                     .map(|z| z.parse::<i32>().unwrap() as f32)
                     .collect();
-                let want: Vec<u32> = (0..*rows)
-                    .flat_map(|_| hex_words(lines.next().unwrap().strip_prefix("d ").unwrap()))
+                let want: Vec<u32> = take(&mut lines, "d ", *rows)
+                    .iter()
+                    .flat_map(|l| hex32(l))
                     .collect();
                 let spec = spec(f[1]);
                 let shape = [*rows, *cols];
@@ -81,24 +76,11 @@ fn integer_fake_quant_equals_pytorch_bit_for_bit() {
                 assert_eq!(zp, zeros, "{what}: zero points");
                 let mut fq = vec![0f32; x.len()];
                 spec.fake_quantize(x, &shape, &mut fq).unwrap();
-                for (i, (g, w)) in fq.iter().zip(&want).enumerate() {
-                    if g.to_bits() != *w {
-                        mismatches.push(format!(
-                            "{what}: element {i} ({:e}): {g:e}, torch {:e}",
-                            x[i],
-                            f32::from_bits(*w)
-                        ));
-                    }
-                }
+                mismatches.extend(value_mismatches(&what, x, &fq, &want, false));
             }
             other => panic!("unexpected line kind {other}"),
         }
     }
     assert_eq!(cases, 5 * 6, "5 inputs × 6 specs");
-    assert!(
-        mismatches.is_empty(),
-        "{} mismatches:\n{}",
-        mismatches.len(),
-        mismatches[..mismatches.len().min(40)].join("\n")
-    );
+    assert_no_mismatches(&mismatches);
 }
