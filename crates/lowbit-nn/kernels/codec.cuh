@@ -62,9 +62,10 @@ LB_D bool is_nan(float x) { return x != x; }
 // The x86 rule for a NaN result (what the CPU reference produces): the first NaN operand,
 // quieted; x86's default NaN 0xFFC00000 for an invalid operation (inf · 0). GPU arithmetic
 // returns the canonical NaN instead and would lose the sign, which the minifloat encoders read.
+LB_D float quieted(float a) { return bits_f(f_bits(a) | 0x00400000u); }
 LB_D float x86_nan(float a, float b) {
-    if (is_nan(a)) return bits_f(f_bits(a) | 0x00400000u);
-    if (is_nan(b)) return bits_f(f_bits(b) | 0x00400000u);
+    if (is_nan(a)) return quieted(a);
+    if (is_nan(b)) return quieted(b);
     return bits_f(0xFFC00000u);
 }
 
@@ -533,7 +534,7 @@ LB_D LbApply prepare_sym(float eff, int kind = SK_F32) {
 
 // a · b and a / b for b finite and non-zero: the x86 NaN rule is then `a` quieted when a is
 // NaN (GPU arithmetic would return the canonical NaN).
-LB_D float quiet_nan_of(float a, float r) { return is_nan(a) ? bits_f(f_bits(a) | 0x00400000u) : r; }
+LB_D float quiet_nan_of(float a, float r) { return is_nan(a) ? quieted(a) : r; }
 LB_D float mul_clean(float a, float b) { return quiet_nan_of(a, __fmul_rn(a, b)); }
 LB_D float div_clean(float a, float b) { return quiet_nan_of(a, __fdiv_rn(a, b)); }
 

@@ -220,11 +220,15 @@ impl LayerTable {
                 out.gptq.insert(l.name.clone(), t);
             }
         }
+        // Every GPTQ weight installed so far, and each one installed below, stands in for its
+        // FP32 weight in the passes that follow.
         let result = (|| {
-            for group in groups.iter().skip(1) {
+            if groups.len() > 1 {
                 for l in self.layers() {
                     l.op.quant().set_gptq_substitute(true)?;
                 }
+            }
+            for group in groups.iter().skip(1) {
                 for l in group {
                     l.op.quant().begin_observation()?;
                 }
