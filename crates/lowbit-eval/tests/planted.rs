@@ -215,6 +215,29 @@ fn batch_norm_weight_compliance_checks_the_folded_scale() {
     );
 }
 
+/// The reports of `model` and of `plain` (the same specs without the transform) on one batch
+/// of `x` (labels 0..n).
+fn beside_plain(
+    fp32: Box<dyn QuantModel>,
+    model: Box<dyn QuantModel>,
+    plain: Box<dyn QuantModel>,
+    x: &Tensor,
+) -> (RunReport, RunReport) {
+    let variant = |name: &str, model| Variant {
+        name: name.into(),
+        model,
+        detail: true,
+    };
+    let mut ev = Evaluator::new(fp32, vec![variant("model", model), variant("plain", plain)]);
+    let labels: Vec<u32> = (0..x.dims()[0] as u32).collect();
+    ev.add_batch(x, &labels).unwrap();
+    let res = ev.finish();
+    (
+        RunReport::new(&meta(), res.fp32, &res.variants[0], &[]),
+        RunReport::new(&meta(), res.fp32, &res.variants[1], &[]),
+    )
+}
+
 #[test]
 fn rotated_layers_are_compared_and_checked_in_the_right_basis() {
     // Weight and input errors compare Q(x R) Rᵀ with x (not the rotated tensor with the
@@ -222,27 +245,13 @@ fn rotated_layers_are_compared_and_checked_in_the_right_basis() {
     let vm = VarMap::new();
     let fp32 = net(&vm, "{}");
     let x = Tensor::randn(0f32, 1.0, (8, 64), &Device::Cpu).unwrap();
-    let labels: Vec<u32> = (0..8).collect();
     let cfg = "defaults: { weight: mxfp4, input: fp8_e4m3, rotation: { size: 32, seed: 3 } }";
-    let mut ev = Evaluator::new(
+    let (rep, plain) = beside_plain(
         fp32,
-        vec![
-            Variant {
-                name: "rotated".into(),
-                model: net(&vm, cfg),
-                detail: true,
-            },
-            Variant {
-                name: "plain".into(),
-                model: net(&vm, "defaults: { weight: mxfp4, input: fp8_e4m3 }"),
-                detail: true,
-            },
-        ],
+        net(&vm, cfg),
+        net(&vm, "defaults: { weight: mxfp4, input: fp8_e4m3 }"),
+        &x,
     );
-    ev.add_batch(&x, &labels).unwrap();
-    let res = ev.finish();
-    let rep = RunReport::new(&meta(), res.fp32, &res.variants[0], &[]);
-    let plain = RunReport::new(&meta(), res.fp32, &res.variants[1], &[]);
     assert!(rep.compliance.passed, "{:?}", rep.compliance);
     let (fc, pfc) = (&rep.layers[0], &plain.layers[0]);
     assert_eq!(fc.rotation.as_deref(), Some("hadamard 32 (signs seed 3)"));
@@ -283,7 +292,6 @@ fn smoothed_layers_are_compared_and_checked_in_the_right_basis() {
         row[3] *= 50.0;
     }
     let x = Tensor::from_vec(v, (8, 64), &Device::Cpu).unwrap();
-    let labels: Vec<u32> = (0..8).collect();
     let smoothed = net(
         &vm,
         "defaults: { weight: int8, input: int8, smoothing: 0.5 }",
@@ -292,25 +300,12 @@ fn smoothed_layers_are_compared_and_checked_in_the_right_basis() {
     smoothed.forward(&x).unwrap();
     smoothed.layers().finish_observation().unwrap();
     smoothed.layers().set_mode(Mode::Quantize);
-    let mut ev = Evaluator::new(
+    let (rep, plain) = beside_plain(
         fp32,
-        vec![
-            Variant {
-                name: "smoothed".into(),
-                model: smoothed,
-                detail: true,
-            },
-            Variant {
-                name: "plain".into(),
-                model: net(&vm, "defaults: { weight: int8, input: int8 }"),
-                detail: true,
-            },
-        ],
+        smoothed,
+        net(&vm, "defaults: { weight: int8, input: int8 }"),
+        &x,
     );
-    ev.add_batch(&x, &labels).unwrap();
-    let res = ev.finish();
-    let rep = RunReport::new(&meta(), res.fp32, &res.variants[0], &[]);
-    let plain = RunReport::new(&meta(), res.fp32, &res.variants[1], &[]);
     assert!(rep.compliance.passed, "{:?}", rep.compliance);
     let (fc, pfc) = (&rep.layers[0], &plain.layers[0]);
     assert_eq!(fc.smoothing.as_deref(), Some("smoothquant α=0.5"));
