@@ -334,7 +334,7 @@ pub fn plan_with(
         );
     };
     let apply = |p: &mut Plan, g: DevGroups, f: DevFormat, s: DevScale, src: Source, mode: i32| {
-        let quad = i32::from(vec == 1 && (s.kind == 4 || quad_groups(&g)));
+        let quad = i32::from(vec == 1 && (s.is_unit() || quad_groups(&g)));
         // The pointers the source does not use point at one of its buffers (never read
         // through them): no allocation for them.
         let (scales, zeros, ts, stats, tensor_amax, from_stats) = match src {
@@ -346,9 +346,9 @@ pub fn plan_with(
         // The entry point with only the code this job needs (its own register budget): the
         // bare cast on the lane fast path, symmetric fake-quant in quads, or everything
         // (masks, affine, unaligned tensors, the reference cast).
-        let kernel = if quad == 1 && s.kind == 4 && f.fast == 1 {
+        let kernel = if quad == 1 && s.is_unit() && f.fast == 1 {
             "lb_cast"
-        } else if quad == 1 && s.kind != 4 && s.asym == 0 && mode == 0 {
+        } else if quad == 1 && !s.is_unit() && s.asym == 0 && mode == 0 {
             "lb_apply_sym"
         } else {
             "lb_apply"

@@ -158,6 +158,9 @@ fn e4m3_rounding(r: E4m3Rounding) -> i32 {
     }
 }
 
+/// `SK_UNIT` of `codec.cuh`: no scale.
+const SK_UNIT: i32 = 4;
+
 impl DevScale {
     pub(super) fn new(spec: &QuantSpec) -> DevScale {
         let (kind, rounding) = match spec.scale() {
@@ -197,9 +200,14 @@ impl DevScale {
     /// The raw element cast: no scale at all.
     pub(super) fn unit() -> DevScale {
         DevScale {
-            kind: 4,
+            kind: SK_UNIT,
             ..DevScale::default()
         }
+    }
+
+    /// Whether this is the raw element cast ([`unit`](Self::unit)).
+    pub(super) fn is_unit(&self) -> bool {
+        self.kind == SK_UNIT
     }
 }
 
