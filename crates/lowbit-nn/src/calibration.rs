@@ -152,7 +152,18 @@ impl LayerTable {
     /// then see smoothed tensors and GPTQ weights.
     pub fn finish_observation(&self) -> Result<Observations> {
         let mut out = Observations::default();
-        for l in self.layers() {
+        self.finish_observation_into(&mut out, |_| true)?;
+        Ok(out)
+    }
+
+    /// [`finish_observation`](Self::finish_observation) of the layers `which` selects, into
+    /// `out`.
+    fn finish_observation_into(
+        &self,
+        out: &mut Observations,
+        which: impl Fn(&str) -> bool,
+    ) -> Result<()> {
+        for l in self.layers().iter().filter(|l| which(&l.name)) {
             let q = l.op.quant();
             if let Some(f) = q.freeze_smoothing()? {
                 out.smoothing.insert(l.name.clone(), f);
@@ -161,7 +172,7 @@ impl LayerTable {
                 out.gptq.insert(l.name.clone(), t);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The whole observation step on the batches `pass` runs: [`begin_observation`], a pass,
@@ -208,18 +219,7 @@ impl LayerTable {
             .map(|l| l.name.as_str())
             .collect();
         let mut out = Observations::default();
-        for l in self.layers() {
-            if later.contains(l.name.as_str()) {
-                continue;
-            }
-            let q = l.op.quant();
-            if let Some(f) = q.freeze_smoothing()? {
-                out.smoothing.insert(l.name.clone(), f);
-            }
-            if let Some(t) = q.freeze_gptq()? {
-                out.gptq.insert(l.name.clone(), t);
-            }
-        }
+        self.finish_observation_into(&mut out, |name| !later.contains(name))?;
         // Every GPTQ weight installed so far, and each one installed below, stands in for its
         // FP32 weight in the passes that follow.
         let result = (|| {
@@ -233,11 +233,9 @@ impl LayerTable {
                     l.op.quant().begin_observation()?;
                 }
                 pass()?;
-                for l in group {
-                    if let Some(t) = l.op.quant().freeze_gptq()? {
-                        out.gptq.insert(l.name.clone(), t);
-                    }
-                }
+                self.finish_observation_into(&mut out, |name| {
+                    group.iter().any(|l| l.name == name)
+                })?;
             }
             Ok::<(), E>(())
         })();
