@@ -7,7 +7,7 @@ use lowbit_nn::{Gptq, Mode, QuantConfig, StaticScales};
 use lowbit_quant::{GptqOptions, Hessian, QuantSpec, gptq};
 
 mod common;
-use common::{Rng, build_linear, f32s, tensor_bits};
+use common::{Rng, build_linear, f32s, fp32_linear, tensor_bits};
 
 /// Correlated inputs `[n, cols]`: a fixed mix of uniform values, one channel 8x larger.
 fn inputs(r: &mut Rng, n: usize, cols: usize, mix: &[f32]) -> Tensor {
@@ -72,11 +72,7 @@ fn the_layer_uses_the_gptq_weight_of_its_calibration_inputs() {
         .unwrap();
     assert_eq!(tensor_bits(&y), tensor_bits(&expect));
     // Lower output error than round-to-nearest on held-out inputs.
-    let exact = f32s(
-        &candle_nn::Linear::new(wt.clone(), Some(bt.clone()))
-            .forward(&x)
-            .unwrap(),
-    );
+    let exact = f32s(&fp32_linear(&wt, &bt, &x));
     let err = |y: &Tensor| -> f64 {
         f32s(y)
             .iter()
@@ -97,11 +93,7 @@ fn the_layer_uses_the_gptq_weight_of_its_calibration_inputs() {
     table.set_mode(Mode::Fp32);
     assert_eq!(
         tensor_bits(&op.forward1(&x).unwrap()),
-        tensor_bits(
-            &candle_nn::Linear::new(wt.clone(), Some(bt.clone()))
-                .forward(&x)
-                .unwrap()
-        )
+        tensor_bits(&fp32_linear(&wt, &bt, &x))
     );
 
     // Saved with the scales (a safetensors file per layer beside the JSON) and loaded into a
@@ -270,11 +262,7 @@ fn sequential_gptq_feeds_each_group_the_outputs_of_the_quantized_layers_before_i
             .map(|v| v.to_bits())
             .collect::<Vec<_>>()
     };
-    let lin = |(wt, bt): &(Tensor, Tensor), x: &Tensor| {
-        candle_nn::Linear::new(wt.clone(), Some(bt.clone()))
-            .forward(x)
-            .unwrap()
-    };
+    let lin = |(wt, bt): &(Tensor, Tensor), x: &Tensor| fp32_linear(wt, bt, x);
     let weight = "weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }";
 
     // Sequential: `a` and `b` read the same tensor (one group, the first pass), `c` gets a

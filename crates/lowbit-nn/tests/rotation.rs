@@ -6,7 +6,7 @@ use candle_core::{Device, Module, Tensor};
 use lowbit_nn::{Mode, QuantConfig, Rotation};
 
 mod common;
-use common::{Rng, build_linear, f32s, fq, tensor_bits};
+use common::{Rng, build_linear, f32s, fp32_linear, fq, tensor_bits};
 
 #[test]
 fn the_block_is_orthogonal_with_and_without_signs() {
@@ -81,11 +81,7 @@ fn a_rotated_linear_layer_quantizes_x_r_and_w_r() {
     table.set_mode(Mode::Fp32);
     assert_eq!(
         tensor_bits(&op.forward1(&x).unwrap()),
-        tensor_bits(
-            &candle_nn::Linear::new(wt.clone(), Some(bt.clone()))
-                .forward(&x)
-                .unwrap()
-        )
+        tensor_bits(&fp32_linear(&wt, &bt, &x))
     );
     // Rotation alone leaves the layer's function unchanged, up to f32 rounding.
     let (op, _) = build_linear("defaults: { rotation: { size: 64 } }", &wt, &bt);
@@ -107,11 +103,7 @@ fn rotation_spreads_an_outlier_channel() {
     }
     let x = Tensor::from_vec(xv, (64, 128), &Device::Cpu).unwrap();
     let (wt, bt) = (r.tensor(&[32, 128], 0.1), r.tensor(&[32], 0.0));
-    let exact = f32s(
-        &candle_nn::Linear::new(wt.clone(), Some(bt.clone()))
-            .forward(&x)
-            .unwrap(),
-    );
+    let exact = f32s(&fp32_linear(&wt, &bt, &x));
     let err = |yaml: &str| {
         let (op, _) = build_linear(yaml, &wt, &bt);
         let y = f32s(&op.forward1(&x).unwrap());

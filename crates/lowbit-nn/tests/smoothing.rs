@@ -6,7 +6,7 @@ use candle_core::{Device, Module, Tensor};
 use lowbit_nn::{Mode, QuantConfig, Smoothing, SmoothingFactors, StaticScales};
 
 mod common;
-use common::{Rng, build_linear, f32s, fq, tensor_bits};
+use common::{Rng, build_linear, f32s, fp32_linear, fq, tensor_bits};
 
 /// Activations whose channel 5 is 60× the others, in two batches.
 fn outlier_batches(r: &mut Rng, width: usize) -> Vec<Tensor> {
@@ -57,9 +57,7 @@ fn a_smoothed_layer_quantizes_x_over_s_and_w_times_s() {
     for b in &batches {
         // Observing runs the FP32 model.
         let y = op.forward1(b).unwrap();
-        let plain = candle_nn::Linear::new(wt.clone(), Some(bt.clone()))
-            .forward(b)
-            .unwrap();
+        let plain = fp32_linear(&wt, &bt, b);
         assert_eq!(tensor_bits(&y), tensor_bits(&plain));
     }
     let factors = table.finish_observation().unwrap().smoothing;
@@ -149,11 +147,7 @@ fn smoothing_moves_an_outlier_channel_into_the_weight() {
     let mut r = Rng(33);
     let (wt, bt) = (r.tensor(&[32, 64], 0.2), r.tensor(&[32], 0.0));
     let batches = outlier_batches(&mut r, 64);
-    let exact = f32s(
-        &candle_nn::Linear::new(wt.clone(), Some(bt.clone()))
-            .forward(&batches[1])
-            .unwrap(),
-    );
+    let exact = f32s(&fp32_linear(&wt, &bt, &batches[1]));
     let err = |yaml: &str| {
         let (op, table) = build_linear(yaml, &wt, &bt);
         if table.observes() {

@@ -80,6 +80,14 @@ pub fn build_op(vb: VarBuilder, yaml: &str, kind: &str, name: &str, params: OpPa
 }
 
 /// A linear layer `l` with weight `wt` `[out, in]` and bias `bt`, built with the config `yaml`.
+/// candle's own linear layer on `x`: `x Wᵀ + b`, the FP32 reference of a `linear` op.
+pub fn fp32_linear(wt: &Tensor, bt: &Tensor, x: &Tensor) -> Tensor {
+    use candle_core::Module;
+    candle_nn::Linear::new(wt.clone(), Some(bt.clone()))
+        .forward(x)
+        .unwrap()
+}
+
 pub fn build_linear(yaml: &str, wt: &Tensor, bt: &Tensor) -> Built {
     let weights: std::collections::HashMap<String, Tensor> = [
         ("l.weight".to_string(), wt.clone()),
