@@ -5,8 +5,10 @@ Reference: `GPTQ.fasterquant` of IST-DASLab's gptq.py (Frantar et al., 2023), po
 line to torch in float64 (the original runs float32 on a GPU): dead inputs, `percdamp`
 dampening, `cholesky` → `cholesky_inverse` → upper `cholesky`, lazy batches of `blocksize`
 columns, group scales found at each group's first column from the weight as it stands at
-the start of the current batch, and `actorder` (columns in decreasing order of H_ii; the
-sort made stable). The quantizer is lowbit's symmetric int4 (narrow range ±7):
+the start of the current batch, `actorder` (columns in decreasing order of H_ii; the
+sort made stable) and `static_groups` (every group's scale found up front from the weight
+with dead inputs zeroed, before any column is quantized; in act order a column keeps its
+original group's scale). The quantizer is lowbit's symmetric int4 (narrow range ±7):
 `scale = amax / 7` (f32), `q = clamp(rint(x · f32(1 / scale)), −7, 7) · scale` in f32.
 
 Writes crates/lowbit-quant/tests/golden/gptq_reference.txt:
@@ -15,7 +17,7 @@ Writes crates/lowbit-quant/tests/golden/gptq_reference.txt:
     shape <rows> <cols> <samples>
     w <f32 bits of the weight, row-major>
     x <f32 bits of the calibration inputs, row-major>
-    case <name> <groupsize: -1 for per channel> <blocksize> <actorder: 0|1>
+    case <name> <groupsize: -1 for per channel> <blocksize> <actorder: 0|1> <static_groups: 0|1>
     q <f32 bits of the quantized weight, row-major>
 
 Usage (the environment of scripts/golden/README.md):
@@ -51,7 +53,9 @@ def quantize(x, scale):
     return (q * scale).astype(np.float32)
 
 
-def fasterquant(W, H, blocksize=128, percdamp=0.01, groupsize=-1, actorder=False):
+def fasterquant(
+    W, H, blocksize=128, percdamp=0.01, groupsize=-1, actorder=False, static_groups=False
+):
     W = W.clone().double()
     H = H.clone().double()
     columns = W.shape[1]
@@ -61,6 +65,10 @@ def fasterquant(W, H, blocksize=128, percdamp=0.01, groupsize=-1, actorder=False
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
+    if static_groups:
+        groups = [
+            quant_params(W[:, i : (i + groupsize)].numpy()) for i in range(0, columns, groupsize)
+        ]
     if actorder:
         # The reference's torch.argsort(descending=True), made stable for ties.
         perm = torch.from_numpy(np.argsort(-torch.diag(H).numpy(), kind="stable"))
@@ -84,8 +92,15 @@ def fasterquant(W, H, blocksize=128, percdamp=0.01, groupsize=-1, actorder=False
         for i in range(count):
             w = W1[:, i]
             d = Hinv1[i, i]
-            if groupsize != -1 and (i1 + i) % groupsize == 0:
-                scale = quant_params(W[:, (i1 + i):(i1 + i + groupsize)].numpy())
+            if groupsize != -1:
+                if not static_groups:
+                    if (i1 + i) % groupsize == 0:
+                        scale = quant_params(W[:, (i1 + i):(i1 + i + groupsize)].numpy())
+                else:
+                    idx = i1 + i
+                    if actorder:
+                        idx = int(perm[idx])
+                    scale = groups[idx // groupsize]
             q = torch.from_numpy(quantize(w.numpy(), scale)).double()
             Q1[:, i] = q
             err1 = (w - q) / d
@@ -116,16 +131,24 @@ def main():
         "w " + hex32(w),
         "x " + hex32(x),
     ]
-    for name, groupsize, blocksize, actorder in [
-        ("per_channel", -1, 128, False),
-        ("groups_32", 32, 128, False),
-        ("groups_64_block_32", 64, 32, False),
-        ("per_channel_act_order", -1, 128, True),
+    for name, groupsize, blocksize, actorder, static in [
+        ("per_channel", -1, 128, False, False),
+        ("groups_32", 32, 128, False, False),
+        ("groups_64_block_32", 64, 32, False, False),
+        ("per_channel_act_order", -1, 128, True, False),
+        ("groups_32_block_32_static", 32, 32, False, True),
+        ("groups_32_static_act_order", 32, 128, True, True),
+        ("groups_64_block_32_static_act_order", 64, 32, True, True),
     ]:
         q = fasterquant(
-            torch.from_numpy(w), H, blocksize=blocksize, groupsize=groupsize, actorder=actorder
+            torch.from_numpy(w),
+            H,
+            blocksize=blocksize,
+            groupsize=groupsize,
+            actorder=actorder,
+            static_groups=static,
         )
-        lines.append(f"case {name} {groupsize} {blocksize} {int(actorder)}")
+        lines.append(f"case {name} {groupsize} {blocksize} {int(actorder)} {int(static)}")
         lines.append("q " + hex32(q.numpy().astype(np.float32)))
     write(OUT, lines)
 

@@ -206,7 +206,7 @@ impl ChoiceValue for Smoothing {
 }
 
 impl ChoiceValue for Gptq {
-    const EXPECTING: &'static str = "gptq settings {damp, block, act_order, sequential} (or {} for the defaults), a damp, or null";
+    const EXPECTING: &'static str = "gptq settings {damp, block, act_order, static_groups, sequential} (or {} for the defaults), a damp, or null";
     fn from_name(_: &str) -> Option<std::result::Result<Self, String>> {
         None
     }

@@ -30,8 +30,8 @@ fn default_block() -> usize {
     GptqOptions::default().block
 }
 
-/// GPTQ's settings in a config: `gptq: {damp, block, act_order}` (all optional), or a number
-/// (the damp).
+/// GPTQ's settings in a config: `gptq: {damp, block, act_order, static_groups, sequential}`
+/// (all optional), or a number (the damp).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gptq {
@@ -41,10 +41,14 @@ pub struct Gptq {
     /// The reference's lazy-batch width (128), which decides what a group's scale sees.
     #[serde(default = "default_block")]
     pub block: usize,
-    /// Columns in decreasing order of the inputs' energy (per-tensor or per-channel weight
-    /// scales only).
+    /// Columns in decreasing order of the inputs' energy (with block scales, needs
+    /// `static_groups`).
     #[serde(default)]
     pub act_order: bool,
+    /// Every block's scale from the weight before any column is quantized (the reference's
+    /// `static_groups`; block scales only, no effect otherwise).
+    #[serde(default)]
+    pub static_groups: bool,
     /// Inputs from the model whose earlier GPTQ layers are already quantized (the
     /// reference's order), instead of the FP32 model's.
     #[serde(default)]
@@ -57,6 +61,7 @@ impl Default for Gptq {
             damp: default_damp(),
             block: default_block(),
             act_order: false,
+            static_groups: false,
             sequential: false,
         }
     }
@@ -83,6 +88,7 @@ impl Gptq {
             damp: self.damp,
             block: self.block,
             act_order: self.act_order,
+            static_groups: self.static_groups,
         }
     }
 }
@@ -96,6 +102,9 @@ impl std::fmt::Display for Gptq {
         }
         if self.act_order {
             write!(out, " act order")?;
+        }
+        if self.static_groups {
+            write!(out, " static groups")?;
         }
         if self.sequential {
             write!(out, " sequential")?;

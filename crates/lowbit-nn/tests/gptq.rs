@@ -117,6 +117,52 @@ fn the_layer_uses_the_gptq_weight_of_its_calibration_inputs() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `act_order` with block scales through `static_groups`: the layer's weight is
+/// `lowbit_quant::gptq` with both settings, stored as codes on blocks of the weight, and it
+/// differs from the in-order GPTQ.
+#[test]
+fn act_order_with_static_groups_keeps_block_scales() {
+    let (rows, cols) = (8, 64);
+    let mut r = Rng(53);
+    let (wt, bt) = (r.tensor(&[rows, cols], 0.3), r.tensor(&[rows], 0.1));
+    let mix = r.vec(cols * cols, 0.3);
+    let batches: Vec<Tensor> = (0..3).map(|_| inputs(&mut r, 40, cols, &mix)).collect();
+    let yaml = "defaults: { weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }, gptq: { act_order: true, static_groups: true } }";
+    let (op, table) = build_linear(yaml, &wt, &bt);
+    table.begin_observation().unwrap();
+    for b in &batches {
+        op.forward1(b).unwrap();
+    }
+    let o = table.finish_observation().unwrap();
+    let mut h = Hessian::new(cols);
+    for b in &batches {
+        h.add(&f32s(b)).unwrap();
+    }
+    let opts = GptqOptions {
+        act_order: true,
+        static_groups: true,
+        ..GptqOptions::default()
+    };
+    let want = gptq(&int4_g16(), &f32s(&wt), rows, cols, &h, opts).unwrap();
+    let stored = &o.gptq["l"];
+    let got = stored.dequantize().unwrap();
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want.values));
+    assert_eq!(want.scales.shape, [rows, cols / 16]);
+    let in_order = gptq(
+        &int4_g16(),
+        &f32s(&wt),
+        rows,
+        cols,
+        &h,
+        GptqOptions::default(),
+    )
+    .unwrap();
+    assert_ne!(bits(&in_order.values), bits(&want.values));
+    let explain = table.explain();
+    assert!(explain.contains("act order static groups"), "{explain}");
+}
+
 #[test]
 fn gptq_errors_name_the_layer_and_the_fix() {
     let mut r = Rng(52);
@@ -173,7 +219,8 @@ fn gptq_errors_name_the_layer_and_the_fix() {
     assert!(e.contains("g.yaml:2") && e.contains("damp"), "{e}");
     assert!(g("defaults: { gptq: { block: 0 } }").is_err());
     assert!(g("defaults: { gptq: { dampen: 1 } }").is_err());
-    // Act order with block scales: refused when GPTQ runs, naming the layer.
+    // Act order with block scales without static groups: refused when GPTQ runs, naming the
+    // layer and the setting that allows it.
     let (op, table) = build_linear(
         "defaults: { weight: int4_g128, gptq: { act_order: true } }",
         &r.tensor(&[4, 128], 1.0),
@@ -182,7 +229,10 @@ fn gptq_errors_name_the_layer_and_the_fix() {
     table.begin_observation().unwrap();
     op.forward1(&r.tensor(&[5, 128], 1.0)).unwrap();
     let e = table.finish_observation().unwrap_err().to_string();
-    assert!(e.contains("`l`") && e.contains("act_order"), "{e}");
+    assert!(
+        e.contains("`l`") && e.contains("act_order") && e.contains("static_groups: true"),
+        "{e}"
+    );
 }
 
 /// Three linear layers: `a` and `b` read `x`, `c` reads `a`'s output. Returns the table and

@@ -10,9 +10,10 @@
 //! `q = Q(w_i)` with the row's group scale, `e = (w_i − q) / U_ii`, and `w_j −= e · U_ij` for
 //! `j > i`. Group scales come from the weights as they are when the group's first column is
 //! reached (per output channel or per tensor: from the original weight, the reference's
-//! `find_params(W)` before the loop). Linear algebra in `f64`; each element is quantized
-//! exactly as [`QuantSpec::fake_quantize`] quantizes it, so with a diagonal `H` the result
-//! equals round-to-nearest bit for bit.
+//! `find_params(W)` before the loop), or with `static_groups` all from the weight before the
+//! loop; `act_order` takes the columns in decreasing order of `H_ii`. Linear algebra in `f64`;
+//! each element is quantized exactly as [`QuantSpec::fake_quantize`] quantizes it, so with a
+//! diagonal `H` the result equals round-to-nearest bit for bit.
 //!
 //! Granularities: per tensor, per output channel (`per_channel` on axis 0, or `whole_axis` on
 //! axis 1) and blocks along the input axis (`per_block` on axis 1), with any scale kind (NVFP4's
@@ -40,10 +41,16 @@ pub struct GptqOptions {
     pub block: usize,
     /// The reference's `actorder`: quantize the columns in decreasing order of `H_ii` (the
     /// inputs' energy), so that the most important ones are rounded while there is most room
-    /// to compensate. With per-tensor or per-output-channel scales only (groups of permuted
+    /// to compensate. With blocks of columns it needs `static_groups` (groups of permuted
     /// columns would not be blocks of the weight). Stochastic rounding then numbers the
     /// elements in that order.
     pub act_order: bool,
+    /// The reference's `static_groups`: every block's scale is found before any column is
+    /// quantized, from the weight with dead inputs zeroed, instead of at the block's first
+    /// column from the weight as the lazy batches have updated it. In act order a column keeps
+    /// its own block's scale, so the scales stay blocks of the weight (the layout exllama-style
+    /// kernels take). No effect with per-tensor or per-output-channel scales.
+    pub static_groups: bool,
 }
 
 impl Default for GptqOptions {
@@ -52,6 +59,7 @@ impl Default for GptqOptions {
             damp: 0.01,
             block: 128,
             act_order: false,
+            static_groups: false,
         }
     }
 }
@@ -151,11 +159,7 @@ pub fn gptq(
     h: &Hessian,
     options: GptqOptions,
 ) -> Result<GptqWeight> {
-    let bad = |reason: String| QuantError::UnsupportedCalibration {
-        method: "gptq".into(),
-        spec: spec.to_string(),
-        reason,
-    };
+    let bad = |reason: String| unsupported(spec, reason);
     if w.len() != rows.saturating_mul(cols) || h.cols != cols {
         return Err(QuantError::LengthMismatch {
             op: "gptq",
@@ -186,15 +190,45 @@ pub fn gptq(
         }
     };
     if options.act_order {
-        if let Groups::Block(_) = groups {
+        if let Groups::Block(_) = groups
+            && !options.static_groups
+        {
             return Err(bad(
-                "act_order needs per-tensor or per-output-channel scales (groups of reordered \
-                 columns are not blocks of the weight)"
+                "act_order with blocks of columns needs static_groups: true (groups of \
+                 reordered columns are not blocks of the weight); per-tensor and \
+                 per-output-channel scales take it alone"
                     .into(),
             ));
         }
-        return act_order(spec, w, rows, cols, h, options);
+        return act_order(spec, w, rows, cols, h, options, groups);
     }
+    quantize_columns(spec, w, rows, cols, h, options, groups, None)
+}
+
+/// GPTQ cannot run `spec` (or these settings), for `reason`.
+fn unsupported(spec: &QuantSpec, reason: String) -> QuantError {
+    QuantError::UnsupportedCalibration {
+        method: "gptq".into(),
+        spec: spec.to_string(),
+        reason,
+    }
+}
+
+/// GPTQ's column loop on `w` (`rows × cols`) and `h`, whose column `k` is the weight's column
+/// `order[k]` (`None`: the weight's own order). Static groups take their scales from the
+/// weight in its own order.
+#[allow(clippy::too_many_arguments)]
+fn quantize_columns(
+    spec: &QuantSpec,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Hessian,
+    options: GptqOptions,
+    groups: Groups,
+    order: Option<&[usize]>,
+) -> Result<GptqWeight> {
+    let bad = |reason: String| unsupported(spec, reason);
     let u = inverse_hessian_upper(h, options.damp).map_err(bad)?;
     let batch = options.block.max(1);
     let dead: Vec<bool> = (0..cols).map(|i| h.h[i * cols + i] == 0.0).collect();
@@ -243,17 +277,32 @@ pub fn gptq(
                 Groups::Row => param_of(w_row),
                 _ => tensor_param,
             };
+            // Static groups: every block's scale up front, from the weight with dead inputs
+            // zeroed, in its own column order.
+            if let Groups::Block(size) = groups
+                && options.static_groups
+            {
+                let mut own = vec![0f32; cols];
+                for (k, &v) in cur.iter().enumerate() {
+                    own[order.map_or(k, |o| o[k])] = v as f32;
+                }
+                for (pj, block) in p_row.iter_mut().zip(own.chunks(size)) {
+                    *pj = param_of(block);
+                }
+            }
             let mut snapshot: Vec<f32> = Vec::new();
             for i in 0..cols {
                 if i % batch == 0 {
                     snapshot = cur.iter().map(|&v| v as f32).collect();
                 }
-                if let Groups::Block(size) = groups
-                    && i % size == 0
-                {
-                    let end = (i + size).min(cols);
-                    p = param_of(&snapshot[i..end]);
-                    p_row[i / size] = p;
+                if let Groups::Block(size) = groups {
+                    if options.static_groups {
+                        p = p_row[order.map_or(i, |o| o[i]) / size];
+                    } else if i % size == 0 {
+                        let end = (i + size).min(cols);
+                        p = param_of(&snapshot[i..end]);
+                        p_row[i / size] = p;
+                    }
                 }
                 let x = cur[i] as f32;
                 let q = fake_one(&codec, spec, x, p, ts, (r * cols + i) as u64)?;
@@ -308,6 +357,7 @@ fn act_order(
     cols: usize,
     h: &Hessian,
     options: GptqOptions,
+    groups: Groups,
 ) -> Result<GptqWeight> {
     let diag = |i: usize| {
         let d = h.h[i * cols + i];
@@ -325,18 +375,15 @@ fn act_order(
         }
     }
     hp.samples = h.samples;
-    let inner = GptqOptions {
-        act_order: false,
-        ..options
-    };
-    let g = gptq(spec, &wp, rows, cols, &hp, inner)?;
+    let g = quantize_columns(spec, &wp, rows, cols, &hp, options, groups, Some(&perm))?;
     let mut values = vec![0f32; rows * cols];
     for r in 0..rows {
         for (k, &c) in perm.iter().enumerate() {
             values[r * cols + c] = g.values[r * cols + k];
         }
     }
-    // Per-tensor and per-row scales do not depend on the column order.
+    // Per-tensor and per-row scales do not depend on the column order; static groups' are in
+    // the weight's own order.
     Ok(GptqWeight {
         values,
         scales: g.scales,

@@ -184,7 +184,8 @@ fn dead_inputs_get_zero_weights_and_bad_calls_are_errors() {
 
 /// The reference algorithm (IST-DASLab `fasterquant`, ported to float64 torch by
 /// `scripts/golden/gen_gptq_golden.py`) with lowbit's int4 quantizer, per channel (also in
-/// act order) and in groups, lazy batches of 128 and 32: the same weights up to the last bits of the linear
+/// act order) and in groups (also static, and static in act order), lazy batches of 128 and
+/// 32: the same weights up to the last bits of the linear
 /// algebra (the two sum in different orders, so a flip on a rounding boundary is possible in
 /// principle; on this data every value is equal, the lazy-batch case of groups wider than the
 /// batch included).
@@ -216,7 +217,7 @@ fn gptq_equals_the_reference_algorithm() {
     while let Some(head) = lines.next() {
         let f: Vec<&str> = head.split_whitespace().collect();
         let (group, block): (i64, usize) = (f[2].parse().unwrap(), f[3].parse().unwrap());
-        let act_order = f[4] == "1";
+        let (act_order, static_groups) = (f[4] == "1", f[5] == "1");
         let want = hex(lines.next().unwrap(), "q ");
         let spec = if group < 0 {
             int4.to_builder().per_channel(0).build().unwrap()
@@ -230,8 +231,35 @@ fn gptq_equals_the_reference_algorithm() {
             damp: 0.01,
             block,
             act_order,
+            static_groups,
         };
         let g = gptq(&spec, &w, rows, cols, &h, opts).unwrap();
+        if static_groups {
+            // The scales are blocks of the weight in its own order, each from the weight
+            // with dead inputs zeroed: every value lies on its block's grid.
+            let values = &g.scales.values;
+            assert_eq!(g.scales.shape, [rows, cols / group as usize], "{}", f[1]);
+            for (i, &q) in want.iter().enumerate() {
+                let s = values[(i / cols) * (cols / group as usize) + (i % cols) / group as usize];
+                let k = (q / s).round();
+                assert!(
+                    k * s == q && k.abs() <= 7.0,
+                    "{}: {q} off the grid of {s}",
+                    f[1]
+                );
+            }
+            // Without static groups the batches' updates reach the scales (and act order
+            // needs static groups with blocks).
+            let dynamic = GptqOptions {
+                static_groups: false,
+                ..opts
+            };
+            match gptq(&spec, &w, rows, cols, &h, dynamic) {
+                Ok(d) if block < cols => assert_ne!(d.values, want, "{}", f[1]),
+                Ok(_) => {}
+                Err(e) => assert!(act_order && e.to_string().contains("static_groups"), "{e}"),
+            }
+        }
         let same = g
             .values
             .iter()
@@ -248,5 +276,5 @@ fn gptq_equals_the_reference_algorithm() {
         assert!((eg - er).abs() < 0.01 * er, "{}: {eg} against {er}", f[1]);
         cases += 1;
     }
-    assert_eq!(cases, 4);
+    assert_eq!(cases, 7);
 }
