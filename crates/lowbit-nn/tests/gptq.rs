@@ -35,27 +35,69 @@ fn int4_g16() -> QuantSpec {
 
 const YAML: &str = "defaults: { weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }, gptq: {} }";
 
-#[test]
-fn the_layer_uses_the_gptq_weight_of_its_calibration_inputs() {
-    let (rows, cols) = (8, 64);
-    let mut r = Rng(51);
-    let (wt, bt) = (r.tensor(&[rows, cols], 0.3), r.tensor(&[rows], 0.1));
-    let mix = r.vec(cols * cols, 0.3);
-    let batches: Vec<Tensor> = (0..3).map(|_| inputs(&mut r, 40, cols, &mix)).collect();
-    let (op, table) = build_linear(YAML, &wt, &bt);
+/// A GPTQ linear layer `l` of [`ROWS`] × [`COLS`] built from a config and observed on three
+/// batches of correlated inputs.
+struct Observed {
+    r: Rng,
+    wt: Tensor,
+    bt: Tensor,
+    /// The inputs' mixing matrix (for more inputs of the same kind).
+    mix: Vec<f32>,
+    op: std::sync::Arc<dyn lowbit_nn::QuantOp>,
+    table: lowbit_nn::LayerTable,
+    /// What the observation produced.
+    o: lowbit_nn::Observations,
+    /// `Σ x xᵀ` of the batches, computed here.
+    h: Hessian,
+}
+
+const ROWS: usize = 8;
+const COLS: usize = 64;
+
+fn observed(yaml: &str, seed: u64) -> Observed {
+    let mut r = Rng(seed);
+    let (wt, bt) = (r.tensor(&[ROWS, COLS], 0.3), r.tensor(&[ROWS], 0.1));
+    let mix = r.vec(COLS * COLS, 0.3);
+    let batches: Vec<Tensor> = (0..3).map(|_| inputs(&mut r, 40, COLS, &mix)).collect();
+    let (op, table) = build_linear(yaml, &wt, &bt);
     assert!(table.observes());
     table.begin_observation().unwrap();
     for b in &batches {
         op.forward1(b).unwrap();
     }
     let o = table.finish_observation().unwrap();
-    assert_eq!(o.gptq.len(), 1);
-    // The same GPTQ computed here from the same inputs.
-    let spec = int4_g16();
-    let mut h = Hessian::new(cols);
+    let mut h = Hessian::new(COLS);
     for b in &batches {
         h.add(&f32s(b)).unwrap();
     }
+    Observed {
+        r,
+        wt,
+        bt,
+        mix,
+        op,
+        table,
+        o,
+        h,
+    }
+}
+
+#[test]
+fn the_layer_uses_the_gptq_weight_of_its_calibration_inputs() {
+    let (rows, cols) = (ROWS, COLS);
+    let Observed {
+        mut r,
+        wt,
+        bt,
+        mix,
+        op,
+        table,
+        o,
+        h,
+    } = observed(YAML, 51);
+    assert_eq!(o.gptq.len(), 1);
+    // The same GPTQ computed here from the same inputs.
+    let spec = int4_g16();
     let want = gptq(&spec, &f32s(&wt), rows, cols, &h, GptqOptions::default()).unwrap();
     let got = o.gptq["l"].dequantize().unwrap();
     assert_eq!(
@@ -122,22 +164,11 @@ fn the_layer_uses_the_gptq_weight_of_its_calibration_inputs() {
 /// differs from the in-order GPTQ.
 #[test]
 fn act_order_with_static_groups_keeps_block_scales() {
-    let (rows, cols) = (8, 64);
-    let mut r = Rng(53);
-    let (wt, bt) = (r.tensor(&[rows, cols], 0.3), r.tensor(&[rows], 0.1));
-    let mix = r.vec(cols * cols, 0.3);
-    let batches: Vec<Tensor> = (0..3).map(|_| inputs(&mut r, 40, cols, &mix)).collect();
+    let (rows, cols) = (ROWS, COLS);
     let yaml = "defaults: { weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }, gptq: { act_order: true, static_groups: true } }";
-    let (op, table) = build_linear(yaml, &wt, &bt);
-    table.begin_observation().unwrap();
-    for b in &batches {
-        op.forward1(b).unwrap();
-    }
-    let o = table.finish_observation().unwrap();
-    let mut h = Hessian::new(cols);
-    for b in &batches {
-        h.add(&f32s(b)).unwrap();
-    }
+    let Observed {
+        wt, table, o, h, ..
+    } = observed(yaml, 53);
     let opts = GptqOptions {
         act_order: true,
         static_groups: true,

@@ -189,20 +189,43 @@ pub fn gptq(
             )));
         }
     };
-    if options.act_order {
-        if let Groups::Block(_) = groups
-            && !options.static_groups
-        {
-            return Err(bad(
-                "act_order with blocks of columns needs static_groups: true (groups of \
-                 reordered columns are not blocks of the weight); per-tensor and \
-                 per-output-channel scales take it alone"
-                    .into(),
-            ));
-        }
-        return act_order(spec, w, rows, cols, h, options, groups);
+    if options.act_order
+        && let Groups::Block(_) = groups
+        && !options.static_groups
+    {
+        return Err(bad(
+            "act_order with blocks of columns needs static_groups: true (groups of \
+             reordered columns are not blocks of the weight); per-tensor and \
+             per-output-channel scales take it alone"
+                .into(),
+        ));
     }
-    quantize_columns(spec, w, rows, cols, h, options, groups, None)
+    let problem = Problem {
+        spec,
+        w,
+        rows,
+        cols,
+        h,
+        options,
+        groups,
+    };
+    if options.act_order {
+        return act_order(problem);
+    }
+    quantize_columns(problem, None)
+}
+
+/// One GPTQ run's checked inputs: the weight (`rows × cols`), its inputs' Hessian, the settings
+/// and the groups the spec makes.
+#[derive(Clone, Copy)]
+struct Problem<'a> {
+    spec: &'a QuantSpec,
+    w: &'a [f32],
+    rows: usize,
+    cols: usize,
+    h: &'a Hessian,
+    options: GptqOptions,
+    groups: Groups,
 }
 
 /// GPTQ cannot run `spec` (or these settings), for `reason`.
@@ -214,20 +237,19 @@ fn unsupported(spec: &QuantSpec, reason: String) -> QuantError {
     }
 }
 
-/// GPTQ's column loop on `w` (`rows × cols`) and `h`, whose column `k` is the weight's column
+/// GPTQ's column loop on the problem's `w` and `h`, whose column `k` is the weight's column
 /// `order[k]` (`None`: the weight's own order). Static groups take their scales from the
 /// weight in its own order.
-#[allow(clippy::too_many_arguments)]
-fn quantize_columns(
-    spec: &QuantSpec,
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    h: &Hessian,
-    options: GptqOptions,
-    groups: Groups,
-    order: Option<&[usize]>,
-) -> Result<GptqWeight> {
+fn quantize_columns(problem: Problem, order: Option<&[usize]>) -> Result<GptqWeight> {
+    let Problem {
+        spec,
+        w,
+        rows,
+        cols,
+        h,
+        options,
+        groups,
+    } = problem;
     let bad = |reason: String| unsupported(spec, reason);
     let u = inverse_hessian_upper(h, options.damp).map_err(bad)?;
     let batch = options.block.max(1);
@@ -350,15 +372,10 @@ fn quantize_columns(
 
 /// GPTQ with the columns in decreasing order of `H_ii` (dead inputs counted as 1, as the
 /// reference sorts after setting them), then put back in place. Ties keep their order.
-fn act_order(
-    spec: &QuantSpec,
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    h: &Hessian,
-    options: GptqOptions,
-    groups: Groups,
-) -> Result<GptqWeight> {
+fn act_order(problem: Problem) -> Result<GptqWeight> {
+    let Problem {
+        w, rows, cols, h, ..
+    } = problem;
     let diag = |i: usize| {
         let d = h.h[i * cols + i];
         if d == 0.0 { 1.0 } else { d }
@@ -375,7 +392,12 @@ fn act_order(
         }
     }
     hp.samples = h.samples;
-    let g = quantize_columns(spec, &wp, rows, cols, &hp, options, groups, Some(&perm))?;
+    let permuted = Problem {
+        w: &wp,
+        h: &hp,
+        ..problem
+    };
+    let g = quantize_columns(permuted, Some(&perm))?;
     let mut values = vec![0f32; rows * cols];
     for r in 0..rows {
         for (k, &c) in perm.iter().enumerate() {
