@@ -605,7 +605,8 @@ pub(crate) fn calibrate_layers(
     pass: &dyn Fn() -> Result<()>,
     method: lowbit_quant::Method,
 ) -> Result<StaticScales> {
-    if layers.observes() {
+    let observes = layers.observes();
+    if observes {
         let o = layers.observe(pass)?;
         if !o.smoothing.is_empty() {
             println!("smoothing factors of {} layers", o.smoothing.len());
@@ -615,8 +616,9 @@ pub(crate) fn calibrate_layers(
         }
     }
     // The `mode: static` quantizers; dynamic ones stay dynamic, as the config says. A config
-    // that declares none is calibrated whole: every activation quantizer is frozen (what
-    // `lowbit calibrate` did before it read the modes).
+    // that declares none and has nothing else to calibrate (no smoothing, no GPTQ) is
+    // calibrated whole: every activation quantizer is frozen (what `lowbit calibrate` did
+    // before it read the modes).
     let activations = layers.layers().iter().any(|l| {
         l.op.quant()
             .quantizers()
@@ -624,7 +626,7 @@ pub(crate) fn calibrate_layers(
     });
     if layers.begin_static_calibration(method)? > 0 {
         pass()?;
-    } else if activations {
+    } else if activations && !observes {
         println!("no `mode: static` quantizer in the config: freezing every activation quantizer");
         layers.begin_calibration(method)?;
         pass()?;

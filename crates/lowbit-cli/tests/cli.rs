@@ -761,17 +761,22 @@ fn calibrate_takes_a_method() {
 fn gptq_calibrates_then_runs() {
     // GPTQ weights come from `calibrate` (saved beside the scales file) and `run` uses them;
     // the reports say which layers ran GPTQ and their weights pass compliance on GPTQ's scales.
+    // The dynamic input quantizer stays dynamic (a config with GPTQ is not frozen whole).
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("g.yaml");
     std::fs::write(
         &cfg,
-        "defaults:\n  weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }\n  gptq: {}\n",
+        "defaults:\n  weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }\n  input: fp8_e4m3\n  gptq: {}\n",
     )
     .unwrap();
     let o = calibrate_tiny(&cfg, &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("GPTQ weights of 2 layers"), "{out}");
+    assert!(
+        out.contains("calibrated 0 quantizers") && !out.contains("freezing every"),
+        "{out}"
+    );
     assert!(
         tmp.path()
             .join("g.scales.gptq")

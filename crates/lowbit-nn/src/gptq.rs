@@ -11,6 +11,9 @@
 //! unquantized), as in the paper and the reference implementation: [`LayerTable::observe`]
 //! runs one pass per group of layers that read the same input (q/k/v projections form one).
 //!
+//! On a layer with a `rotation`, GPTQ quantizes `W R` from the rotated inputs `x R` (QuaRot's
+//! order: rotate, then GPTQ); smoothing on the same layer is refused.
+//!
 //! [`LayerTable::observe`]: crate::LayerTable::observe
 //!
 //! [`LayerTable::begin_observation`]: crate::LayerTable::begin_observation

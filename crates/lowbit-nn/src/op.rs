@@ -180,7 +180,16 @@ impl LayerQuant {
 
     /// The layer's rotator when it rotates now ([`LayerQuant::rotation`]).
     fn rotator(&self) -> Result<Option<&crate::rotation::Rotator>> {
-        let Some(r) = self.rotation() else {
+        if self.rotation().is_none() {
+            return Ok(None);
+        }
+        self.enabled_rotator()
+    }
+
+    /// The configured rotation's rotator while the layer is enabled, whatever the mode (GPTQ
+    /// observes in FP32 passes what the quantized pass will rotate).
+    pub(super) fn enabled_rotator(&self) -> Result<Option<&crate::rotation::Rotator>> {
+        let Some(r) = self.enabled_rotation() else {
             return Ok(None);
         };
         if self.rotator.get().is_none() {

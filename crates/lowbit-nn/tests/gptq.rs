@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{Device, Module, Tensor};
-use lowbit_nn::{Gptq, Mode, QuantConfig, StaticScales};
+use lowbit_nn::{Gptq, Mode, QuantConfig, Rotation, StaticScales};
 use lowbit_quant::{GptqOptions, Hessian, QuantSpec, gptq};
 
 mod common;
@@ -25,6 +25,15 @@ fn inputs(r: &mut Rng, n: usize, cols: usize, mix: &[f32]) -> Tensor {
     Tensor::from_vec(x, (n, cols), &Device::Cpu).unwrap()
 }
 
+/// `Σ (y − exact)²`.
+fn squared_error(y: &Tensor, exact: &[f32]) -> f64 {
+    f32s(y)
+        .iter()
+        .zip(exact)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum()
+}
+
 /// The weight spec of the YAML configs here: int4 in blocks of 16 along the input axis.
 fn int4_g16() -> QuantSpec {
     "int4"
@@ -43,6 +52,8 @@ struct Observed {
     bt: Tensor,
     /// The inputs' mixing matrix (for more inputs of the same kind).
     mix: Vec<f32>,
+    /// The observed batches.
+    batches: Vec<Tensor>,
     op: std::sync::Arc<dyn lowbit_nn::QuantOp>,
     table: lowbit_nn::LayerTable,
     /// What the observation produced.
@@ -75,6 +86,7 @@ fn observed(yaml: &str, seed: u64) -> Observed {
         wt,
         bt,
         mix,
+        batches,
         op,
         table,
         o,
@@ -94,6 +106,7 @@ fn the_layer_uses_the_gptq_weight_of_its_calibration_inputs() {
         table,
         o,
         h,
+        ..
     } = observed(YAML, 51);
     assert_eq!(o.gptq.len(), 1);
     // The same GPTQ computed here from the same inputs.
@@ -115,13 +128,7 @@ fn the_layer_uses_the_gptq_weight_of_its_calibration_inputs() {
     assert_eq!(tensor_bits(&y), tensor_bits(&expect));
     // Lower output error than round-to-nearest on held-out inputs.
     let exact = f32s(&fp32_linear(&wt, &bt, &x));
-    let err = |y: &Tensor| -> f64 {
-        f32s(y)
-            .iter()
-            .zip(&exact)
-            .map(|(a, b)| f64::from(a - b).powi(2))
-            .sum()
-    };
+    let err = |y: &Tensor| squared_error(y, &exact);
     let rtn_yaml = "defaults: { weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } } }";
     let (rtn, _) = build_linear(rtn_yaml, &wt, &bt);
     let (eg, er) = (err(&y), err(&rtn.forward1(&x).unwrap()));
@@ -192,6 +199,53 @@ fn act_order_with_static_groups_keeps_block_scales() {
     assert_ne!(bits(&in_order.values), bits(&want.values));
     let explain = table.explain();
     assert!(explain.contains("act order static groups"), "{explain}");
+}
+
+/// GPTQ on a rotating layer (QuaRot's recipe: rotate, then GPTQ): it quantizes `W R` with
+/// the Hessian of the rotated inputs `x R`, the quantized pass computes `(x R) Q(W R)ᵀ`, and the
+/// output error is below that of the rotation with round-to-nearest.
+#[test]
+fn gptq_on_a_rotating_layer_quantizes_the_rotated_weight() {
+    let rotation = "rotation: { size: 16, seed: 3 }";
+    let weight = "weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }";
+    let mut ob = observed(
+        &format!("defaults: {{ {weight}, {rotation}, gptq: {{}} }}"),
+        54,
+    );
+    let rot = Rotation {
+        size: 16,
+        seed: Some(3),
+    };
+    let mut h = Hessian::new(COLS);
+    for b in &ob.batches {
+        h.add(&f32s(&rot.rotate(b).unwrap())).unwrap();
+    }
+    let w_r = f32s(&rot.rotate(&ob.wt).unwrap());
+    let want = gptq(&int4_g16(), &w_r, ROWS, COLS, &h, GptqOptions::default()).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&ob.o.gptq["l"].dequantize().unwrap()),
+        bits(&want.values)
+    );
+    // The quantized pass: the rotated input against the GPTQ weight of the rotated weight.
+    ob.table.set_mode(Mode::Quantize);
+    let x = inputs(&mut ob.r, 16, COLS, &ob.mix);
+    let wq = Tensor::from_vec(want.values.clone(), (ROWS, COLS), &Device::Cpu).unwrap();
+    let y = ob.op.forward1(&x).unwrap();
+    let expect = candle_nn::Linear::new(wq, Some(ob.bt.clone()))
+        .forward(&rot.rotate(&x).unwrap())
+        .unwrap();
+    assert_eq!(tensor_bits(&y), tensor_bits(&expect));
+    // Better than the rotation alone.
+    let exact = f32s(&fp32_linear(&ob.wt, &ob.bt, &x));
+    let err = |y: &Tensor| squared_error(y, &exact);
+    let (rtn, _) = build_linear(
+        &format!("defaults: {{ {weight}, {rotation} }}"),
+        &ob.wt,
+        &ob.bt,
+    );
+    let (eg, er) = (err(&y), err(&rtn.forward1(&x).unwrap()));
+    assert!(eg < 0.8 * er, "gptq {eg} rotation alone {er}");
 }
 
 #[test]
@@ -362,6 +416,38 @@ fn sequential_gptq_feeds_each_group_the_outputs_of_the_quantized_layers_before_i
         .map(|x| lin(&(wa.clone(), w[0].1.clone()), x))
         .collect();
     assert_eq!(bits(&seq["c"]), gptq_of(&w[2].0, &quantized_a));
+
+    // Rotating layers: GPTQ of `W R` on rotated inputs; the later group's pass computes `a`
+    // with `Q(W R) Rᵀ` (the FP32 pass does not rotate).
+    let rot = Rotation {
+        size: 16,
+        seed: Some(3),
+    };
+    let (seq_rot, passes) = observe_chain(
+        &format!(
+            "defaults: {{ {weight}, rotation: {{ size: 16, seed: 3 }}, gptq: {{ sequential: true }} }}"
+        ),
+        &w,
+        &batches,
+    );
+    assert_eq!(passes, 2);
+    let rotated =
+        |xs: &[Tensor]| -> Vec<Tensor> { xs.iter().map(|x| rot.rotate(x).unwrap()).collect() };
+    let wa_r = rot.rotate(&w[0].0).unwrap();
+    assert_eq!(bits(&seq_rot["a"]), gptq_of(&wa_r, &rotated(&batches)));
+    let qa_r = Tensor::from_vec(
+        seq_rot["a"].dequantize().unwrap(),
+        (cols, cols),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let qa = rot.unrotate(&qa_r).unwrap();
+    let quantized_a: Vec<Tensor> = batches
+        .iter()
+        .map(|x| lin(&(qa.clone(), w[0].1.clone()), x))
+        .collect();
+    let wc_r = rot.rotate(&w[2].0).unwrap();
+    assert_eq!(bits(&seq_rot["c"]), gptq_of(&wc_r, &rotated(&quantized_a)));
 
     // One-shot: every layer from the FP32 model's inputs, in one pass.
     let (one, passes) = observe_chain(

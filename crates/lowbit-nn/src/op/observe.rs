@@ -121,12 +121,19 @@ impl LayerQuant {
             return Ok(None);
         }
         let st = self.observation()?;
-        match &st.gptq {
-            Some(g) if st.substitute && g.values.dims() == p.dims() => {
-                Ok(Some(g.values.to_dtype(p.dtype())?.to_device(p.device())?))
-            }
-            _ => Ok(None),
-        }
+        let values = match &st.gptq {
+            Some(g) if st.substitute && g.values.dims() == p.dims() => g.values.clone(),
+            _ => return Ok(None),
+        };
+        drop(st);
+        // A rotating layer's GPTQ weight is `Q(W R)`: the FP32 pass takes `Q(W R) Rᵀ`.
+        let values = match self.enabled_rotator()? {
+            Some(r) => r
+                .unrotate(&values)
+                .map_err(|e| NnError::layer(&self.name, e))?,
+            None => values,
+        };
+        Ok(Some(values.to_dtype(p.dtype())?.to_device(p.device())?))
     }
 
     /// Whether the layer needs an observation pass (it smooths or runs GPTQ, and is enabled).
@@ -170,12 +177,19 @@ impl LayerQuant {
     }
 
     /// The weight spec GPTQ quantizes to: the layer's weight quantizer's (an error without
-    /// one, and with smoothing or a rotation, which GPTQ does not compose with here).
+    /// one, with smoothing, which GPTQ does not compose with here, and on a weight stored
+    /// rotated).
     fn gptq_spec(&self) -> Result<lowbit_quant::QuantSpec> {
-        if self.smoothing.is_some() || self.rotation.is_some() {
+        if self.smoothing.is_some() {
             return Err(NnError::layer(
                 &self.name,
-                "gptq with smoothing or a rotation on the same layer is not supported",
+                "gptq with smoothing on the same layer is not supported",
+            ));
+        }
+        if self.weight_rotated.load(Ordering::SeqCst) {
+            return Err(NnError::layer(
+                &self.name,
+                "gptq on a weight stored rotated (a low-bit checkpoint) is not supported",
             ));
         }
         match &self.weight {
@@ -339,6 +353,16 @@ impl LayerQuant {
             merge_amax(slot, m).map_err(layer)?;
         }
         if self.gptq.is_some() {
+            // A rotating layer quantizes `W R` and computes with `x R`: GPTQ sees them (the FP32
+            // pass does not rotate).
+            let rotated;
+            let x = match self.enabled_rotator()? {
+                Some(r) => {
+                    rotated = r.rotate(x).map_err(|e| NnError::layer(&self.name, e))?;
+                    &rotated
+                }
+                None => x,
+            };
             if weight {
                 st.weight_seen = Some(x.clone());
             } else {
