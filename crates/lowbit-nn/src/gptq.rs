@@ -12,7 +12,8 @@
 //! runs one pass per group of layers that read the same input (q/k/v projections form one).
 //!
 //! On a layer with a `rotation`, GPTQ quantizes `W R` from the rotated inputs `x R` (QuaRot's
-//! order: rotate, then GPTQ); smoothing on the same layer is refused.
+//! order: rotate, then GPTQ); with `smoothing`, `W · s` from the smoothed inputs `x / s`
+//! (SmoothQuant, then GPTQ). Both on one layer are refused.
 //!
 //! [`LayerTable::observe`]: crate::LayerTable::observe
 //!

@@ -201,51 +201,108 @@ fn act_order_with_static_groups_keeps_block_scales() {
     assert!(explain.contains("act order static groups"), "{explain}");
 }
 
-/// GPTQ on a rotating layer (QuaRot's recipe: rotate, then GPTQ): it quantizes `W R` with
-/// the Hessian of the rotated inputs `x R`, the quantized pass computes `(x R) Q(W R)ᵀ`, and the
-/// output error is below that of the rotation with round-to-nearest.
-#[test]
-fn gptq_on_a_rotating_layer_quantizes_the_rotated_weight() {
-    let rotation = "rotation: { size: 16, seed: 3 }";
+/// GPTQ on a layer that transforms its input and weight before quantizing them (`setting`, a
+/// config line): the layer's GPTQ weight is `lowbit_quant::gptq` of `weight_t(W)` with the
+/// Hessian `hessian(observed)`, the quantized pass computes `input_t(x) Q(weight_t(W))ᵀ + b`,
+/// and the output error is below that of the same setting with round-to-nearest.
+fn check_transformed_gptq(
+    setting: &str,
+    seed: u64,
+    hessian: impl Fn(&Observed) -> Hessian,
+    weight_t: impl Fn(&Observed, &Tensor) -> Tensor,
+    input_t: impl Fn(&Observed, &Tensor) -> Tensor,
+) {
     let weight = "weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }";
     let mut ob = observed(
-        &format!("defaults: {{ {weight}, {rotation}, gptq: {{}} }}"),
-        54,
+        &format!("defaults: {{ {weight}, {setting}, gptq: {{}} }}"),
+        seed,
     );
-    let rot = Rotation {
-        size: 16,
-        seed: Some(3),
-    };
-    let mut h = Hessian::new(COLS);
-    for b in &ob.batches {
-        h.add(&f32s(&rot.rotate(b).unwrap())).unwrap();
-    }
-    let w_r = f32s(&rot.rotate(&ob.wt).unwrap());
-    let want = gptq(&int4_g16(), &w_r, ROWS, COLS, &h, GptqOptions::default()).unwrap();
+    let h = hessian(&ob);
+    let w_t = f32s(&weight_t(&ob, &ob.wt));
+    let want = gptq(&int4_g16(), &w_t, ROWS, COLS, &h, GptqOptions::default()).unwrap();
     let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(
         bits(&ob.o.gptq["l"].dequantize().unwrap()),
-        bits(&want.values)
+        bits(&want.values),
+        "{setting}"
     );
-    // The quantized pass: the rotated input against the GPTQ weight of the rotated weight.
+    // The quantized pass: the transformed input against the GPTQ weight.
     ob.table.set_mode(Mode::Quantize);
     let x = inputs(&mut ob.r, 16, COLS, &ob.mix);
     let wq = Tensor::from_vec(want.values.clone(), (ROWS, COLS), &Device::Cpu).unwrap();
     let y = ob.op.forward1(&x).unwrap();
     let expect = candle_nn::Linear::new(wq, Some(ob.bt.clone()))
-        .forward(&rot.rotate(&x).unwrap())
+        .forward(&input_t(&ob, &x))
         .unwrap();
-    assert_eq!(tensor_bits(&y), tensor_bits(&expect));
-    // Better than the rotation alone.
+    assert_eq!(tensor_bits(&y), tensor_bits(&expect), "{setting}");
+    // Better than the setting alone.
     let exact = f32s(&fp32_linear(&ob.wt, &ob.bt, &x));
     let err = |y: &Tensor| squared_error(y, &exact);
-    let (rtn, _) = build_linear(
-        &format!("defaults: {{ {weight}, {rotation} }}"),
+    let (rtn, rtn_table) = build_linear(
+        &format!("defaults: {{ {weight}, {setting} }}"),
         &ob.wt,
         &ob.bt,
     );
+    if rtn_table.observes() {
+        // Smoothing: the same factors (the same FP32 pass).
+        rtn_table.begin_observation().unwrap();
+        for b in &ob.batches {
+            rtn.forward1(b).unwrap();
+        }
+        rtn_table.finish_observation().unwrap();
+        rtn_table.set_mode(Mode::Quantize);
+    }
     let (eg, er) = (err(&y), err(&rtn.forward1(&x).unwrap()));
-    assert!(eg < 0.8 * er, "gptq {eg} rotation alone {er}");
+    assert!(eg < 0.8 * er, "{setting}: gptq {eg}, round-to-nearest {er}");
+}
+
+/// GPTQ on a rotating layer (QuaRot's recipe: rotate, then GPTQ): `W R` with the Hessian of the
+/// rotated inputs `x R`.
+#[test]
+fn gptq_on_a_rotating_layer_quantizes_the_rotated_weight() {
+    let rot = Rotation {
+        size: 16,
+        seed: Some(3),
+    };
+    check_transformed_gptq(
+        "rotation: { size: 16, seed: 3 }",
+        54,
+        |ob| {
+            let mut h = Hessian::new(COLS);
+            for b in &ob.batches {
+                h.add(&f32s(&rot.rotate(b).unwrap())).unwrap();
+            }
+            h
+        },
+        |_, w| rot.rotate(w).unwrap(),
+        |_, x| rot.rotate(x).unwrap(),
+    );
+}
+
+/// GPTQ on a smoothing layer (SmoothQuant, then GPTQ): `W · s` with the Hessian of the
+/// smoothed inputs `x / s`, `H_ij / (s_i s_j)`, the factors from the same FP32 pass.
+#[test]
+fn gptq_on_a_smoothing_layer_quantizes_the_smoothed_weight() {
+    let factors = |ob: &Observed| {
+        let f = &ob.o.smoothing["l"].factors;
+        Tensor::from_vec(f.clone(), f.len(), &Device::Cpu).unwrap()
+    };
+    check_transformed_gptq(
+        "smoothing: 0.5",
+        55,
+        |ob| {
+            let d: Vec<f64> = ob.o.smoothing["l"]
+                .factors
+                .iter()
+                .map(|&s| 1.0 / f64::from(s))
+                .collect();
+            let mut h = ob.h.clone();
+            h.scale_inputs(&d).unwrap();
+            h
+        },
+        |ob, w| w.broadcast_mul(&factors(ob)).unwrap(),
+        |ob, x| x.broadcast_div(&factors(ob)).unwrap(),
+    );
 }
 
 #[test]
@@ -265,7 +322,7 @@ fn gptq_errors_name_the_layer_and_the_fix() {
     for (yaml, needle) in [
         ("defaults: { gptq: {} }", "no weight quantizer"),
         (
-            "defaults: { weight: int8, smoothing: 0.5, gptq: {} }",
+            "defaults: { weight: int8, smoothing: 0.5, rotation: { size: 16 }, gptq: {} }",
             "not supported",
         ),
     ] {
@@ -320,16 +377,14 @@ fn gptq_errors_name_the_layer_and_the_fix() {
     );
 }
 
-/// Three linear layers: `a` and `b` read `x`, `c` reads `a`'s output. Returns the table and
-/// the GPTQ weights `table.observe` installs on `batches`, with the number of passes it ran.
+/// Three linear layers: `a` and `b` read `x`, `c` reads `a`'s output. Returns what
+/// `table.observe` installs on `batches` (GPTQ weights, smoothing factors), with the number of
+/// passes it ran.
 fn observe_chain(
     yaml: &str,
     w: &[(Tensor, Tensor)],
     batches: &[Tensor],
-) -> (
-    std::collections::BTreeMap<String, lowbit_quant::QuantizedTensor>,
-    usize,
-) {
+) -> (lowbit_nn::Observations, usize) {
     let mut weights = std::collections::HashMap::new();
     for (name, (wt, bt)) in ["a", "b", "c"].iter().zip(w) {
         weights.insert(format!("{name}.weight"), wt.clone());
@@ -366,8 +421,7 @@ fn observe_chain(
             Ok::<(), lowbit_nn::NnError>(())
         })
         .unwrap();
-    assert!(o.smoothing.is_empty());
-    (o.gptq, passes)
+    (o, passes)
 }
 
 #[test]
@@ -381,15 +435,26 @@ fn sequential_gptq_feeds_each_group_the_outputs_of_the_quantized_layers_before_i
     let mix = r.vec(cols * cols, 0.3);
     let batches: Vec<Tensor> = (0..2).map(|_| inputs(&mut r, 30, cols, &mix)).collect();
     let spec = int4_g16();
-    let gptq_of = |wt: &Tensor, ins: &[Tensor]| {
+    // GPTQ of `wt` on inputs `ins`; with smoothing factors `s`, of `wt · s` on `ins / s`.
+    let smoothed_gptq_of = |wt: &Tensor, ins: &[Tensor], s: Option<&[f32]>| {
         let (rows, cols) = wt.dims2().unwrap();
         let mut h = Hessian::new(cols);
         for x in ins {
             h.add(&f32s(x)).unwrap();
         }
-        let g = gptq(&spec, &f32s(wt), rows, cols, &h, GptqOptions::default()).unwrap();
+        let wt = match s {
+            Some(s) => {
+                let d: Vec<f64> = s.iter().map(|&v| 1.0 / f64::from(v)).collect();
+                h.scale_inputs(&d).unwrap();
+                wt.broadcast_mul(&Tensor::new(s, &Device::Cpu).unwrap())
+                    .unwrap()
+            }
+            None => wt.clone(),
+        };
+        let g = gptq(&spec, &f32s(&wt), rows, cols, &h, GptqOptions::default()).unwrap();
         g.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     };
+    let gptq_of = |wt: &Tensor, ins: &[Tensor]| smoothed_gptq_of(wt, ins, None);
     let bits = |t: &lowbit_quant::QuantizedTensor| {
         t.dequantize()
             .unwrap()
@@ -400,6 +465,17 @@ fn sequential_gptq_feeds_each_group_the_outputs_of_the_quantized_layers_before_i
     let lin = |(wt, bt): &(Tensor, Tensor), x: &Tensor| fp32_linear(wt, bt, x);
     let weight = "weight: { format: int4, granularity: { kind: per_block, axis: -1, size: 16 } }";
 
+    // A GPTQ weight as a tensor, and `a`'s outputs on the batches with weight `wa`.
+    let values = |t: &lowbit_quant::QuantizedTensor| {
+        Tensor::from_vec(t.dequantize().unwrap(), t.shape(), &Device::Cpu).unwrap()
+    };
+    let outputs_of_a = |wa: Tensor| -> Vec<Tensor> {
+        batches
+            .iter()
+            .map(|x| lin(&(wa.clone(), w[0].1.clone()), x))
+            .collect()
+    };
+
     // Sequential: `a` and `b` read the same tensor (one group, the first pass), `c` gets a
     // second pass in which `a` computes with its GPTQ weight.
     let (seq, passes) = observe_chain(
@@ -407,14 +483,11 @@ fn sequential_gptq_feeds_each_group_the_outputs_of_the_quantized_layers_before_i
         &w,
         &batches,
     );
+    let seq = seq.gptq;
     assert_eq!(passes, 2);
     assert_eq!(bits(&seq["a"]), gptq_of(&w[0].0, &batches));
     assert_eq!(bits(&seq["b"]), gptq_of(&w[1].0, &batches));
-    let wa = Tensor::from_vec(seq["a"].dequantize().unwrap(), (cols, cols), &Device::Cpu).unwrap();
-    let quantized_a: Vec<Tensor> = batches
-        .iter()
-        .map(|x| lin(&(wa.clone(), w[0].1.clone()), x))
-        .collect();
+    let quantized_a = outputs_of_a(values(&seq["a"]));
     assert_eq!(bits(&seq["c"]), gptq_of(&w[2].0, &quantized_a));
 
     // Rotating layers: GPTQ of `W R` on rotated inputs; the later group's pass computes `a`
@@ -430,24 +503,38 @@ fn sequential_gptq_feeds_each_group_the_outputs_of_the_quantized_layers_before_i
         &w,
         &batches,
     );
+    let seq_rot = seq_rot.gptq;
     assert_eq!(passes, 2);
     let rotated =
         |xs: &[Tensor]| -> Vec<Tensor> { xs.iter().map(|x| rot.rotate(x).unwrap()).collect() };
     let wa_r = rot.rotate(&w[0].0).unwrap();
     assert_eq!(bits(&seq_rot["a"]), gptq_of(&wa_r, &rotated(&batches)));
-    let qa_r = Tensor::from_vec(
-        seq_rot["a"].dequantize().unwrap(),
-        (cols, cols),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let qa = rot.unrotate(&qa_r).unwrap();
-    let quantized_a: Vec<Tensor> = batches
-        .iter()
-        .map(|x| lin(&(qa.clone(), w[0].1.clone()), x))
-        .collect();
+    let quantized_a = outputs_of_a(rot.unrotate(&values(&seq_rot["a"])).unwrap());
     let wc_r = rot.rotate(&w[2].0).unwrap();
     assert_eq!(bits(&seq_rot["c"]), gptq_of(&wc_r, &rotated(&quantized_a)));
+
+    // Smoothing layers: GPTQ of `W · s` on `x / s`, each group's factors from its own pass;
+    // the later group's pass computes `a` with `Q(W · s) / s`.
+    let (seq_sm, passes) = observe_chain(
+        &format!("defaults: {{ {weight}, smoothing: 0.5, gptq: {{ sequential: true }} }}"),
+        &w,
+        &batches,
+    );
+    assert_eq!(passes, 2);
+    let factors = |name: &str| seq_sm.smoothing[name].factors.clone();
+    let (sa, sc) = (factors("a"), factors("c"));
+    assert_eq!(
+        bits(&seq_sm.gptq["a"]),
+        smoothed_gptq_of(&w[0].0, &batches, Some(&sa))
+    );
+    let qa = values(&seq_sm.gptq["a"])
+        .broadcast_div(&Tensor::new(sa.as_slice(), &Device::Cpu).unwrap())
+        .unwrap();
+    let quantized_a = outputs_of_a(qa);
+    assert_eq!(
+        bits(&seq_sm.gptq["c"]),
+        smoothed_gptq_of(&w[2].0, &quantized_a, Some(&sc))
+    );
 
     // One-shot: every layer from the FP32 model's inputs, in one pass.
     let (one, passes) = observe_chain(
@@ -455,6 +542,7 @@ fn sequential_gptq_feeds_each_group_the_outputs_of_the_quantized_layers_before_i
         &w,
         &batches,
     );
+    let one = one.gptq;
     assert_eq!(passes, 1);
     let fp32_a: Vec<Tensor> = batches.iter().map(|x| lin(&w[0], x)).collect();
     assert_eq!(bits(&one["c"]), gptq_of(&w[2].0, &fp32_a));

@@ -147,6 +147,32 @@ impl Hessian {
     pub fn matrix(&self) -> &[f64] {
         &self.h
     }
+
+    /// The Hessian of the inputs with input `j` multiplied by `d[j]` (`H_ij · d_i · d_j`), as
+    /// if they had been fed so: SmoothQuant's `x / s` is `d = 1 / s`. Errors when `d` is not
+    /// as long as the inputs are wide or holds a value that is not finite.
+    pub fn scale_inputs(&mut self, d: &[f64]) -> Result<()> {
+        if d.len() != self.cols {
+            return Err(QuantError::LengthMismatch {
+                op: "Hessian::scale_inputs",
+                what: "factors (one per input)",
+                expected: self.cols,
+                got: d.len(),
+            });
+        }
+        if let Some((j, v)) = d.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(QuantError::Calibration {
+                reason: format!("Hessian::scale_inputs: factor {j} is {v}; factors must be finite"),
+            });
+        }
+        let c = self.cols;
+        self.h.par_chunks_mut(c).zip(d).for_each(|(row, &di)| {
+            for (h, &dj) in row.iter_mut().zip(d) {
+                *h *= di * dj;
+            }
+        });
+        Ok(())
+    }
 }
 
 /// Quantizes the weight `w` (`rows × cols`, row-major) with GPTQ under `spec`, given the

@@ -278,3 +278,31 @@ fn gptq_equals_the_reference_algorithm() {
     }
     assert_eq!(cases, 7);
 }
+
+/// `Hessian::scale_inputs(d)` is the Hessian of the inputs multiplied by `d`: with powers of two
+/// (exact products) it equals feeding the scaled inputs, value for value; bad factors are
+/// errors.
+#[test]
+fn scaled_hessian_is_the_hessian_of_scaled_inputs() {
+    let cols = 8;
+    let mut rng = Rng(11);
+    let x = inputs(&mut rng, 50, cols);
+    let d: Vec<f64> = (0..cols).map(|j| 2f64.powi(j as i32 - 3)).collect();
+    let mut scaled = Hessian::new(cols);
+    scaled.add(&x).unwrap();
+    scaled.scale_inputs(&d).unwrap();
+    let xd: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| v * d[i % cols] as f32)
+        .collect();
+    let mut fed = Hessian::new(cols);
+    fed.add(&xd).unwrap();
+    assert_eq!(scaled.matrix(), fed.matrix());
+    let mut h = Hessian::new(cols);
+    assert!(h.scale_inputs(&d[1..]).is_err());
+    let mut bad = d.clone();
+    bad[2] = f64::INFINITY;
+    let e = h.scale_inputs(&bad).unwrap_err().to_string();
+    assert!(e.contains("factor 2"), "{e}");
+}

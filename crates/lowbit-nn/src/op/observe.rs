@@ -125,13 +125,15 @@ impl LayerQuant {
             Some(g) if st.substitute && g.values.dims() == p.dims() => g.values.clone(),
             _ => return Ok(None),
         };
+        let smoother = st.smoother.clone().filter(|_| self.smoothing.is_some());
         drop(st);
-        // A rotating layer's GPTQ weight is `Q(W R)`: the FP32 pass takes `Q(W R) Rᵀ`.
-        let values = match self.enabled_rotator()? {
-            Some(r) => r
-                .unrotate(&values)
-                .map_err(|e| NnError::layer(&self.name, e))?,
-            None => values,
+        // A rotating layer's GPTQ weight is `Q(W R)`: the FP32 pass takes `Q(W R) Rᵀ`; a
+        // smoothing layer's is `Q(W · s)`: the FP32 pass takes `Q(W · s) / s`.
+        let layer = |e: NnError| NnError::layer(&self.name, e);
+        let values = match (self.enabled_rotator()?, smoother) {
+            (Some(r), _) => r.unrotate(&values).map_err(layer)?,
+            (None, Some(s)) => s.smooth_input(&values).map_err(layer)?,
+            (None, None) => values,
         };
         Ok(Some(values.to_dtype(p.dtype())?.to_device(p.device())?))
     }
@@ -177,13 +179,14 @@ impl LayerQuant {
     }
 
     /// The weight spec GPTQ quantizes to: the layer's weight quantizer's (an error without
-    /// one, with smoothing, which GPTQ does not compose with here, and on a weight stored
-    /// rotated).
+    /// one, with both smoothing and a rotation, which GPTQ does not compose with here, and on
+    /// a weight stored rotated).
     fn gptq_spec(&self) -> Result<lowbit_quant::QuantSpec> {
-        if self.smoothing.is_some() {
+        if self.smoothing.is_some() && self.rotation.is_some() {
             return Err(NnError::layer(
                 &self.name,
-                "gptq with smoothing on the same layer is not supported",
+                "gptq with both smoothing and a rotation on the same layer is not supported \
+                 (either one is)",
             ));
         }
         if self.weight_rotated.load(Ordering::SeqCst) {
@@ -222,6 +225,30 @@ impl LayerQuant {
                 format!("gptq needs a 2-D weight; it is {:?}", w.dims()),
             )
         })?;
+        // SmoothQuant: GPTQ of `W · s` with the Hessian of the smoothed inputs `x / s` (the
+        // factors are frozen first, from the same pass).
+        let mut h = h;
+        let w = match (&self.smoothing, &st.smoother) {
+            (None, _) => w,
+            (Some(_), Some(s)) => {
+                let d: Vec<f64> = s
+                    .stored
+                    .factors
+                    .iter()
+                    .map(|&f| 1.0 / f64::from(f))
+                    .collect();
+                h.scale_inputs(&d)
+                    .map_err(|e| NnError::layer(&self.name, format!("gptq inputs: {e}")))?;
+                s.smooth_weight(&w)
+                    .map_err(|e| NnError::layer(&self.name, e))?
+            }
+            (Some(_), None) => {
+                return Err(NnError::layer(
+                    &self.name,
+                    "gptq with smoothing needs the smoothing factors first (no pass observed)",
+                ));
+            }
+        };
         let wv = w
             .to_dtype(candle_core::DType::F32)?
             .to_device(&candle_core::Device::Cpu)?
