@@ -272,27 +272,50 @@ impl LayerQuant {
         self.untransform(q, true)
     }
 
-    /// `x · s` (a weight) or `x / s` (an input), then `R`.
+    /// `x · s` (a weight) or `x / s` (an input), then `R`, with what the layer applies now.
     fn transform(&self, x: &Tensor, weight: bool) -> Result<Tensor> {
-        let x = match self.smoother()? {
+        self.transform_by(x, weight, self.smoother()?.as_deref(), self.rotator()?)
+    }
+
+    /// `Rᵀ`, then `/ s` (a weight) or `· s` (an input): the inverse of [`Self::transform`].
+    fn untransform(&self, q: &Tensor, weight: bool) -> Result<Tensor> {
+        self.untransform_by(q, weight, self.smoother()?.as_deref(), self.rotator()?)
+    }
+
+    /// [`Self::transform`] with the given smoother and rotator (GPTQ applies the configured
+    /// ones outside the quantized pass).
+    pub(super) fn transform_by(
+        &self,
+        x: &Tensor,
+        weight: bool,
+        smoother: Option<&crate::smoothing::Smoother>,
+        rotator: Option<&crate::rotation::Rotator>,
+    ) -> Result<Tensor> {
+        let x = match smoother {
             Some(s) if weight => s.smooth_weight(x),
             Some(s) => s.smooth_input(x),
             None => Ok(x.clone()),
         }
         .map_err(|e| NnError::layer(&self.name, e))?;
-        match self.rotator()? {
+        match rotator {
             Some(r) => r.rotate(&x).map_err(|e| NnError::layer(&self.name, e)),
             None => Ok(x),
         }
     }
 
-    /// `Rᵀ`, then `/ s` (a weight) or `· s` (an input): the inverse of [`Self::transform`].
-    fn untransform(&self, q: &Tensor, weight: bool) -> Result<Tensor> {
-        let q = match self.rotator()? {
+    /// [`Self::untransform`] with the given smoother and rotator.
+    pub(super) fn untransform_by(
+        &self,
+        q: &Tensor,
+        weight: bool,
+        smoother: Option<&crate::smoothing::Smoother>,
+        rotator: Option<&crate::rotation::Rotator>,
+    ) -> Result<Tensor> {
+        let q = match rotator {
             Some(r) => r.unrotate(q).map_err(|e| NnError::layer(&self.name, e))?,
             None => q.clone(),
         };
-        match self.smoother()? {
+        match smoother {
             Some(s) if weight => s.smooth_input(&q),
             Some(s) => s.smooth_weight(&q),
             None => Ok(q),

@@ -125,17 +125,19 @@ impl LayerQuant {
             Some(g) if st.substitute && g.values.dims() == p.dims() => g.values.clone(),
             _ => return Ok(None),
         };
-        let smoother = st.smoother.clone().filter(|_| self.smoothing.is_some());
+        let smoother = self.gptq_smoother(&st);
         drop(st);
-        // A rotating layer's GPTQ weight is `Q(W R)`: the FP32 pass takes `Q(W R) Rᵀ`; a
-        // smoothing layer's is `Q(W · s)`: the FP32 pass takes `Q(W · s) / s`.
-        let layer = |e: NnError| NnError::layer(&self.name, e);
-        let values = match (self.enabled_rotator()?, smoother) {
-            (Some(r), _) => r.unrotate(&values).map_err(layer)?,
-            (None, Some(s)) => s.smooth_input(&values).map_err(layer)?,
-            (None, None) => values,
-        };
+        // The GPTQ weight is of the transformed weight (`Q(W R)`, `Q(W · s)`): the FP32 pass
+        // takes it back (`Q(W R) Rᵀ`, `Q(W · s) / s`).
+        let values =
+            self.untransform_by(&values, true, smoother.as_deref(), self.enabled_rotator()?)?;
         Ok(Some(values.to_dtype(p.dtype())?.to_device(p.device())?))
+    }
+
+    /// The installed smoothing factors when the layer smooths, whatever the mode (GPTQ works
+    /// on the smoothed weight).
+    fn gptq_smoother(&self, st: &Observation) -> Option<Arc<Smoother>> {
+        st.smoother.clone().filter(|_| self.smoothing.is_some())
     }
 
     /// Whether the layer needs an observation pass (it smooths or runs GPTQ, and is enabled).
@@ -225,12 +227,19 @@ impl LayerQuant {
                 format!("gptq needs a 2-D weight; it is {:?}", w.dims()),
             )
         })?;
-        // SmoothQuant: GPTQ of `W · s` with the Hessian of the smoothed inputs `x / s` (the
-        // factors are frozen first, from the same pass).
+        // GPTQ of the weight as the quantized pass transforms it (`W · s`, `W R`), with the
+        // Hessian of the inputs it transforms: rotated as they were observed, smoothed here
+        // (`H_ij / (s_i s_j)`; the factors are frozen first, from the same pass).
+        let smoother = self.gptq_smoother(&st);
         let mut h = h;
-        let w = match (&self.smoothing, &st.smoother) {
-            (None, _) => w,
-            (Some(_), Some(s)) => {
+        match (&self.smoothing, &smoother) {
+            (Some(_), None) => {
+                return Err(NnError::layer(
+                    &self.name,
+                    "gptq with smoothing needs the smoothing factors first (no pass observed)",
+                ));
+            }
+            (_, Some(s)) => {
                 let d: Vec<f64> = s
                     .stored
                     .factors
@@ -239,16 +248,10 @@ impl LayerQuant {
                     .collect();
                 h.scale_inputs(&d)
                     .map_err(|e| NnError::layer(&self.name, format!("gptq inputs: {e}")))?;
-                s.smooth_weight(&w)
-                    .map_err(|e| NnError::layer(&self.name, e))?
             }
-            (Some(_), None) => {
-                return Err(NnError::layer(
-                    &self.name,
-                    "gptq with smoothing needs the smoothing factors first (no pass observed)",
-                ));
-            }
-        };
+            (None, None) => {}
+        }
+        let w = self.transform_by(&w, true, smoother.as_deref(), self.enabled_rotator()?)?;
         let wv = w
             .to_dtype(candle_core::DType::F32)?
             .to_device(&candle_core::Device::Cpu)?
@@ -380,15 +383,15 @@ impl LayerQuant {
             merge_amax(slot, m).map_err(layer)?;
         }
         if self.gptq.is_some() {
-            // A rotating layer quantizes `W R` and computes with `x R`: GPTQ sees them (the FP32
-            // pass does not rotate).
+            // A rotating layer computes with `x R`: GPTQ's Hessian is of those (the FP32 pass
+            // does not rotate; the weight is transformed when GPTQ runs).
             let rotated;
             let x = match self.enabled_rotator()? {
-                Some(r) => {
+                Some(r) if !weight => {
                     rotated = r.rotate(x).map_err(|e| NnError::layer(&self.name, e))?;
                     &rotated
                 }
-                None => x,
+                _ => x,
             };
             if weight {
                 st.weight_seen = Some(x.clone());
